@@ -1,0 +1,106 @@
+import path from 'node:path';
+import { WsyncError } from './errors.js';
+import { parseTarget, type Target } from './target.js';
+import { LocalTransport } from './transport/local/local.js';
+import { SftpTransport } from './transport/sftp/sftp.js';
+import type { Transport } from './transport/types.js';
+import type { HostKeyPrompt } from './ssh/connect.js';
+import type { AuthPrompt } from './ssh/auth.js';
+import { runSync, type Direction, type SyncEvent, type SyncResult } from './transfer/engine.js';
+
+export interface SyncOptions {
+  /** Remove destination paths the source no longer has (never excluded ones, never after an error). */
+  delete?: boolean;
+  /** Replace or delete destination paths changed outside wsync (old copies go to .wsync/trash/), and lift the delete limit. */
+  force?: boolean;
+  dryRun?: boolean;
+  exclude?: string[];
+  include?: string[];
+  /** Honour .gitignore files (default true). */
+  gitignore?: boolean;
+  /** ssh_config file (-F). */
+  sshConfig?: string;
+  /** Private key tried first (-i). */
+  identity?: string;
+  /** Record an unknown host key instead of refusing. */
+  acceptNew?: boolean;
+  /** Files in flight at once (default 256). */
+  concurrency?: number;
+  /** SFTP channels per connection (default 4). */
+  channels?: number;
+  /** Seconds to wait for another run's lock (default 0). */
+  wait?: number;
+  breakLock?: boolean;
+  /** A person can answer prompts (host keys, passphrases). Default false for the library. */
+  interactive?: boolean;
+  hostKeyPrompt?: HostKeyPrompt;
+  authPrompt?: AuthPrompt;
+  onEvent?: (ev: SyncEvent) => void;
+  /** Resolve hosts without the `ssh` binary (uses the ssh-config package). */
+  useSshBinary?: boolean;
+  /** Test hook. */
+  afterTransfer?: (path: string) => void;
+}
+
+export type { SyncResult, SyncEvent };
+
+export async function openTarget(target: Target | string, o: SyncOptions): Promise<Transport> {
+  const t = typeof target === 'string' ? parseTarget(target) : target;
+  if (t.kind === 'local') return new LocalTransport(t.path);
+  // Loaded on demand: a local target needs none of the SSH code.
+  const { connect } = await import('./ssh/connect.js');
+  const session = await connect(t.host, {
+    configFile: o.sshConfig,
+    user: t.user,
+    port: t.port,
+    identity: o.identity,
+    acceptNew: o.acceptNew,
+    interactive: o.interactive ?? false,
+    hostKeyPrompt: o.hostKeyPrompt,
+    authPrompt: o.authPrompt,
+    channels: o.channels,
+    useSshBinary: o.useSshBinary,
+  });
+  try {
+    const root = await SftpTransport.resolveRoot(session.channels[0], t.path);
+    const label = `${session.host.user}@${session.host.alias}`;
+    return new SftpTransport(session.channels, root, label, session.close);
+  } catch (err) {
+    await session.close();
+    throw err;
+  }
+}
+
+async function run(direction: Direction, localDir: string, target: Target | string, o: SyncOptions): Promise<SyncResult> {
+  if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
+  const local = new LocalTransport(path.resolve(localDir));
+  const remote = await openTarget(target, o);
+  try {
+    return await runSync({
+      direction,
+      local,
+      remote,
+      delete: o.delete ?? false,
+      force: o.force ?? false,
+      dryRun: o.dryRun ?? false,
+      filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [] },
+      concurrency: o.concurrency ?? 256,
+      lockWaitSeconds: o.wait ?? 0,
+      breakLock: o.breakLock ?? false,
+      onEvent: o.onEvent,
+      afterTransfer: o.afterTransfer,
+    });
+  } finally {
+    await remote.close();
+  }
+}
+
+/** Makes `target` match `localDir`. Throws WsyncError for fatal problems; per-path problems are in the result. */
+export function push(localDir: string, target: Target | string, options: SyncOptions = {}): Promise<SyncResult> {
+  return run('push', localDir, target, options);
+}
+
+/** Makes `localDir` match `target`. */
+export function pull(localDir: string, target: Target | string, options: SyncOptions = {}): Promise<SyncResult> {
+  return run('pull', localDir, target, options);
+}

@@ -1,0 +1,147 @@
+import yargs, { type Argv } from 'yargs';
+import { push, pull, type SyncOptions } from '../api.js';
+import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js';
+import { parseTarget } from '../target.js';
+import { Renderer, type Verbosity } from './render.js';
+import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+
+const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
+Exit codes: 0 done; 1 usage or local error (or the target is locked); 2 SSH, network, auth or remote access error;
+3 finished but some paths were not synced (conflicts or per-file failures, each listed).`;
+
+interface SyncArgs {
+  local: string;
+  remote: string;
+  delete: boolean;
+  'dry-run': boolean;
+  exclude: string[];
+  include: string[];
+  gitignore: boolean;
+  json: boolean;
+  quiet: boolean;
+  verbose: boolean;
+  force: boolean;
+  'ssh-config'?: string;
+  identity?: string;
+  'accept-new': boolean;
+  concurrency: number;
+  channels: number;
+  wait: number;
+  'break-lock': boolean;
+}
+
+function syncOptions(y: Argv): Argv<SyncArgs> {
+  return y
+    .positional('local', { type: 'string', describe: 'local directory', demandOption: true })
+    .positional('remote', { type: 'string', describe: 'target: host:path, user@host:path, ssh://user@host:port/path or a local path', demandOption: true })
+    .option('delete', { type: 'boolean', default: false, describe: 'remove destination paths the source no longer has (never after an error)' })
+    .option('dry-run', { alias: 'n', type: 'boolean', default: false, describe: 'show what would change (+ new, * changed, - deleted, . attributes) and change nothing' })
+    .option('exclude', { type: 'string', array: true, default: [], describe: 'leave out paths matching GLOB (repeatable)' })
+    .option('include', { type: 'string', array: true, default: [], describe: 'take paths matching GLOB even if ignored (repeatable)' })
+    .option('gitignore', { type: 'boolean', default: true, describe: 'honour .gitignore files (--no-gitignore to send ignored files)' })
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON lines: one event per change and a final summary object' })
+    .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print only errors' })
+    .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'list every change' })
+    .option('force', { type: 'boolean', default: false, describe: 'replace or delete paths changed on the other side (old copies kept in .wsync/trash/); lift the delete limit' })
+    .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
+    .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
+    .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
+    .option('concurrency', { type: 'number', default: 256, describe: 'files in flight at once' })
+    .option('channels', { type: 'number', default: 4, describe: 'SFTP channels per connection' })
+    .option('wait', { type: 'number', default: 0, describe: 'seconds to wait when another run holds the target lock' })
+    .option('break-lock', { type: 'boolean', default: false, describe: 'remove a lock left by a run that is gone' }) as unknown as Argv<SyncArgs>;
+}
+
+async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<number> {
+  parseTarget(a.remote); // malformed targets fail before anything connects
+  const verbosity: Verbosity = a.quiet ? 'quiet' : a.verbose ? 'verbose' : 'normal';
+  const tty = Boolean(process.stderr.isTTY) && !a.json;
+  const renderer = new Renderer({ json: a.json, verbosity, dryRun: a['dry-run'], tty });
+  const interactive = isInteractive();
+  let authPrompt: SyncOptions['authPrompt'];
+  if (interactive) {
+    const auth = await import('../ssh/auth.js');
+    authPrompt = auth.ttyPassphrasePrompt();
+  }
+  const opts: SyncOptions = {
+    delete: a.delete,
+    force: a.force,
+    dryRun: a['dry-run'],
+    exclude: a.exclude,
+    include: a.include,
+    gitignore: a.gitignore,
+    sshConfig: a['ssh-config'],
+    identity: a.identity,
+    acceptNew: a['accept-new'],
+    concurrency: Math.max(1, a.concurrency),
+    channels: Math.max(1, a.channels),
+    wait: a.wait,
+    breakLock: a['break-lock'],
+    interactive,
+    hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
+    authPrompt,
+    onEvent: renderer.onEvent,
+  };
+  const result = direction === 'push' ? await push(a.local, a.remote, opts) : await pull(a.local, a.remote, opts);
+  renderer.summary(result);
+  return result.ok ? 0 : EXIT_CODES.partial;
+}
+
+function reportError(err: unknown, json: boolean): number {
+  const code = exitCodeFor(err);
+  if (json) {
+    const e = err instanceof WsyncError ? { code: err.code, message: err.message, hint: err.hint } : { code: 'E_INTERNAL', message: errorMessage(err) };
+    process.stdout.write(JSON.stringify({ type: 'error', ...e, exitCode: code }) + '\n');
+  }
+  if (err instanceof WsyncError) {
+    process.stderr.write(`wsync: ${err.message}\n`);
+    if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+  } else {
+    process.stderr.write(`wsync: internal error: ${errorMessage(err)}\n`);
+    if (process.env.WSYNC_DEBUG) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+  }
+  return code;
+}
+
+/** Runs the CLI; resolves with the exit code (the bin script exits with it). */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const jsonWanted = argv.includes('--json');
+  const parser = yargs(argv)
+    .scriptName('wsync')
+    .usage('$0 <command> [options]\n\nSync a directory to or from a host over SFTP; nothing but sshd needed there.')
+    .command(
+      'push <local> <remote>',
+      'make the remote directory match the local one',
+      (y) => syncOptions(y),
+      async (a) => {
+        exitCode = await runSyncCommand('push', a as unknown as SyncArgs);
+      },
+    )
+    .command(
+      'pull <local> <remote>',
+      'make the local directory match the remote one',
+      (y) => syncOptions(y),
+      async (a) => {
+        exitCode = await runSyncCommand('pull', a as unknown as SyncArgs);
+      },
+    )
+    .completion('completion', 'print a shell completion script (bash/zsh): wsync completion >> ~/.bashrc')
+    .demandCommand(1, 'name a command: push or pull')
+    .strict()
+    .epilog(EPILOG)
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new WsyncError('E_USAGE', msg ?? 'invalid arguments', { hint: 'see wsync --help' });
+    });
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    return reportError(err, jsonWanted);
+  }
+  return exitCode;
+}

@@ -1,0 +1,80 @@
+/**
+ * Every failure wsync reports carries a stable code (for scripts and --json) and a hint for the person at the
+ * keyboard. The CLI maps the exit-code class; nothing below src/cli prints or exits.
+ */
+export type ExitClass = 'usage' | 'local' | 'remote' | 'partial';
+
+export const EXIT_CODES: Record<ExitClass, number> = { usage: 1, local: 1, remote: 2, partial: 3 };
+
+export type ErrorCode =
+  | 'E_USAGE'
+  | 'E_TARGET'
+  | 'E_LOCAL_MISSING'
+  | 'E_LOCAL_IO'
+  | 'E_SSH_CONFIG'
+  | 'E_CONNECT'
+  | 'E_AUTH'
+  | 'E_PASSPHRASE'
+  | 'E_HOSTKEY_UNKNOWN'
+  | 'E_HOSTKEY_CHANGED'
+  | 'E_HOSTKEY_REVOKED'
+  | 'E_KNOWN_HOSTS'
+  | 'E_REMOTE_PERMISSION'
+  | 'E_REMOTE_IO'
+  | 'E_REMOTE_LOST'
+  | 'E_LOCKED'
+  | 'E_MANIFEST'
+  | 'E_DELETE_LIMIT'
+  | 'E_UNSAFE_PATH'
+  | 'E_CONFLICT'
+  | 'E_CHANGED_DURING_SYNC'
+  | 'E_INTERNAL';
+
+const CLASS_OF: Record<ErrorCode, ExitClass> = {
+  E_USAGE: 'usage',
+  E_TARGET: 'usage',
+  E_LOCAL_MISSING: 'local',
+  E_LOCAL_IO: 'local',
+  E_SSH_CONFIG: 'remote',
+  E_CONNECT: 'remote',
+  E_AUTH: 'remote',
+  E_PASSPHRASE: 'remote',
+  E_HOSTKEY_UNKNOWN: 'remote',
+  E_HOSTKEY_CHANGED: 'remote',
+  E_HOSTKEY_REVOKED: 'remote',
+  E_KNOWN_HOSTS: 'remote',
+  E_REMOTE_PERMISSION: 'remote',
+  E_REMOTE_IO: 'remote',
+  E_REMOTE_LOST: 'remote',
+  E_LOCKED: 'local',
+  E_MANIFEST: 'remote',
+  E_DELETE_LIMIT: 'local',
+  E_UNSAFE_PATH: 'partial',
+  E_CONFLICT: 'partial',
+  E_CHANGED_DURING_SYNC: 'partial',
+  E_INTERNAL: 'local',
+};
+
+export class WsyncError extends Error {
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  constructor(code: ErrorCode, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'WsyncError';
+    this.code = code;
+    this.hint = opts.hint;
+  }
+  get exitClass(): ExitClass {
+    return CLASS_OF[this.code];
+  }
+}
+
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof WsyncError) return EXIT_CODES[err.exitClass];
+  return EXIT_CODES.local;
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

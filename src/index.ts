@@ -1,0 +1,4 @@
+export { push, pull, type SyncOptions, type SyncResult, type SyncEvent } from './api.js';
+export { WsyncError, type ErrorCode } from './errors.js';
+export { parseTarget, type Target } from './target.js';
+export type { ItemEvent, ProgressEvent, SyncStats } from './transfer/engine.js';

@@ -1,0 +1,67 @@
+import os from 'node:os';
+import type { Transport } from '../transport/types.js';
+import { WsyncError } from '../errors.js';
+
+export const LOCK_PATH = '.wsync/lock';
+
+export interface LockInfo {
+  host: string;
+  pid: number;
+  time: string;
+  op: string;
+  user?: string;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export interface LockOptions {
+  op: string;
+  /** Seconds to keep retrying while another run holds the lock. */
+  waitSeconds: number;
+  /** Remove a lock that another host holds (the user says it is stale). */
+  breakLock: boolean;
+}
+
+/**
+ * One run per target at a time. The lock is created with an exclusive rename, so two runs can never both believe
+ * they hold it; it names host, pid and time so that a person can judge a stale one. A lock left by a dead process
+ * on this same host is provably stale and is cleared without asking.
+ */
+export async function acquireLock(t: Transport, opts: LockOptions): Promise<() => Promise<void>> {
+  const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username };
+  const deadline = Date.now() + opts.waitSeconds * 1000;
+  for (;;) {
+    if (await t.writeSmall(LOCK_PATH, Buffer.from(JSON.stringify(me) + '\n'), { exclusive: true })) {
+      return async () => {
+        await t.remove(LOCK_PATH, 'file');
+      };
+    }
+    const raw = await t.readFile(LOCK_PATH);
+    let other: Partial<LockInfo> = {};
+    try {
+      other = JSON.parse(raw?.toString('utf8') ?? '{}');
+    } catch {
+      // An unreadable lock is still a lock.
+    }
+    const sameHostDead = other.host === me.host && typeof other.pid === 'number' && !pidAlive(other.pid);
+    if (sameHostDead || opts.breakLock) {
+      await t.remove(LOCK_PATH, 'file');
+      continue;
+    }
+    if (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      continue;
+    }
+    const who = `${other.op ?? 'a wsync run'} by ${other.user ? other.user + '@' : ''}${other.host ?? 'unknown host'} (pid ${other.pid ?? '?'}) since ${other.time ?? 'unknown time'}`;
+    throw new WsyncError('E_LOCKED', `${t.describe()} is locked: ${who}`, {
+      hint: `wait for that run to finish (--wait SECONDS), or if it is gone, run again with --break-lock (the lock is ${t.describe(LOCK_PATH)})`,
+    });
+  }
+}

@@ -1,0 +1,93 @@
+import ignore, { type Ignore } from 'ignore';
+import picomatch from 'picomatch';
+import { ancestors, baseName, isTempName } from '../util/paths.js';
+
+export interface FilterOptions {
+  /** Honour .gitignore files (.wsyncignore files are always honoured). */
+  gitignore: boolean;
+  /** --exclude globs: no '/' matches a name at any depth; with '/' matches from the root; a trailing '/' only directories. */
+  excludes: string[];
+  /** --include globs: same syntax; re-include what .gitignore or --exclude left out (not inside an excluded directory). */
+  includes: string[];
+}
+
+export const IGNORE_FILES = ['.gitignore', '.wsyncignore'] as const;
+export const STATE_DIR = '.wsync';
+
+type Glob = { dirOnly: boolean; match: (p: string) => boolean; anchored: boolean };
+
+function compileGlob(glob: string): Glob {
+  let g = glob.trim();
+  const dirOnly = g.endsWith('/');
+  if (dirOnly) g = g.replace(/\/+$/, '');
+  const anchored = g.includes('/');
+  if (g.startsWith('/')) g = g.slice(1);
+  return { dirOnly, anchored, match: picomatch(g, { dot: true }) };
+}
+
+function globHits(globs: Glob[], rel: string, isDir: boolean): boolean {
+  for (const g of globs) {
+    if (g.dirOnly && !isDir) continue;
+    if (g.match(g.anchored ? rel : baseName(rel))) return true;
+  }
+  return false;
+}
+
+/**
+ * Which paths take part in a sync. Rules from .gitignore/.wsyncignore are kept per directory and applied with
+ * git's precedence: deeper files over shallower ones, later lines over earlier ones, .wsyncignore over
+ * .gitignore in the same directory. Paths are checked one level at a time by the walker, so a file below an
+ * excluded directory is never reached (git cannot re-include it either).
+ */
+export class IgnoreRules {
+  private perDir = new Map<string, Ignore[]>();
+  private excludes: Glob[];
+  private includes: Glob[];
+
+  constructor(readonly opts: FilterOptions) {
+    this.excludes = opts.excludes.map(compileGlob);
+    this.includes = opts.includes.map(compileGlob);
+  }
+
+  wants(name: string): boolean {
+    return name === '.wsyncignore' || (name === '.gitignore' && this.opts.gitignore);
+  }
+
+  addRules(dir: string, file: string, text: string): void {
+    if (!this.wants(file)) return;
+    const list = this.perDir.get(dir) ?? [];
+    const ig = ignore({ allowRelativePaths: true }).add(text);
+    // .wsyncignore is read second whatever the listing order, so that it overrides .gitignore.
+    if (file === '.wsyncignore') list.push(ig);
+    else list.unshift(ig);
+    this.perDir.set(dir, list);
+  }
+
+  /** Excluded because of the path itself (its ancestors are assumed to be included). */
+  isExcluded(rel: string, isDir: boolean): boolean {
+    const name = baseName(rel);
+    if (name === '.git') return true;
+    if (rel === STATE_DIR) return true;
+    if (isTempName(name)) return true;
+    if (globHits(this.includes, rel, isDir)) return false;
+    if (globHits(this.excludes, rel, isDir)) return true;
+    let state = false;
+    for (const dir of ['', ...ancestors(rel)]) {
+      const rules = this.perDir.get(dir);
+      if (!rules) continue;
+      const sub = (dir === '' ? rel : rel.slice(dir.length + 1)) + (isDir ? '/' : '');
+      for (const ig of rules) {
+        const r = ig.test(sub);
+        if (r.ignored) state = true;
+        else if (r.unignored) state = false;
+      }
+    }
+    return state;
+  }
+
+  /** Excluded because of the path or any directory above it. */
+  isExcludedDeep(rel: string, isDir: boolean): boolean {
+    for (const a of ancestors(rel)) if (this.isExcluded(a, true)) return true;
+    return this.isExcluded(rel, isDir);
+  }
+}

@@ -1,0 +1,112 @@
+import type { Problem, Tree } from '../types.js';
+import type { Transport } from '../transport/types.js';
+import { WsyncError, errorMessage } from '../errors.js';
+import { isSafeName, isTempName, joinRel } from '../util/paths.js';
+import { IgnoreRules } from './ignore.js';
+
+export interface WalkResult {
+  tree: Tree;
+  /** False when the root itself does not exist. */
+  rootExists: boolean;
+  problems: Problem[];
+  /** Temp files an interrupted run left behind. */
+  temps: string[];
+  /** Directories that could not be listed: nothing below them may be created, changed or deleted. */
+  blocked: string[];
+}
+
+export interface WalkOptions {
+  rules: IgnoreRules;
+  /** The other side's rules: a path either side excludes is left alone on both. */
+  otherRules?: IgnoreRules;
+  /** Directories listed at once; over SFTP this is what pipelines the scan. */
+  concurrency: number;
+}
+
+/**
+ * Lists a whole tree through a transport, breadth first with many directories in flight, applying ignore rules
+ * as it descends (an excluded directory is never entered). Names that could escape the root are reported, not
+ * followed. Symlinks are leaves.
+ */
+export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult> {
+  const tree: Tree = new Map();
+  const problems: Problem[] = [];
+  const temps: string[] = [];
+  const blocked: string[] = [];
+  const rootEntries = await t.readdir('');
+  if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked };
+
+  const excluded = (rel: string, isDir: boolean) =>
+    opts.rules.isExcluded(rel, isDir) || (opts.otherRules?.isExcluded(rel, isDir) ?? false);
+
+  const visit = async (dir: string, entries: Awaited<ReturnType<Transport['readdir']>>, enqueue: (d: string) => void) => {
+    if (!entries) return; // vanished between listings: the parent's entry stays, its content is unknown
+    const ignoreFiles = entries.filter((e) => e.entry.type === 'file' && opts.rules.wants(e.name));
+    await Promise.all(
+      ignoreFiles.map(async (e) => {
+        const text = await t.readFile(joinRel(dir, e.name));
+        if (text) opts.rules.addRules(dir, e.name, text.toString('utf8'));
+      }),
+    );
+    for (const { name, entry } of entries) {
+      const rel = joinRel(dir, name);
+      if (!isSafeName(name)) {
+        problems.push({ path: rel, code: 'E_UNSAFE_PATH', message: `refusing unsafe name ${JSON.stringify(name)} in ${t.describe(dir)}` });
+        continue;
+      }
+      if (isTempName(name)) {
+        temps.push(rel);
+        continue;
+      }
+      if (excluded(rel, entry.type === 'dir')) continue;
+      tree.set(rel, entry);
+      if (entry.type === 'dir') enqueue(rel);
+    }
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    const queue: string[] = [];
+    let active = 0;
+    let failed = false;
+    const enqueue = (d: string) => {
+      queue.push(d);
+      pump();
+    };
+    const pump = () => {
+      if (failed) return;
+      while (active < opts.concurrency && queue.length > 0) {
+        const d = queue.shift()!;
+        active++;
+        t.readdir(d)
+          .then((entries) => visit(d, entries, enqueue))
+          .catch((err) => {
+            if (err instanceof WsyncError && (err.code === 'E_REMOTE_PERMISSION' || err.code === 'E_LOCAL_IO')) {
+              problems.push({ path: d, code: err.code, message: errorMessage(err) });
+              blocked.push(d);
+              return;
+            }
+            failed = true;
+            reject(err);
+          })
+          .finally(() => {
+            active--;
+            if (!failed && active === 0 && queue.length === 0) resolve();
+            else pump();
+          });
+      }
+    };
+    visit('', rootEntries, enqueue)
+      .then(() => {
+        if (active === 0 && queue.length === 0) resolve();
+      })
+      .catch(reject);
+  });
+  return { tree, rootExists: true, problems, temps, blocked };
+}
+
+/** Drops paths the other side's rules exclude (its rules were not known while this tree was walked). */
+export function filterTree(tree: Tree, rules: IgnoreRules): Tree {
+  const out: Tree = new Map();
+  for (const [rel, e] of tree) if (!rules.isExcludedDeep(rel, e.type === 'dir')) out.set(rel, e);
+  return out;
+}

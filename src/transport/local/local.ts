@@ -1,0 +1,279 @@
+import { promises as fsp, constants as C } from 'node:fs';
+import type { Stats } from 'node:fs';
+import path from 'node:path';
+import type { Entry } from '../../types.js';
+import type { Capabilities, DirEntry, Transport, WriteMeta, WriteOptions } from '../types.js';
+import { WsyncError } from '../../errors.js';
+import { ancestors, localJoin, tempNameFor } from '../../util/paths.js';
+
+const BLOCK = 1 << 20;
+
+export function entryFromStats(st: Stats, target?: string): Entry | null {
+  const mtime = Math.floor(st.mtimeMs / 1000);
+  const mode = st.mode & 0o7777;
+  if (st.isFile()) return { type: 'file', size: st.size, mtime, mode };
+  if (st.isDirectory()) return { type: 'dir', size: 0, mtime, mode };
+  if (st.isSymbolicLink()) return { type: 'symlink', size: 0, mtime, mode, target: target ?? '' };
+  return null; // sockets, fifos, devices are not synced
+}
+
+function ioError(err: unknown, what: string): WsyncError {
+  const e = err as NodeJS.ErrnoException;
+  return new WsyncError('E_LOCAL_IO', `${what}: ${e.code ?? ''} ${e.message ?? String(err)}`.trim(), { cause: err });
+}
+
+/**
+ * The local filesystem as a Transport. Used for the local side of every sync and, with a plain path as the
+ * target, as the remote side too, so the whole engine runs without a server.
+ */
+export class LocalTransport implements Transport {
+  readonly kind = 'local' as const;
+  readonly caps: Capabilities = { copyData: true, fsync: true, maxRead: BLOCK, maxWrite: BLOCK };
+  readonly root: string;
+  /** Directories already proven to be real directories (not symlinks) under the root. */
+  private verifiedDirs = new Set<string>(['']);
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+  }
+
+  describe(rel = ''): string {
+    return localJoin(this.root, rel);
+  }
+
+  private abs(rel: string): string {
+    return localJoin(this.root, rel);
+  }
+
+  /**
+   * Refuses to write through a symlinked directory: a pulled tree must never reach outside the local root, even
+   * when the local tree already holds a symlink where the remote has a directory.
+   */
+  private async assertRealParents(rel: string): Promise<void> {
+    for (const dir of ancestors(rel)) {
+      if (this.verifiedDirs.has(dir)) continue;
+      let st: Stats;
+      try {
+        st = await fsp.lstat(this.abs(dir));
+      } catch (err) {
+        throw ioError(err, `cannot reach ${this.abs(dir)}`);
+      }
+      if (!st.isDirectory()) {
+        throw new WsyncError('E_UNSAFE_PATH', `refusing to write ${rel}: ${dir} is not a real directory (a symlink or file)`);
+      }
+      this.verifiedDirs.add(dir);
+    }
+  }
+
+  async readdir(rel: string): Promise<DirEntry[] | null> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.abs(rel));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw ioError(err, `cannot list ${this.abs(rel)}`);
+    }
+    const out: DirEntry[] = [];
+    await Promise.all(
+      names.map(async (name) => {
+        const p = path.join(this.abs(rel), name);
+        try {
+          const st = await fsp.lstat(p);
+          const target = st.isSymbolicLink() ? await fsp.readlink(p) : undefined;
+          const entry = entryFromStats(st, target);
+          if (entry) out.push({ name, entry });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, `cannot stat ${p}`);
+        }
+      }),
+    );
+    return out;
+  }
+
+  async lstat(rel: string): Promise<Entry | null> {
+    try {
+      const st = await fsp.lstat(this.abs(rel));
+      const target = st.isSymbolicLink() ? await fsp.readlink(this.abs(rel)) : undefined;
+      return entryFromStats(st, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw ioError(err, `cannot stat ${this.abs(rel)}`);
+    }
+  }
+
+  async readFile(rel: string): Promise<Buffer | null> {
+    try {
+      return await fsp.readFile(this.abs(rel));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw ioError(err, `cannot read ${this.abs(rel)}`);
+    }
+  }
+
+  async *openRead(rel: string, size: number): AsyncIterable<Buffer> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(this.abs(rel), C.O_RDONLY | (C.O_NOFOLLOW ?? 0));
+    } catch (err) {
+      throw ioError(err, `cannot open ${this.abs(rel)}`);
+    }
+    try {
+      let pos = 0;
+      while (pos < size) {
+        const want = Math.min(BLOCK, size - pos);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await fh.read(buf, 0, want, pos);
+        if (bytesRead === 0) {
+          throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} shrank while it was being read`);
+        }
+        pos += bytesRead;
+        yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
+      }
+      const st = await fh.stat();
+      if (st.size !== size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} changed size while it was being read`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async ensureRoot(): Promise<void> {
+    try {
+      await fsp.mkdir(this.root, { recursive: true });
+    } catch (err) {
+      throw ioError(err, `cannot create ${this.root}`);
+    }
+  }
+
+  async mkdir(rel: string, mode: number): Promise<void> {
+    await this.assertRealParents(rel);
+    const p = this.abs(rel);
+    try {
+      await fsp.mkdir(p, { mode: mode & 0o777 });
+      await fsp.chmod(p, mode & 0o7777);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        const st = await fsp.lstat(p);
+        if (st.isDirectory()) return;
+      }
+      throw ioError(err, `cannot create directory ${p}`);
+    }
+  }
+
+  async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    await this.assertRealParents(rel);
+    const tmp = this.abs(tempNameFor(rel));
+    const fh = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
+      throw ioError(err, `cannot create ${tmp}`);
+    });
+    let ok = false;
+    try {
+      let pos = 0;
+      for await (const chunk of data) {
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, pos);
+          off += bytesWritten;
+          pos += bytesWritten;
+        }
+      }
+      if (pos !== meta.size) {
+        throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel}: expected ${meta.size} bytes, got ${pos}`);
+      }
+      await fh.chmod(meta.mode & 0o7777);
+      await fh.utimes(meta.mtime, meta.mtime);
+      await fh.sync();
+      ok = true;
+    } finally {
+      await fh.close().catch(() => undefined);
+      if (!ok) await fsp.unlink(tmp).catch(() => undefined);
+    }
+    await this.commit(tmp, rel, opts);
+  }
+
+  private async commit(tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
+    const finalAbs = this.abs(rel);
+    try {
+      if (opts.exclusive) {
+        // link() fails on an existing name, which is what an exclusive create needs; rename would replace.
+        await fsp.link(tmpAbs, finalAbs);
+        await fsp.unlink(tmpAbs);
+        return;
+      }
+      if (opts.backupTo) await this.moveAside(rel, opts.backupTo);
+      await fsp.rename(tmpAbs, finalAbs);
+    } catch (err) {
+      await fsp.unlink(tmpAbs).catch(() => undefined);
+      throw ioError(err, `cannot move into place ${finalAbs}`);
+    }
+  }
+
+  private async moveAside(rel: string, backupTo: string): Promise<void> {
+    try {
+      await fsp.mkdir(path.dirname(this.abs(backupTo)), { recursive: true });
+      await fsp.rename(this.abs(rel), this.abs(backupTo));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number } = {}): Promise<boolean> {
+    const mode = opts.mode ?? 0o644;
+    try {
+      await this.writeFile(rel, (async function* () { yield data; })(), { mode, mtime: Math.floor(Date.now() / 1000), size: data.length }, { exclusive: opts.exclusive });
+      return true;
+    } catch (err) {
+      if (opts.exclusive && err instanceof WsyncError && (err.cause as NodeJS.ErrnoException)?.code === 'EEXIST') return false;
+      throw err;
+    }
+  }
+
+  async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
+    await this.assertRealParents(rel);
+    const tmp = this.abs(tempNameFor(rel));
+    try {
+      await fsp.symlink(target, tmp);
+    } catch (err) {
+      throw ioError(err, `cannot create symlink ${this.abs(rel)}`);
+    }
+    await this.commit(tmp, rel, opts);
+  }
+
+  async setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
+    await this.assertRealParents(rel);
+    const p = this.abs(rel);
+    try {
+      if (meta.mode !== undefined) await fsp.chmod(p, meta.mode & 0o7777);
+      if (meta.mtime !== undefined) await fsp.utimes(p, meta.mtime, meta.mtime);
+    } catch (err) {
+      throw ioError(err, `cannot set attributes of ${p}`);
+    }
+  }
+
+  async remove(rel: string, type: 'file' | 'dir'): Promise<void> {
+    await this.assertRealParents(rel);
+    const p = this.abs(rel);
+    try {
+      if (type === 'dir') {
+        await fsp.rmdir(p);
+        this.verifiedDirs = new Set(['']);
+      } else await fsp.unlink(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw ioError(err, `cannot remove ${p}`);
+    }
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    await this.assertRealParents(from);
+    try {
+      await fsp.mkdir(path.dirname(this.abs(to)), { recursive: true });
+      await fsp.rename(this.abs(from), this.abs(to));
+      this.verifiedDirs = new Set(['']);
+    } catch (err) {
+      throw ioError(err, `cannot rename ${this.abs(from)}`);
+    }
+  }
+
+  async close(): Promise<void> {}
+}

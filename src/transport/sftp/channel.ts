@@ -1,0 +1,154 @@
+import type { SFTPWrapper, Stats as SftpStats, FileEntry, InputAttributes } from 'ssh2';
+import { WsyncError } from '../../errors.js';
+import type { Entry } from '../../types.js';
+
+/** SFTP status codes (draft-ietf-secsh-filexfer-02 §7). */
+export const SFTP_STATUS = { OK: 0, EOF: 1, NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4 } as const;
+
+export function sftpCode(err: unknown): number | undefined {
+  const c = (err as { code?: unknown })?.code;
+  return typeof c === 'number' ? c : undefined;
+}
+
+export function isNoSuchFile(err: unknown): boolean {
+  return sftpCode(err) === SFTP_STATUS.NO_SUCH_FILE;
+}
+
+/** The one place SFTP failures become wsync errors. */
+export function mapSftpError(err: unknown, what: string): WsyncError {
+  if (err instanceof WsyncError) return err;
+  const code = sftpCode(err);
+  const msg = (err as Error)?.message ?? String(err);
+  if (code === SFTP_STATUS.PERMISSION_DENIED) {
+    return new WsyncError('E_REMOTE_PERMISSION', `${what}: permission denied`, {
+      cause: err,
+      hint: 'check that the remote user may write there (owner and mode of the target directory)',
+    });
+  }
+  if (/No response from server|Not connected|Channel not open|Connection lost/i.test(msg)) {
+    return new WsyncError('E_REMOTE_LOST', `${what}: connection to the server was lost`, { cause: err });
+  }
+  return new WsyncError('E_REMOTE_IO', `${what}: ${msg}`, { cause: err });
+}
+
+export function entryFromAttrs(attrs: SftpStats | FileEntry['attrs'], target?: string): Entry | null {
+  const mode = attrs.mode ?? 0;
+  const fmt = mode & 0o170000;
+  const mtime = attrs.mtime ?? 0;
+  const perm = mode & 0o7777;
+  if (fmt === 0o100000) return { type: 'file', size: attrs.size ?? 0, mtime, mode: perm };
+  if (fmt === 0o040000) return { type: 'dir', size: 0, mtime, mode: perm };
+  if (fmt === 0o120000) return { type: 'symlink', size: 0, mtime, mode: perm, target: target ?? '' };
+  return null;
+}
+
+/**
+ * Promise face of one SFTP channel. Each call is sent at once (ssh2 does not wait for earlier replies), so
+ * issuing several before awaiting them is what pipelines; the server handles one channel's requests in order.
+ */
+export class SftpChannel {
+  readonly maxRead: number;
+  readonly maxWrite: number;
+  readonly maxOpenHandles: number;
+  readonly extensions: Record<string, string>;
+  /** Files currently using this channel; the pool picks the least busy. */
+  load = 0;
+
+  constructor(readonly sftp: SFTPWrapper) {
+    const s = sftp as unknown as { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number; _extensions?: Record<string, string> };
+    // ssh2 reads limits@openssh.com before 'ready'; its fallback is 32 KiB-ish for non-OpenSSH servers.
+    this.maxRead = s._maxReadLen ?? 32 * 1024;
+    this.maxWrite = s._maxWriteLen ?? 32 * 1024;
+    this.maxOpenHandles = s.maxOpenHandles && Number.isFinite(s.maxOpenHandles) ? s.maxOpenHandles : 1024;
+    this.extensions = s._extensions ?? {};
+  }
+
+  has(ext: string, version = '1'): boolean {
+    return this.extensions[ext] === version;
+  }
+
+  open(path: string, flags: import('ssh2').OpenMode, attrs?: InputAttributes): Promise<Buffer> {
+    return new Promise((res, rej) => this.sftp.open(path, flags, attrs ?? {}, (err, h) => (err ? rej(err) : res(h))));
+  }
+  close(h: Buffer): Promise<void> {
+    return new Promise((res, rej) => this.sftp.close(h, (err) => (err ? rej(err) : res())));
+  }
+  write(h: Buffer, buf: Buffer, pos: number): Promise<void> {
+    return new Promise((res, rej) => this.sftp.write(h, buf, 0, buf.length, pos, (err) => (err ? rej(err) : res())));
+  }
+  /** Resolves with the bytes read (fewer at EOF; 0 bytes = EOF). */
+  read(h: Buffer, len: number, pos: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(len);
+    return new Promise((res, rej) =>
+      this.sftp.read(h, buf, 0, len, pos, (err, n) => {
+        if (err) return sftpCode(err) === SFTP_STATUS.EOF ? res(buf.subarray(0, 0)) : rej(err);
+        res(n === len ? buf : buf.subarray(0, n));
+      }),
+    );
+  }
+  fstat(h: Buffer): Promise<SftpStats> {
+    return new Promise((res, rej) => this.sftp.fstat(h, (err, st) => (err ? rej(err) : res(st))));
+  }
+  fsetstat(h: Buffer, attrs: InputAttributes): Promise<void> {
+    return new Promise((res, rej) => this.sftp.fsetstat(h, attrs, (err) => (err ? rej(err) : res())));
+  }
+  setstat(path: string, attrs: InputAttributes): Promise<void> {
+    return new Promise((res, rej) => this.sftp.setstat(path, attrs, (err) => (err ? rej(err) : res())));
+  }
+  fsync(h: Buffer): Promise<void> {
+    return new Promise((res, rej) => this.sftp.ext_openssh_fsync(h, (err) => (err ? rej(err) : res())));
+  }
+  lstat(path: string): Promise<SftpStats> {
+    return new Promise((res, rej) => this.sftp.lstat(path, (err, st) => (err ? rej(err) : res(st))));
+  }
+  stat(path: string): Promise<SftpStats> {
+    return new Promise((res, rej) => this.sftp.stat(path, (err, st) => (err ? rej(err) : res(st))));
+  }
+  readlink(path: string): Promise<string> {
+    return new Promise((res, rej) => this.sftp.readlink(path, (err, t) => (err ? rej(err) : res(t))));
+  }
+  symlink(target: string, path: string): Promise<void> {
+    return new Promise((res, rej) => this.sftp.symlink(target, path, (err) => (err ? rej(err) : res())));
+  }
+  mkdir(path: string, mode: number): Promise<void> {
+    return new Promise((res, rej) => this.sftp.mkdir(path, { mode }, (err) => (err ? rej(err) : res())));
+  }
+  rmdir(path: string): Promise<void> {
+    return new Promise((res, rej) => this.sftp.rmdir(path, (err) => (err ? rej(err) : res())));
+  }
+  unlink(path: string): Promise<void> {
+    return new Promise((res, rej) => this.sftp.unlink(path, (err) => (err ? rej(err) : res())));
+  }
+  /** Atomic replace; plain SSH_FXP_RENAME refuses an existing target on OpenSSH. */
+  posixRename(from: string, to: string): Promise<void> {
+    if (!this.has('posix-rename@openssh.com')) {
+      return new Promise((res, rej) => this.sftp.rename(from, to, (err) => (err ? rej(err) : res())));
+    }
+    return new Promise((res, rej) => this.sftp.ext_openssh_rename(from, to, (err) => (err ? rej(err) : res())));
+  }
+  /** Plain rename: fails when `to` exists, which is what an exclusive create needs. */
+  renameNoReplace(from: string, to: string): Promise<void> {
+    return new Promise((res, rej) => this.sftp.rename(from, to, (err) => (err ? rej(err) : res())));
+  }
+  copyData(src: Buffer, srcOff: number, len: number, dst: Buffer, dstOff: number): Promise<void> {
+    return new Promise((res, rej) => this.sftp.ext_copy_data(src, srcOff, len, dst, dstOff, (err) => (err ? rej(err) : res())));
+  }
+  realpath(path: string): Promise<string> {
+    return new Promise((res, rej) => this.sftp.realpath(path, (err, p) => (err ? rej(err) : res(p))));
+  }
+  opendir(path: string): Promise<Buffer> {
+    return new Promise((res, rej) => this.sftp.opendir(path, (err, h) => (err ? rej(err) : res(h))));
+  }
+  /** One READDIR: null at EOF. */
+  readdirChunk(h: Buffer): Promise<FileEntry[] | null> {
+    return new Promise((res, rej) =>
+      this.sftp.readdir(h, (err, list) => {
+        if (err) return sftpCode(err) === SFTP_STATUS.EOF ? res(null) : rej(err);
+        res(list as FileEntry[]);
+      }),
+    );
+  }
+  end(): void {
+    this.sftp.end();
+  }
+}

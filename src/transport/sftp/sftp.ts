@@ -1,0 +1,447 @@
+import path from 'node:path';
+import type { Entry } from '../../types.js';
+import type { Capabilities, DirEntry, Transport, WriteMeta, WriteOptions } from '../types.js';
+import { WsyncError } from '../../errors.js';
+import { Semaphore } from '../../util/limit.js';
+import { ancestors, parentOf, remoteJoin, tempNameFor } from '../../util/paths.js';
+import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
+
+/** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
+const BYTES_IN_FLIGHT_PER_CHANNEL = 16 * 1024 * 1024;
+/** Files open at once per channel; OpenSSH allows far more handles, the link rarely needs more. */
+const FILES_PER_CHANNEL = 128;
+/** Reads kept in flight for one download. */
+const READ_AHEAD = 16;
+
+interface ChannelSlot {
+  ch: SftpChannel;
+  files: Semaphore;
+  bytes: Semaphore;
+}
+
+/**
+ * An SFTP server as a Transport. Work is spread over several channels of one SSH connection (each channel is
+ * its own sftp-server process with its own flow-control window), and every per-file sequence is sent without
+ * waiting for replies wherever the protocol's in-order processing makes that safe.
+ */
+export class SftpTransport implements Transport {
+  readonly kind = 'sftp' as const;
+  readonly caps: Capabilities;
+  private slots: ChannelSlot[];
+  private knownDirs = new Set<string>();
+
+  constructor(
+    channels: SftpChannel[],
+    readonly root: string,
+    private readonly label: string,
+    private readonly onClose: () => Promise<void>,
+  ) {
+    if (channels.length === 0) throw new Error('SftpTransport needs at least one channel');
+    this.slots = channels.map((ch) => ({
+      ch,
+      files: new Semaphore(Math.max(4, Math.min(FILES_PER_CHANNEL, Math.floor(ch.maxOpenHandles / 2)))),
+      bytes: new Semaphore(BYTES_IN_FLIGHT_PER_CHANNEL),
+    }));
+    const c0 = channels[0];
+    this.caps = {
+      copyData: channels.every((c) => c.has('copy-data')),
+      fsync: channels.every((c) => c.has('fsync@openssh.com')),
+      maxRead: Math.min(...channels.map((c) => c.maxRead)),
+      maxWrite: Math.min(...channels.map((c) => c.maxWrite)),
+    };
+    void c0;
+  }
+
+  /** Resolves a user-typed remote path: relative and `~/` paths are relative to the login's home. */
+  static async resolveRoot(ch: SftpChannel, p: string): Promise<string> {
+    // realpath('.') rather than home-directory (buggy before OpenSSH 9.8) or expand-path (broken in ssh2 <=1.17).
+    const home = await ch.realpath('.').catch((err) => {
+      throw mapSftpError(err, 'cannot resolve the remote home directory');
+    });
+    let rest = p;
+    if (rest === '~' || rest === '') return home;
+    if (rest.startsWith('~/')) rest = rest.slice(2);
+    const abs = rest.startsWith('/') || /^[A-Za-z]:/.test(rest) ? rest : path.posix.join(home, rest);
+    const norm = path.posix.normalize(abs);
+    return norm.length > 1 && norm.endsWith('/') ? norm.slice(0, -1) : norm;
+  }
+
+  describe(rel = ''): string {
+    return `${this.label}:${remoteJoin(this.root, rel)}`;
+  }
+
+  private abs(rel: string): string {
+    return remoteJoin(this.root, rel);
+  }
+
+  private pick(): ChannelSlot {
+    let best = this.slots[0];
+    for (const s of this.slots) if (s.ch.load < best.ch.load) best = s;
+    return best;
+  }
+
+  /** Runs a per-file job on the least busy channel, holding one of its file slots. */
+  private async onChannel<T>(fn: (slot: ChannelSlot) => Promise<T>): Promise<T> {
+    const slot = this.pick();
+    slot.ch.load++;
+    try {
+      return await slot.files.with(() => fn(slot));
+    } finally {
+      slot.ch.load--;
+    }
+  }
+
+  async readdir(rel: string): Promise<DirEntry[] | null> {
+    return this.onChannel(async ({ ch }) => {
+      const dir = this.abs(rel);
+      let h: Buffer;
+      try {
+        h = await ch.opendir(dir);
+      } catch (err) {
+        if (isNoSuchFile(err)) return null;
+        // A non-directory answers FAILURE on OpenSSH: the caller learns the type from the parent's listing.
+        throw mapSftpError(err, `cannot list ${this.describe(rel)}`);
+      }
+      const raw: Array<{ filename: string; attrs: import('ssh2').FileEntry['attrs'] }> = [];
+      try {
+        // OpenSSH returns at most 100 names per READDIR; asking twice at once usually ends small
+        // directories in one round trip (the second answer is EOF).
+        for (;;) {
+          const [a, b] = await Promise.all([ch.readdirChunk(h), ch.readdirChunk(h)]);
+          if (a) raw.push(...a);
+          if (b) raw.push(...b);
+          if (!a || !b) break;
+        }
+      } catch (err) {
+        throw mapSftpError(err, `cannot list ${this.describe(rel)}`);
+      } finally {
+        ch.close(h).catch(() => undefined);
+      }
+      const out: DirEntry[] = [];
+      await Promise.all(
+        raw.map(async ({ filename, attrs }) => {
+          if (filename === '.' || filename === '..') return;
+          let target: string | undefined;
+          if (((attrs.mode ?? 0) & 0o170000) === 0o120000) {
+            target = await ch.readlink(remoteJoin(dir, filename)).catch((err) => {
+              if (isNoSuchFile(err)) return undefined;
+              throw mapSftpError(err, `cannot read link ${this.describe(rel)}/${filename}`);
+            });
+            if (target === undefined) return;
+          }
+          const entry = entryFromAttrs(attrs, target);
+          if (entry) out.push({ name: filename, entry });
+        }),
+      );
+      return out;
+    });
+  }
+
+  async lstat(rel: string): Promise<Entry | null> {
+    return this.onChannel(async ({ ch }) => {
+      try {
+        const st = await ch.lstat(this.abs(rel));
+        const isLink = ((st.mode ?? 0) & 0o170000) === 0o120000;
+        return entryFromAttrs(st, isLink ? await ch.readlink(this.abs(rel)) : undefined);
+      } catch (err) {
+        if (isNoSuchFile(err)) return null;
+        throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
+      }
+    });
+  }
+
+  async readFile(rel: string): Promise<Buffer | null> {
+    return this.onChannel(async ({ ch }) => {
+      let h: Buffer;
+      try {
+        h = await ch.open(this.abs(rel), 'r');
+      } catch (err) {
+        if (isNoSuchFile(err)) return null;
+        throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
+      }
+      try {
+        const parts: Buffer[] = [];
+        let pos = 0;
+        for (;;) {
+          const b = await ch.read(h, ch.maxRead, pos);
+          if (b.length === 0) break;
+          parts.push(b);
+          pos += b.length;
+        }
+        return Buffer.concat(parts);
+      } catch (err) {
+        throw mapSftpError(err, `cannot read ${this.describe(rel)}`);
+      } finally {
+        ch.close(h).catch(() => undefined);
+      }
+    });
+  }
+
+  openRead(rel: string, size: number): AsyncIterable<Buffer> {
+    const self = this;
+    return {
+      [Symbol.asyncIterator]: () => self.readGen(rel, size),
+    };
+  }
+
+  private async *readGen(rel: string, size: number): AsyncGenerator<Buffer> {
+    const slot = this.pick();
+    const { ch } = slot;
+    slot.ch.load++;
+    await slot.files.acquire();
+    let h: Buffer | undefined;
+    try {
+      try {
+        h = await ch.open(this.abs(rel), 'r');
+      } catch (err) {
+        throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
+      }
+      const handle = h;
+      const chunk = ch.maxRead;
+      const pending: Array<{ pos: number; len: number; p: Promise<Buffer> }> = [];
+      let nextPos = 0;
+      const issue = () => {
+        while (pending.length < READ_AHEAD && nextPos < size) {
+          const len = Math.min(chunk, size - nextPos);
+          const p = ch.read(handle, len, nextPos);
+          p.catch(() => undefined); // observed when awaited below; avoids an unhandled rejection meanwhile
+          pending.push({ pos: nextPos, len, p });
+          nextPos += len;
+        }
+      };
+      issue();
+      // Asked together with the last reads, so that a change in size or mtime costs no extra round trip.
+      const statP = ch.fstat(handle);
+      statP.catch(() => undefined);
+      while (pending.length > 0) {
+        const { pos, len, p } = pending.shift()!;
+        let buf = await p.catch((err) => {
+          throw mapSftpError(err, `cannot read ${this.describe(rel)}`);
+        });
+        // Servers may answer short (old OpenSSH caps a read at 64 KiB); fetch the rest before moving on.
+        let got = buf.length;
+        const extra: Buffer[] = [];
+        while (got < len) {
+          const more = await ch.read(handle, len - got, pos + got).catch((err) => {
+            throw mapSftpError(err, `cannot read ${this.describe(rel)}`);
+          });
+          if (more.length === 0) throw new WsyncError('E_CHANGED_DURING_SYNC', `${this.describe(rel)} shrank while it was being read`);
+          extra.push(more);
+          got += more.length;
+        }
+        if (extra.length) buf = Buffer.concat([buf, ...extra]);
+        issue();
+        yield buf;
+      }
+      const st = await statP.catch((err) => {
+        throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
+      });
+      if ((st.size ?? size) !== size) {
+        throw new WsyncError('E_CHANGED_DURING_SYNC', `${this.describe(rel)} changed size while it was being read`);
+      }
+    } finally {
+      if (h) ch.close(h).catch(() => undefined);
+      slot.files.release();
+      slot.ch.load--;
+    }
+  }
+
+  async ensureRoot(): Promise<void> {
+    const ch = this.slots[0].ch;
+    const parts = [...ancestors(this.root.replace(/^\//, '')), this.root.replace(/^\//, '')].filter(Boolean);
+    for (const p of parts) {
+      const abs = '/' + p;
+      try {
+        const st = await ch.stat(abs);
+        if (((st.mode ?? 0) & 0o170000) !== 0o040000) {
+          throw new WsyncError('E_TARGET', `${this.label}:${abs} exists and is not a directory`);
+        }
+        continue;
+      } catch (err) {
+        if (err instanceof WsyncError) throw err;
+        if (!isNoSuchFile(err)) throw mapSftpError(err, `cannot reach ${this.label}:${abs}`);
+      }
+      await ch.mkdir(abs, 0o755).catch((err) => {
+        throw mapSftpError(err, `cannot create ${this.label}:${abs}`);
+      });
+    }
+  }
+
+  async mkdir(rel: string, mode: number): Promise<void> {
+    return this.onChannel(async ({ ch }) => {
+      const p = this.abs(rel);
+      const made = ch.mkdir(p, mode & 0o777);
+      // setstat right behind mkdir: the server's umask applies to mkdir, not to setstat.
+      const chmod = ch.setstat(p, { mode: mode & 0o7777 });
+      try {
+        await made;
+      } catch (err) {
+        await chmod.catch(() => undefined);
+        if (sftpCode(err) === SFTP_STATUS.FAILURE) {
+          const st = await ch.lstat(p).catch(() => null);
+          if (st && ((st.mode ?? 0) & 0o170000) === 0o040000) return;
+        }
+        throw mapSftpError(err, `cannot create directory ${this.describe(rel)}`);
+      }
+      await chmod.catch((err) => {
+        throw mapSftpError(err, `cannot set mode of ${this.describe(rel)}`);
+      });
+      this.knownDirs.add(rel);
+    });
+  }
+
+  async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    return this.onChannel(async (slot) => {
+      const { ch } = slot;
+      const tmp = this.abs(tempNameFor(rel));
+      let h: Buffer;
+      try {
+        h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
+      } catch (err) {
+        throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+      }
+      const inflight: Promise<void>[] = [];
+      let failed: unknown;
+      const track = (p: Promise<void>) => {
+        p.catch((err) => (failed ??= err));
+        inflight.push(p);
+      };
+      let pos = 0;
+      try {
+        for await (const chunk of data) {
+          if (failed) break;
+          for (let off = 0; off < chunk.length; off += ch.maxWrite) {
+            const piece = chunk.subarray(off, Math.min(chunk.length, off + ch.maxWrite));
+            await slot.bytes.acquire(piece.length);
+            const w = ch.write(h, piece, pos);
+            w.finally(() => slot.bytes.release(piece.length)).catch(() => undefined);
+            track(w);
+            pos += piece.length;
+          }
+        }
+        if (pos !== meta.size && !failed) {
+          throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel}: expected ${meta.size} bytes, read ${pos}`);
+        }
+        // Sent behind the writes without waiting: the server applies them in order, after the data.
+        track(ch.fsetstat(h, { mode: meta.mode & 0o7777, atime: meta.mtime, mtime: meta.mtime }));
+        if (ch.has('fsync@openssh.com')) track(ch.fsync(h));
+        const closed = ch.close(h);
+        track(closed);
+        await Promise.allSettled(inflight);
+        if (failed) throw mapSftpError(failed, `cannot write ${this.describe(rel)}`);
+      } catch (err) {
+        await Promise.allSettled(inflight);
+        await ch.close(h).catch(() => undefined);
+        await ch.unlink(tmp).catch(() => undefined);
+        throw err instanceof WsyncError ? err : mapSftpError(err, `cannot write ${this.describe(rel)}`);
+      }
+      await this.commit(ch, tmp, rel, opts);
+    });
+  }
+
+  private async commit(ch: SftpChannel, tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
+    try {
+      if (opts.exclusive) {
+        await ch.renameNoReplace(tmpAbs, this.abs(rel));
+        return;
+      }
+      if (opts.backupTo) await this.moveAside(ch, rel, opts.backupTo);
+      await ch.posixRename(tmpAbs, this.abs(rel));
+    } catch (err) {
+      await ch.unlink(tmpAbs).catch(() => undefined);
+      throw mapSftpError(err, `cannot move into place ${this.describe(rel)}`);
+    }
+  }
+
+  private async mkdirs(ch: SftpChannel, relDir: string): Promise<void> {
+    if (relDir === '' || this.knownDirs.has(relDir)) return;
+    for (const d of [...ancestors(relDir), relDir]) {
+      if (this.knownDirs.has(d)) continue;
+      await ch.mkdir(this.abs(d), 0o755).catch(async (err) => {
+        const st = await ch.lstat(this.abs(d)).catch(() => null);
+        if (!st || ((st.mode ?? 0) & 0o170000) !== 0o040000) throw err;
+      });
+      this.knownDirs.add(d);
+    }
+  }
+
+  private async moveAside(ch: SftpChannel, rel: string, backupTo: string): Promise<void> {
+    await this.mkdirs(ch, parentOf(backupTo));
+    await ch.posixRename(this.abs(rel), this.abs(backupTo)).catch((err) => {
+      if (!isNoSuchFile(err)) throw err;
+    });
+  }
+
+  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number } = {}): Promise<boolean> {
+    try {
+      await this.writeFile(rel, (async function* () { yield data; })(), {
+        mode: opts.mode ?? 0o644,
+        mtime: Math.floor(Date.now() / 1000),
+        size: data.length,
+      }, { exclusive: opts.exclusive });
+      return true;
+    } catch (err) {
+      if (opts.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) {
+        const exists = await this.lstat(rel);
+        if (exists) return false;
+      }
+      throw err;
+    }
+  }
+
+  async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
+    return this.onChannel(async ({ ch }) => {
+      const tmp = this.abs(tempNameFor(rel));
+      try {
+        await ch.symlink(target, tmp);
+      } catch (err) {
+        throw mapSftpError(err, `cannot create symlink ${this.describe(rel)}`);
+      }
+      await this.commit(ch, tmp, rel, opts);
+    });
+  }
+
+  async setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
+    return this.onChannel(async ({ ch }) => {
+      const attrs: import('ssh2').InputAttributes = {};
+      if (meta.mode !== undefined) attrs.mode = meta.mode & 0o7777;
+      if (meta.mtime !== undefined) {
+        attrs.atime = meta.mtime;
+        attrs.mtime = meta.mtime;
+      }
+      await ch.setstat(this.abs(rel), attrs).catch((err) => {
+        throw mapSftpError(err, `cannot set attributes of ${this.describe(rel)}`);
+      });
+    });
+  }
+
+  async remove(rel: string, type: 'file' | 'dir'): Promise<void> {
+    return this.onChannel(async ({ ch }) => {
+      try {
+        if (type === 'dir') {
+          await ch.rmdir(this.abs(rel));
+          this.knownDirs.clear();
+        } else await ch.unlink(this.abs(rel));
+      } catch (err) {
+        if (isNoSuchFile(err)) return;
+        throw mapSftpError(err, `cannot remove ${this.describe(rel)}`);
+      }
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    return this.onChannel(async ({ ch }) => {
+      try {
+        await this.mkdirs(ch, parentOf(to));
+        await ch.posixRename(this.abs(from), this.abs(to));
+        this.knownDirs.clear();
+      } catch (err) {
+        throw mapSftpError(err, `cannot rename ${this.describe(from)}`);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.onClose();
+  }
+}

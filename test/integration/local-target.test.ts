@@ -1,0 +1,7 @@
+import { defineSyncSuite } from './sync-suite.js';
+
+defineSyncSuite('a local target (no SSH)', async () => ({
+  spec: (dir) => dir,
+  options: {},
+  stop: async () => undefined,
+}));
