@@ -44,6 +44,7 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<() =
       };
     }
     const raw = await t.readFile(LOCK_PATH);
+    if (raw === null) continue; // released between our attempt and this read
     let other: Partial<LockInfo> = {};
     try {
       other = JSON.parse(raw?.toString('utf8') ?? '{}');

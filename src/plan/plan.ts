@@ -52,9 +52,13 @@ export interface Plan {
   dstFileCount: number;
 }
 
+/**
+ * Quick check (size + mtime, as rsync does), overruled by content hashes when both sides carry one: the engine
+ * hashes both copies when the quick check alone would call an outside edit "identical".
+ */
 export function sameContent(a: Entry, b: Entry): boolean {
   if (a.type !== b.type) return false;
-  if (a.type === 'file') return a.size === b.size && a.mtime === b.mtime;
+  if (a.type === 'file') return a.size === b.size && a.mtime === b.mtime && !(a.sha256 && b.sha256 && a.sha256 !== b.sha256);
   if (a.type === 'symlink') return a.target === b.target;
   return true;
 }

@@ -5,7 +5,7 @@ import type { Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import { IgnoreRules, STATE_DIR, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree } from '../scan/walk.js';
-import { plan, type Conflict, type Op, type Plan } from '../plan/plan.js';
+import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
 import { readManifest, writeManifest } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
 import { mapLimit } from '../util/limit.js';
@@ -178,6 +178,23 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       });
     }
 
+    // Size and mtime agree but the destination changed since the last sync (or wsync never wrote it): two edits
+    // in the same second, or a copy made by another tool. Only the bytes can tell, so compare hashes.
+    const ambiguous = [...srcTree].filter(([path, e]) => {
+      const d = dstTree.get(path);
+      const b = base.get(path);
+      return e.type === 'file' && e.size > 0 && d?.type === 'file' && d.size === e.size && d.mtime === e.mtime && !(b && sameContent(d, b));
+    });
+    await mapLimit(ambiguous, 16, async ([path, e]) => {
+      try {
+        const [hs, hd] = await Promise.all([hashFile(src, path, e.size), hashFile(dst, path, e.size)]);
+        e.sha256 = hs;
+        dstTree.get(path)!.sha256 = hd;
+      } catch {
+        // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
+      }
+    });
+
     const p = plan({
       src: srcTree,
       dst: dstTree,
@@ -209,6 +226,27 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
     const failed = new Set<string>();
     const next = p.next;
+    const pending = new Set<string>([...p.prepare, ...p.mkdirs, ...p.transfers, ...p.metas, ...p.deletes].map((op) => op.path));
+    // What is true right now: done operations as planned, pending ones as they were. Written every few seconds
+    // so that a run killed mid-way costs the next one only the last few seconds of work.
+    const checkpoint = (): Tree => {
+      const t: Tree = new Map();
+      for (const [path, e] of next) if (!pending.has(path)) t.set(path, e);
+      for (const path of pending) {
+        const b = base.get(path);
+        if (b) t.set(path, b);
+      }
+      return t;
+    };
+    const writer = { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction };
+    let checkpointing: Promise<void> | undefined;
+    const timer = setInterval(() => {
+      if (checkpointing) return;
+      checkpointing = writeManifest(o.remote, { entries: checkpoint() }, writer)
+        .catch(() => undefined)
+        .finally(() => (checkpointing = undefined));
+    }, 3000);
+    timer.unref();
     const fail = (op: Op, err: unknown) => {
       failed.add(op.path);
       stats.failed++;
@@ -236,6 +274,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       } catch (err) {
         if (fatal(err)) throw err;
         fail(op, err);
+      } finally {
+        pending.delete(op.path);
       }
     };
 
@@ -325,11 +365,15 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           for (const lv of levels) await mapLimit(p.deletes.filter((op) => depthOf(op.path) === lv), o.concurrency, runOp);
         }
       }
-      await writeManifest(o.remote, { entries: next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction });
+      clearInterval(timer);
+      await checkpointing;
+      await writeManifest(o.remote, { entries: next }, writer);
       return finish(deletesSkipped);
     } catch (err) {
+      clearInterval(timer);
+      await checkpointing;
       // A run cut short still records what it completed (when the server is still there to take it).
-      await writeManifest(o.remote, { entries: next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction }).catch(() => undefined);
+      await writeManifest(o.remote, { entries: checkpoint() }, writer).catch(() => undefined);
       throw err;
     }
   } finally {

@@ -203,6 +203,42 @@ export function defineSyncSuite(name: string, setup: () => Promise<SuiteTarget>)
       expect(snapshot(remote)).toEqual(snapshot(local));
     });
 
+    it('two pushes to one target at once: one runs, the other fails naming the lock holder', async () => {
+      const { local, remote } = dirs('race');
+      makeTree(local, Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`f${i}.txt`, `content ${i}\n`])));
+      const results = await Promise.allSettled([push(local, t.spec(remote), t.options), push(local, t.spec(remote), t.options)]);
+      const ok = results.filter((r) => r.status === 'fulfilled');
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      // Either the second found the lock taken, or it ran after the first had finished: never both at once.
+      expect(ok.length).toBeGreaterThanOrEqual(1);
+      for (const f of failed) {
+        expect(f.reason.code).toBe('E_LOCKED');
+        expect(f.reason.message).toMatch(/locked: push by .*\(pid \d+\) since/);
+      }
+      if (failed.length === 0) {
+        const sent = ok.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof push>>>).value.stats.filesSent).sort();
+        expect(sent).toEqual([0, 50]);
+      }
+      expect(snapshot(remote)).toEqual(snapshot(local));
+    });
+
+    it('pull never writes through a local symlink that stands where the remote has a directory', async () => {
+      const { local, remote } = dirs('escape');
+      const outside = join(work, 'outside');
+      mkdirSync(outside, { recursive: true });
+      makeTree(remote, { 'a/x.txt': 'would escape', 'b.txt': 'fine' });
+      makeTree(local, { 'a': { link: outside } });
+      const r = await pull(local, t.spec(remote), t.options);
+      expect(r.ok).toBe(false);
+      expect(r.conflicts.map((c) => c.path)).toEqual(['a']);
+      expect(existsSync(join(outside, 'x.txt'))).toBe(false);
+      expect(readFileSync(join(local, 'b.txt'), 'utf8')).toBe('fine');
+      const forced = await pull(local, t.spec(remote), { ...t.options, force: true });
+      expect(forced.ok).toBe(true);
+      expect(existsSync(join(outside, 'x.txt'))).toBe(false);
+      expect(readFileSync(join(local, 'a/x.txt'), 'utf8')).toBe('would escape');
+    });
+
     it('moves a file over 64 MiB intact', async () => {
       const { local, remote } = dirs('big');
       mkdirSync(local, { recursive: true });

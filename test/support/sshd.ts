@@ -135,7 +135,8 @@ export async function startSshd(opts: SshdOptions = {}): Promise<TestServer> {
     writeFileSync(
       sshConfig,
       [
-        `Host ${alias}`,
+        // The alias, and the bare address for ssh://user@127.0.0.1:port targets.
+        `Host ${alias} 127.0.0.1`,
         '  HostName 127.0.0.1',
         `  Port ${port}`,
         `  User ${user}`,

@@ -261,7 +261,10 @@ export class SftpTransport implements Transport {
         if (err instanceof WsyncError) throw err;
         if (!isNoSuchFile(err)) throw mapSftpError(err, `cannot reach ${this.label}:${abs}`);
       }
-      await ch.mkdir(abs, 0o755).catch((err) => {
+      await ch.mkdir(abs, 0o755).catch(async (err) => {
+        // Another run may have created it a moment ago.
+        const st = await ch.stat(abs).catch(() => null);
+        if (st && ((st.mode ?? 0) & 0o170000) === 0o040000) return;
         throw mapSftpError(err, `cannot create ${this.label}:${abs}`);
       });
     }
@@ -381,10 +384,8 @@ export class SftpTransport implements Transport {
       }, { exclusive: opts.exclusive });
       return true;
     } catch (err) {
-      if (opts.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) {
-        const exists = await this.lstat(rel);
-        if (exists) return false;
-      }
+      // The no-replace rename fails with a bare FAILURE when the name exists (OpenSSH: link() + EEXIST).
+      if (opts.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) return false;
       throw err;
     }
   }

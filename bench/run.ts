@@ -1,0 +1,497 @@
+/**
+ * `npm run bench`: wsync vs rsync vs scp over an emulated WAN link (see bench/README.md).
+ *
+ * Topology: tool → 127.0.0.1:<proxy> (delay + rate limit + byte counters) → real OpenSSH sshd on 127.0.0.1.
+ * Each tool gets its own copy of one deterministic source tree and its own empty remote directory, and runs
+ * (a) initial push, (b) no-op re-push, (c) re-push after ~50 edits. Wall time is spawn → exit of the tool's process;
+ * wire bytes are the proxy's counters; every run is then verified by comparing the remote tree with the local one.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, cpSync } from 'node:fs';
+import { tmpdir, cpus, totalmem, release, platform } from 'node:os';
+import { join, dirname, resolve, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { startSshd, type TestServer } from '../test/support/sshd.js';
+import { startProxy, type Proxy } from './proxy.js';
+import { generateTree, applyEdits, type TreeSummary } from './tree.js';
+import { compareTrees, describeMismatch, countFiles } from './verify.js';
+
+type Tool = 'wsync' | 'rsync' | 'scp';
+type CaseId = 'initial' | 'noop' | 'edit';
+const CASES: Array<{ id: CaseId; label: string }> = [
+  { id: 'initial', label: '(a) initial push, empty remote' },
+  { id: 'noop', label: '(b) no-op re-push' },
+  { id: 'edit', label: '(c) re-push after ~50 edits' },
+];
+
+interface Settings {
+  rttMs: number;
+  rateMbit: number;
+  files: number;
+  seed: number;
+  timeoutInitialS: number;
+  timeoutRepushS: number;
+  tools: Tool[];
+  wsyncArgs: string[];
+  /** The wsync entry point; overridable to benchmark another checkout or build. */
+  wsyncBin: string;
+  keep: boolean;
+}
+
+interface Cell {
+  status: 'ok' | 'fail' | 'timeout' | 'mismatch' | 'na' | 'skipped';
+  secs?: number;
+  up?: number;
+  down?: number;
+  note?: string;
+  /** Full stderr/stdout tail, for the failures section. */
+  detail?: string;
+}
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+function settings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      'rtt-ms': { type: 'string' },
+      'rate-mbit': { type: 'string' },
+      files: { type: 'string' },
+      seed: { type: 'string' },
+      'timeout-initial': { type: 'string' },
+      'timeout-repush': { type: 'string' },
+      tools: { type: 'string' },
+      'wsync-args': { type: 'string' },
+      'wsync-bin': { type: 'string' },
+      keep: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(
+      [
+        'usage: npm run bench -- [options]      (each option also reads WSYNC_BENCH_<NAME>, e.g. WSYNC_BENCH_RTT_MS)',
+        '  --rtt-ms N            round-trip time added by the proxy (default 50)',
+        '  --rate-mbit N         bandwidth per direction, 0 = unlimited (default 100)',
+        '  --files N             files in the synthetic tree (default 9000)',
+        '  --seed N              tree seed (default 1)',
+        '  --timeout-initial S   per-run limit for the initial push (default 180)',
+        '  --timeout-repush S    per-run limit for re-pushes (default 90)',
+        '  --tools a,b           subset of wsync,rsync,scp (default all)',
+        '  --wsync-args "..."    extra arguments appended to every wsync push (default -q; "" for none)',
+        '  --wsync-bin PATH      wsync entry point run with node (default bin/wsync.js)',
+        '  --keep                keep the local trees and tool logs in the temp work dir',
+      ].join('\n'),
+    );
+    process.exit(0);
+  }
+  const env = (name: string) => process.env[`WSYNC_BENCH_${name}`];
+  const num = (flag: string | undefined, name: string, dflt: number): number => {
+    const raw = flag ?? env(name);
+    if (raw === undefined || raw === '') return dflt;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`bad value for ${name}: ${raw}`);
+    return n;
+  };
+  const toolList = (values.tools ?? env('TOOLS') ?? 'wsync,rsync,scp').split(',').map((t) => t.trim());
+  for (const t of toolList) if (!['wsync', 'rsync', 'scp'].includes(t)) throw new Error(`unknown tool: ${t}`);
+  return {
+    rttMs: num(values['rtt-ms'], 'RTT_MS', 50),
+    rateMbit: num(values['rate-mbit'], 'RATE_MBIT', 100),
+    files: Math.round(num(values.files, 'FILES', 9000)),
+    seed: Math.round(num(values.seed, 'SEED', 1)),
+    timeoutInitialS: num(values['timeout-initial'], 'TIMEOUT_INITIAL', 180),
+    timeoutRepushS: num(values['timeout-repush'], 'TIMEOUT_REPUSH', 90),
+    tools: toolList as Tool[],
+    // -q: wsync prints only errors, so its output costs nothing and a failure's first line is the error itself.
+    wsyncArgs: (values['wsync-args'] ?? env('WSYNC_ARGS') ?? '-q').split(/\s+/).filter(Boolean),
+    wsyncBin: resolve(REPO, values['wsync-bin'] ?? env('WSYNC_BIN') ?? 'bin/wsync.js'),
+    keep: values.keep ?? env('KEEP') === '1',
+  };
+}
+
+/** First line that explains a failure; Node puts "file:line" and source excerpts before the actual error. */
+function firstUsefulLine(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const err = lines.find((l) => /^([A-Z]\w*Error|Error|error|fatal|wsync:)\b/.test(l) || /\berror\b/i.test(l));
+  return err ?? lines[0] ?? '';
+}
+
+let current: ChildProcess | undefined;
+
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+}
+
+interface RunOutcome {
+  code: number | null;
+  signal: string | null;
+  secs: number;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  up: number;
+  down: number;
+}
+
+/**
+ * Runs one tool invocation with the proxy counters zeroed. Asynchronous on purpose: the proxy lives in this
+ * process, and a blocking spawnSync would freeze the emulated link.
+ */
+async function runMeasured(
+  proxy: Proxy,
+  cmd: string,
+  args: string[],
+  opts: { timeoutS: number; env: NodeJS.ProcessEnv; log: string },
+): Promise<RunOutcome> {
+  await quiesce(proxy);
+  proxy.resetCounters();
+  const cap = 256 * 1024;
+  let stdout = '';
+  let stderr = '';
+  const t0 = performance.now();
+  // detached: own process group, so a timeout also stops the ssh children rsync/scp spawn.
+  const child = spawn(cmd, args, { cwd: REPO, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  current = child;
+  child.stdout!.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-cap)));
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-cap)));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup(child);
+  }, opts.timeoutS * 1000);
+  const { code, signal, secs } = await new Promise<{ code: number | null; signal: string | null; secs: number }>(
+    (res) => {
+      child.once('error', (e) => {
+        stderr += `\nspawn failed: ${e.message}`;
+        res({ code: -1, signal: null, secs: (performance.now() - t0) / 1000 });
+      });
+      child.once('exit', (c, s) => res({ code: c, signal: s, secs: (performance.now() - t0) / 1000 }));
+    },
+  );
+  clearTimeout(timer);
+  killGroup(child); // leftovers (e.g. an ssh the tool forgot) must not keep moving bytes into the next run
+  current = undefined;
+  // The tool's last bytes (disconnect, FIN) may still be in the emulated link; count them before reading.
+  await quiesce(proxy);
+  writeFileSync(opts.log, `$ ${cmd} ${args.join(' ')}\n--- exit ${code} ${signal ?? ''} ${secs.toFixed(3)} s\n--- stdout\n${stdout}\n--- stderr\n${stderr}\n`);
+  return { code, signal, secs, timedOut, stdout, stderr, up: proxy.bytesUp(), down: proxy.bytesDown() };
+}
+
+async function quiesce(proxy: Proxy): Promise<void> {
+  const until = Date.now() + 5000;
+  while (proxy.activeConnections() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+}
+
+function shortPath(p: string): string {
+  const r = relative(REPO, p);
+  return r.startsWith('..') ? p : r;
+}
+
+function fmtBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(2)} MB`;
+  return `${(n / 1e9).toFixed(2)} GB`;
+}
+
+const cellEscape = (s: string) => s.replace(/\|/g, '\\|').replace(/\s+/g, ' ').slice(0, 140);
+
+function timeCell(c: Cell | undefined): string {
+  if (!c) return '—';
+  switch (c.status) {
+    case 'ok':
+      return c.secs!.toFixed(2);
+    case 'na':
+    case 'skipped':
+      return cellEscape(c.note ?? 'n/a');
+    case 'timeout':
+      return cellEscape(`>${Math.round(c.secs!)} s (stopped${c.note ? '; ' + c.note : ''})`);
+    case 'mismatch':
+      return cellEscape(`MISMATCH (${c.secs!.toFixed(2)} s): ${c.note ?? ''}`);
+    case 'fail':
+      return cellEscape(`FAIL: ${c.note ?? ''}`);
+  }
+}
+
+function bytesCell(c: Cell | undefined): string {
+  if (!c || c.up === undefined || c.down === undefined) return c?.status === 'na' ? 'n/a' : '—';
+  return `${fmtBytes(c.up + c.down)} (↑${fmtBytes(c.up)} ↓${fmtBytes(c.down)})`;
+}
+
+function ratioCell(w: Cell | undefined, r: Cell | undefined): string {
+  if (w?.status !== 'ok' || r?.status !== 'ok') return 'n/a';
+  return `${(w.secs! / r.secs!).toFixed(2)}×`;
+}
+
+function versionOf(cmd: string, args: string[]): string {
+  try {
+    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return out.split('\n')[0]!.trim().replace(/\s+/g, ' ');
+  } catch (e) {
+    const err = e as { stderr?: string };
+    return (err.stderr ?? '').split('\n')[0]!.trim() || 'unknown';
+  }
+}
+
+function sshVersion(): string {
+  try {
+    // `ssh -V` prints to stderr.
+    const r = execFileSync('sh', ['-c', 'ssh -V 2>&1'], { encoding: 'utf8' });
+    return r.trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+function gitRev(): string {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8', stdio: 'pipe' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: REPO, encoding: 'utf8', stdio: 'pipe' });
+    return dirty.trim() ? `${rev} (src/bin modified)` : rev;
+  } catch {
+    return 'no commit yet';
+  }
+}
+
+/** The tests' ssh_config, re-pointed at the proxy, with a known_hosts entry for the proxy's host:port. */
+function writeProxyConfig(srv: TestServer, proxyPort: number, dir: string): string {
+  const hostKey = readFileSync(srv.hostKeyPub, 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
+  const knownHosts = join(dir, 'known_hosts');
+  writeFileSync(knownHosts, `[127.0.0.1]:${proxyPort} ${hostKey}\n`);
+  const cfg = readFileSync(srv.sshConfig, 'utf8')
+    .replace(/^(\s*Port)\s+\d+\s*$/m, `$1 ${proxyPort}`)
+    .replace(/^(\s*UserKnownHostsFile)\s+.*$/m, `$1 ${knownHosts}`);
+  if (!cfg.includes(`Port ${proxyPort}`) || !cfg.includes(knownHosts)) {
+    throw new Error(`could not re-point ${srv.sshConfig} at the proxy; its format changed:\n${cfg}`);
+  }
+  const path = join(dir, 'ssh_config');
+  writeFileSync(path, cfg);
+  return path;
+}
+
+function commandFor(tool: Tool, local: string, alias: string, remote: string, cfg: string, s: Settings): [string, string[]] {
+  switch (tool) {
+    case 'wsync':
+      return [process.execPath, [s.wsyncBin, 'push', local, `${alias}:${remote}`, '-F', cfg, ...s.wsyncArgs]];
+    case 'rsync':
+      // Trailing slashes: copy the contents of local into remote, the same layout the other tools produce.
+      return ['rsync', ['-a', '-e', `ssh -F ${cfg}`, `${local}/`, `${alias}:${remote}/`]];
+    case 'scp':
+      // remote must not exist yet: `scp -r dir host:existing` would create existing/<basename(dir)>.
+      return ['scp', ['-r', '-F', cfg, local, `${alias}:${remote}`]];
+  }
+}
+
+async function main(): Promise<void> {
+  const s = settings();
+  const started = new Date();
+  for (const t of ['ssh', 'rsync', 'scp']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`${t} not found on PATH`);
+    }
+  }
+  const work = mkdtempSync(join(tmpdir(), 'wsync-bench-'));
+  const logs = join(work, 'logs');
+  mkdirSync(logs);
+  let srv: TestServer | undefined;
+  let proxy: Proxy | undefined;
+  const cleanup = async () => {
+    if (current) killGroup(current);
+    await proxy?.close();
+    await srv?.stop();
+    if (!s.keep) rmSync(work, { recursive: true, force: true });
+  };
+  process.once('SIGINT', () => {
+    console.error('\ninterrupted; cleaning up');
+    void cleanup().finally(() => process.exit(130));
+  });
+
+  try {
+    srv = await startSshd({ alias: 'wsync-bench' });
+    const delayMs = s.rttMs / 2;
+    proxy = await startProxy({ targetPort: srv.port, delayMs, rateBitsPerSec: s.rateMbit * 1e6 });
+    const cfg = writeProxyConfig(srv, proxy.port, work);
+    const link = `RTT ${s.rttMs} ms (${delayMs} ms each way), ${s.rateMbit > 0 ? `${s.rateMbit} Mbit/s` : 'unlimited'} per direction, TCP handshake emulated`;
+    console.log(`sshd on 127.0.0.1:${srv.port}, proxy on 127.0.0.1:${proxy.port}: ${link}`);
+
+    const probe = await runMeasured(proxy, 'ssh', ['-F', cfg, '-o', 'BatchMode=yes', srv.alias, 'true'], {
+      timeoutS: 30,
+      env: process.env,
+      log: join(logs, 'ssh-probe.log'),
+    });
+    if (probe.code !== 0) throw new Error(`ssh through the proxy failed (harness problem): ${probe.stderr.trim()}`);
+    console.log(`ssh connect + auth + exec through the proxy: ${probe.secs.toFixed(2)} s, ${fmtBytes(probe.up + probe.down)}`);
+
+    const base = join(work, 'base');
+    const tg = performance.now();
+    const tree: TreeSummary = generateTree(base, s.files, s.seed);
+    console.log(
+      `tree: ${tree.files.length} files in ${tree.dirs} dirs, ${fmtBytes(tree.bytes)} (seed ${s.seed}), generated in ${((performance.now() - tg) / 1000).toFixed(1)} s`,
+    );
+    const floorS = s.rateMbit > 0 ? (tree.bytes * 8) / (s.rateMbit * 1e6) : 0;
+
+    const results = new Map<Tool, Map<CaseId, Cell>>();
+    const notes: string[] = [];
+    let editSummary = '';
+    const wsyncBin = s.wsyncBin;
+    const wsyncShown = shortPath(wsyncBin);
+
+    for (const tool of s.tools) {
+      const cells = new Map<CaseId, Cell>();
+      results.set(tool, cells);
+      const local = join(work, `src-${tool}`);
+      cpSync(base, local, { recursive: true, preserveTimestamps: true });
+      const remote = join(srv.remoteRoot, tool);
+      if (tool !== 'scp') mkdirSync(remote);
+      // A private HOME per tool: no state from earlier bench runs or from the user's real config leaks in.
+      const home = join(work, `home-${tool}`);
+      mkdirSync(home);
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        HOME: home,
+        XDG_CONFIG_HOME: join(home, '.config'),
+        XDG_CACHE_HOME: join(home, '.cache'),
+        XDG_STATE_HOME: join(home, '.local/state'),
+        NO_COLOR: '1',
+      };
+
+      for (const c of CASES) {
+        if (tool === 'scp' && c.id !== 'initial') {
+          cells.set(c.id, { status: 'na', note: 'n/a' });
+          continue;
+        }
+        const initial = cells.get('initial');
+        if (c.id !== 'initial' && initial?.status !== 'ok') {
+          cells.set(c.id, { status: 'skipped', note: `skipped (initial push ${initial?.status ?? 'missing'})` });
+          continue;
+        }
+        if (c.id === 'edit') {
+          const e = applyEdits(local, tree.files, s.seed);
+          editSummary = `${e.edited.length} edited (36 text incl. mid-file inserts, 1 × 4 KiB inside a 1 MiB binary), ${e.touched.length} touched (mtime only), ${e.added.length} added`;
+        }
+        process.stdout.write(`${tool.padEnd(5)} ${c.label} … `);
+        if (tool === 'wsync' && !existsSync(wsyncBin)) {
+          cells.set(c.id, { status: 'fail', note: `${wsyncShown} does not exist` });
+          console.log(`FAIL: ${wsyncShown} does not exist`);
+          continue;
+        }
+        const [cmd, args] = commandFor(tool, local, srv.alias, remote, cfg, s);
+        const timeoutS = c.id === 'initial' ? s.timeoutInitialS : s.timeoutRepushS;
+        const o = await runMeasured(proxy, cmd, args, { timeoutS, env, log: join(logs, `${tool}-${c.id}.log`) });
+        const measured: Cell = { status: 'ok', secs: o.secs, up: o.up, down: o.down };
+        let cell: Cell;
+        if (o.timedOut) {
+          const done = countFiles(remote);
+          cell = { ...measured, status: 'timeout', secs: timeoutS, note: `${done}/${tree.files.length} files` };
+          if (done > 0) {
+            const rate = done / timeoutS;
+            notes.push(
+              `${tool} ${c.label}: stopped at ${timeoutS} s with ${done} of ${tree.files.length} files on the remote ` +
+                `(${rate.toFixed(1)} files/s, ${fmtBytes(o.up + o.down)} on the wire) → full tree ≈ ${Math.round(tree.files.length / rate)} s at that rate.`,
+            );
+          }
+        } else if (o.code !== 0) {
+          const why = firstUsefulLine(o.stderr) || firstUsefulLine(o.stdout) || `exit ${o.code ?? o.signal}`;
+          cell = { ...measured, status: 'fail', note: why, detail: (o.stderr || o.stdout).trim().split('\n').slice(0, 25).join('\n') };
+        } else {
+          const v = compareTrees(local, remote);
+          cell = v.ok ? measured : { ...measured, status: 'mismatch', note: describeMismatch(v) };
+        }
+        cells.set(c.id, cell);
+        console.log(`${timeCell(cell)}  ${bytesCell(cell)}`);
+      }
+    }
+
+    const get = (t: Tool, c: CaseId) => results.get(t)?.get(c);
+    const header = '| case | wsync s | rsync s | scp s | wsync/rsync | wsync wire bytes | rsync wire bytes | scp wire bytes |';
+    const rows = [header, '|---|---:|---:|---:|---:|---:|---:|---:|'];
+    for (const c of CASES) {
+      rows.push(
+        `| ${c.label} | ${timeCell(get('wsync', c.id))} | ${timeCell(get('rsync', c.id))} | ${timeCell(get('scp', c.id))} | ` +
+          `${ratioCell(get('wsync', c.id), get('rsync', c.id))} | ${bytesCell(get('wsync', c.id))} | ` +
+          `${bytesCell(get('rsync', c.id))} | ${bytesCell(get('scp', c.id))} |`,
+      );
+    }
+    const table = rows.join('\n');
+
+    const failures: string[] = [];
+    for (const [tool, cells] of results) {
+      for (const c of CASES) {
+        const cell = cells.get(c.id);
+        if (cell?.status === 'fail' && cell.detail) failures.push(`${tool} ${c.label}:\n\n\`\`\`\n${cell.detail}\n\`\`\``);
+        if (cell?.status === 'mismatch') failures.push(`${tool} ${c.label}: MISMATCH ${cell.note}`);
+      }
+    }
+
+    const cpu = cpus();
+    const facts = [
+      `- date: ${started.toISOString()}`,
+      `- machine: ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${platform()} ${release()}`,
+      `- node ${process.version}; ${sshVersion()} (client and sshd, same host); ${versionOf('rsync', ['--version'])}`,
+      `- wsync: ${gitRev()}`,
+      `- link: ${link}; user-space proxy in the harness process`,
+      `- tree: ${tree.files.length} files, ${tree.dirs} dirs, ${fmtBytes(tree.bytes)}, seed ${s.seed}` +
+        (floorS ? `; sending it once at the link rate takes ≥ ${floorS.toFixed(1)} s` : ''),
+      `- edit case: ${editSummary || 'not run'}`,
+      `- ssh connect + auth + exec \`true\` through the proxy: ${probe.secs.toFixed(2)} s`,
+      `- limits: initial push ${s.timeoutInitialS} s, re-push ${s.timeoutRepushS} s`,
+    ];
+    const commands = [
+      `- wsync: \`node ${shortPath(s.wsyncBin)} push <local> wsync-bench:<remote> -F <cfg>${s.wsyncArgs.length ? ' ' + s.wsyncArgs.join(' ') : ''}\``,
+      '- rsync: `rsync -a -e "ssh -F <cfg>" <local>/ wsync-bench:<remote>/`',
+      '- scp: `scp -r -F <cfg> <local> wsync-bench:<remote>` (initial only: scp has no incremental mode)',
+    ];
+    const md = [
+      '# wsync benchmark: latest run',
+      '',
+      table,
+      '',
+      'Seconds are wall time from spawn to exit. Wire bytes are TCP payload counted by the proxy (↑ to the server, ↓ back).',
+      'Every completed run was verified by comparing file list, sizes and SHA-256 of the remote tree with the local one.',
+      '',
+      '## Setup',
+      '',
+      ...facts,
+      '',
+      '## Commands',
+      '',
+      ...commands,
+      ...(notes.length ? ['', '## Notes', '', ...notes.map((n) => `- ${n}`)] : []),
+      ...(failures.length ? ['', '## Failures', '', ...failures] : []),
+      '',
+    ].join('\n');
+
+    console.log('\n' + table + '\n');
+    for (const n of notes) console.log(`note: ${n}`);
+    for (const f of failures) console.log(`\n${f}`);
+    const outDir = join(REPO, 'bench/results');
+    mkdirSync(outDir, { recursive: true });
+    const mdPath = join(outDir, 'latest.md');
+    writeFileSync(mdPath, md);
+    const json = {
+      date: started.toISOString(),
+      settings: s,
+      tree: { files: tree.files.length, dirs: tree.dirs, bytes: tree.bytes },
+      results: Object.fromEntries([...results].map(([t, m]) => [t, Object.fromEntries(m)])),
+    };
+    writeFileSync(join(outDir, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
+    console.log(`\nresults written to ${relative(process.cwd(), mdPath) || mdPath} (and latest.json)`);
+    if (s.keep) console.log(`work dir kept: ${work} (tool logs in ${logs})`);
+  } finally {
+    await cleanup();
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,39 @@
+import { describe, it, expect } from 'vitest';
+import { walk } from './walk.js';
+import { IgnoreRules } from './ignore.js';
+import type { DirEntry, Transport } from '../transport/types.js';
+
+/** A listing-only transport that answers what a hostile server might: names no honest filesystem returns. */
+function fakeTransport(listing: Record<string, DirEntry[]>): Transport {
+  const t = {
+    kind: 'sftp',
+    root: '/r',
+    caps: { copyData: false, fsync: false, maxRead: 1, maxWrite: 1 },
+    describe: (rel = '') => `evil:/r/${rel}`,
+    readdir: async (rel: string) => listing[rel] ?? null,
+    readFile: async () => null,
+  };
+  return t as unknown as Transport;
+}
+
+const f = (name: string): DirEntry => ({ name, entry: { type: 'file', size: 1, mtime: 1, mode: 0o644 } });
+const d = (name: string): DirEntry => ({ name, entry: { type: 'dir', size: 0, mtime: 1, mode: 0o755 } });
+
+describe('walk', () => {
+  it('refuses names that would escape the root and reports each', async () => {
+    const t = fakeTransport({
+      '': [f('ok.txt'), f('..'), f('.'), f('../../etc/passwd'), f('/abs'), f(''), d('sub'), f('nul\0byte')],
+      sub: [f('inner'), d('..')],
+    });
+    const r = await walk(t, { rules: new IgnoreRules({ gitignore: true, excludes: [], includes: [] }), concurrency: 4 });
+    expect([...r.tree.keys()].sort()).toEqual(['ok.txt', 'sub', 'sub/inner']);
+    expect(r.problems.map((p) => p.code)).toEqual(Array(7).fill('E_UNSAFE_PATH'));
+  });
+
+  it('collects temp files of interrupted runs instead of listing them', async () => {
+    const t = fakeTransport({ '': [f('a.txt'), f('.a.txt.wsync-0123abcd.tmp')] });
+    const r = await walk(t, { rules: new IgnoreRules({ gitignore: true, excludes: [], includes: [] }), concurrency: 4 });
+    expect([...r.tree.keys()]).toEqual(['a.txt']);
+    expect(r.temps).toEqual(['.a.txt.wsync-0123abcd.tmp']);
+  });
+});

@@ -1,0 +1,238 @@
+import { Client, type ConnectConfig } from 'ssh2';
+import { spawn } from 'node:child_process';
+import { Duplex } from 'node:stream';
+import { WsyncError, errorMessage } from '../errors.js';
+import { resolveHost, type ResolvedHost } from './config.js';
+import {
+  appendKnownHost,
+  checkHostKey,
+  fingerprintOf,
+  keyTypeOf,
+  knownKeyTypes,
+  serverHostKeyAlgorithmsFor,
+} from './knownHosts.js';
+import { prepareAuth, type AuthPrompt } from './auth.js';
+import { SftpChannel } from '../transport/sftp/channel.js';
+
+export interface HostKeyPrompt {
+  /** Asked for an unknown host key on a TTY; true = trust and record it. */
+  confirmUnknown(host: string, keyType: string, fingerprint: string): Promise<boolean>;
+}
+
+export interface ConnectOptions {
+  configFile?: string;
+  user?: string;
+  port?: number;
+  /** -i: tried before the configured identities. */
+  identity?: string;
+  /** --accept-new: record an unknown host key instead of refusing it. A changed key is refused regardless. */
+  acceptNew?: boolean;
+  /** A person can answer prompts (host key, passphrase). */
+  interactive: boolean;
+  hostKeyPrompt?: HostKeyPrompt;
+  authPrompt?: AuthPrompt;
+  /** SFTP channels to open on the connection. */
+  channels?: number;
+  /** Test hook / advanced: bypass `ssh -G`. */
+  useSshBinary?: boolean;
+}
+
+export interface SshSession {
+  host: ResolvedHost;
+  client: Client;
+  channels: SftpChannel[];
+  close(): Promise<void>;
+}
+
+function knownHostsTarget(h: ResolvedHost): { name: string; port: number } {
+  // OpenSSH files a host under HostKeyAlias when one is set, without the port.
+  return h.hostKeyAlias ? { name: h.hostKeyAlias, port: 22 } : { name: h.hostname, port: h.port };
+}
+
+function connectError(h: ResolvedHost, err: unknown): WsyncError {
+  if (err instanceof WsyncError) return err;
+  const msg = errorMessage(err);
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const where = `${h.hostname}:${h.port}`;
+  if (/authentication methods failed/i.test(msg)) {
+    return new WsyncError('E_AUTH', `authentication to ${h.user}@${where} failed`, {
+      cause: err,
+      hint: 'check the key (-i FILE or IdentityFile in ~/.ssh/config), that ssh-agent holds it, and the server\'s authorized_keys',
+    });
+  }
+  if (code === 'ECONNREFUSED') return new WsyncError('E_CONNECT', `cannot connect to ${where}: connection refused`, { cause: err, hint: 'is sshd running and is the port right?' });
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new WsyncError('E_CONNECT', `cannot resolve host ${h.hostname}`, { cause: err, hint: 'check the host name or the ~/.ssh/config alias' });
+  if (code === 'ETIMEDOUT' || /timed out/i.test(msg)) return new WsyncError('E_CONNECT', `cannot connect to ${where}: timed out`, { cause: err });
+  return new WsyncError('E_CONNECT', `cannot connect to ${where}: ${msg}`, { cause: err });
+}
+
+function proxyCommandSock(cmd: string, h: ResolvedHost): Duplex {
+  const expanded = cmd.replace(/%(.)/g, (_m, t: string) => (t === 'h' ? h.hostname : t === 'p' ? String(h.port) : t === 'r' ? h.user : t === 'n' ? h.alias : t === '%' ? '%' : `%${t}`));
+  const child = spawn(process.platform === 'win32' ? expanded : `exec ${expanded}`, { shell: true, stdio: ['pipe', 'pipe', 'inherit'] });
+  const sock = Duplex.from({ readable: child.stdout!, writable: child.stdin! });
+  sock.on('close', () => child.kill());
+  return sock;
+}
+
+async function openClient(h: ResolvedHost, opts: ConnectOptions): Promise<{ client: Client; chain: Client[] }> {
+  if (h.proxyJump) return openViaJumps(h, opts, h.proxyJump.split(',').map((s) => s.trim()).filter(Boolean));
+  const sock = h.proxyCommand ? proxyCommandSock(h.proxyCommand, h) : undefined;
+  return { client: await handshake(h, opts, sock), chain: [] };
+}
+
+/**
+ * ProxyJump: each hop is connected with its own config and its own host key check; the next hop rides on a
+ * channel forwarded by the previous one, and the final host's key is checked against its own HostName.
+ */
+async function openViaJumps(h: ResolvedHost, opts: ConnectOptions, hops: string[]): Promise<{ client: Client; chain: Client[] }> {
+  const chain: Client[] = [];
+  let sock: Duplex | undefined;
+  const targets: ResolvedHost[] = [];
+  for (const hop of hops) {
+    const m = /^(?:([^@]+)@)?(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(hop.replace(/^ssh:\/\//, ''));
+    if (!m) throw new WsyncError('E_SSH_CONFIG', `cannot parse ProxyJump hop '${hop}'`);
+    const hopHost = await resolveHost(m[2].replace(/^\[|\]$/g, ''), {
+      configFile: opts.configFile,
+      user: m[1],
+      port: m[3] ? Number(m[3]) : undefined,
+      useSshBinary: opts.useSshBinary,
+    });
+    hopHost.proxyJump = undefined;
+    targets.push(hopHost);
+  }
+  targets.push(h);
+  for (let i = 0; i < targets.length; i++) {
+    const t = targets[i];
+    const client = await handshake(t, i === targets.length - 1 ? opts : { ...opts, identity: undefined }, sock);
+    if (i === targets.length - 1) return { client, chain };
+    chain.push(client);
+    const next = targets[i + 1];
+    sock = await new Promise<Duplex>((resolve, reject) =>
+      client.forwardOut('127.0.0.1', 0, next.hostname, next.port, (err, stream) => (err ? reject(connectError(next, err)) : resolve(stream))),
+    );
+  }
+  throw new Error('unreachable');
+}
+
+async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.ReadableStream & NodeJS.WritableStream): Promise<Client> {
+  const kh = knownHostsTarget(h);
+  const files = [...h.userKnownHostsFiles, ...h.globalKnownHostsFiles];
+  const known = await knownKeyTypes(files, kh.name, kh.port);
+  // Prompts for passphrases happen here, before the socket opens, so ssh2's readyTimeout never runs during them.
+  const auth = await prepareAuth(h, { identity: opts.identity, prompt: opts.authPrompt, interactive: opts.interactive });
+  let hostKeyError: WsyncError | undefined;
+  const strict = opts.acceptNew ? 'accept-new' : h.strictHostKeyChecking;
+
+  const verify = async (key: Buffer): Promise<boolean> => {
+    const verdict = await checkHostKey(files, kh.name, kh.port, key);
+    const fp = fingerprintOf(key);
+    const type = keyTypeOf(key);
+    const shown = kh.port === 22 ? kh.name : `[${kh.name}]:${kh.port}`;
+    if (verdict.status === 'ok') return true;
+    if (verdict.status === 'revoked') {
+      hostKeyError = new WsyncError('E_HOSTKEY_REVOKED', `the host key of ${shown} (${type} ${fp}) is marked @revoked in ${verdict.file}:${verdict.line}`);
+      return false;
+    }
+    if (verdict.status === 'changed') {
+      hostKeyError = new WsyncError('E_HOSTKEY_CHANGED', `HOST KEY CHANGED for ${shown}: the server offered ${type} ${fp}, ${verdict.file}:${verdict.line} has ${verdict.knownFingerprint}`, {
+        hint: `this may be an attack. If the server was really re-installed, remove the old key with: ssh-keygen -R '${shown}'`,
+      });
+      return false;
+    }
+    let trust = false;
+    if (strict === 'accept-new' || strict === 'no') trust = true;
+    else if (strict === 'ask' && opts.interactive && opts.hostKeyPrompt) trust = await opts.hostKeyPrompt.confirmUnknown(shown, type, fp);
+    if (!trust) {
+      hostKeyError = new WsyncError('E_HOSTKEY_UNKNOWN', `unknown host key for ${shown}: ${type} ${fp}`, {
+        hint: `verify the fingerprint with the server's owner, then run again with --accept-new to record it (or add it to ${h.userKnownHostsFiles[0] ?? '~/.ssh/known_hosts'})`,
+      });
+      return false;
+    }
+    const file = h.userKnownHostsFiles[0];
+    if (file) {
+      try {
+        await appendKnownHost(file, kh.name, kh.port, key, { hash: h.hashKnownHosts });
+      } catch (err) {
+        hostKeyError = new WsyncError('E_KNOWN_HOSTS', `cannot record the host key in ${file}: ${errorMessage(err)}`);
+        return false;
+      }
+    }
+    return true;
+  };
+
+  const client = new Client();
+  const cfg: ConnectConfig = {
+    host: h.hostname,
+    port: h.port,
+    username: auth.username,
+    authHandler: auth.handler as ConnectConfig['authHandler'],
+    readyTimeout: (h.connectTimeout ?? 20) * 1000,
+    keepaliveInterval: (h.serverAliveInterval ?? 15) * 1000,
+    keepaliveCountMax: h.serverAliveCountMax ?? 3,
+    hostVerifier: ((key: Buffer, cb: (ok: boolean) => void) => {
+      verify(key).then(cb, (err) => {
+        hostKeyError = err instanceof WsyncError ? err : new WsyncError('E_KNOWN_HOSTS', errorMessage(err));
+        cb(false);
+      });
+    }) as unknown as ConnectConfig['hostVerifier'],
+  };
+  const algos = serverHostKeyAlgorithmsFor(known);
+  if (algos) cfg.algorithms = { serverHostKey: algos as never };
+  if (h.compression) cfg.algorithms = { ...(cfg.algorithms ?? {}), compress: ['zlib@openssh.com', 'zlib', 'none'] as never };
+  if (sock) cfg.sock = sock as never;
+
+  await new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const fail = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      client.end();
+      reject(hostKeyError ?? auth.failure?.(err) ?? connectError(h, err));
+    };
+    client.once('ready', () => {
+      settled = true;
+      resolve();
+    });
+    client.once('error', fail);
+    client.once('close', () => fail(new Error('connection closed during handshake')));
+    client.connect(cfg);
+  });
+  // ssh2 never sets TCP_NODELAY; without it every small request waits out Nagle + delayed ACK (~40 ms).
+  (client as Client & { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
+  return client;
+}
+
+export async function connect(alias: string, opts: ConnectOptions): Promise<SshSession> {
+  const host = await resolveHost(alias, { configFile: opts.configFile, user: opts.user, port: opts.port, useSshBinary: opts.useSshBinary });
+  const { client, chain } = await openClient(host, opts);
+  const want = Math.max(1, opts.channels ?? 4);
+  const opened = await Promise.allSettled(
+    Array.from({ length: want }, () => new Promise<SftpChannel>((resolve, reject) => client.sftp((err, sftp) => (err ? reject(err) : resolve(new SftpChannel(sftp)))))),
+  );
+  const channels = opened.filter((r): r is PromiseFulfilledResult<SftpChannel> => r.status === 'fulfilled').map((r) => r.value);
+  if (channels.length === 0) {
+    client.end();
+    for (const c of chain) c.end();
+    const reason = opened[0].status === 'rejected' ? errorMessage(opened[0].reason) : 'unknown';
+    throw new WsyncError('E_CONNECT', `the server refused the SFTP subsystem: ${reason}`, { hint: 'sshd needs a "Subsystem sftp" line' });
+  }
+  // Some servers allow fewer sessions (MaxSessions); use what we got.
+  for (const r of opened) if (r.status === 'rejected') void r.reason;
+  let closed = false;
+  return {
+    host,
+    client,
+    channels,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      for (const ch of channels) ch.end();
+      await new Promise<void>((resolve) => {
+        client.once('close', () => resolve());
+        client.end();
+        setTimeout(resolve, 2000).unref();
+      });
+      for (const c of chain) c.end();
+    },
+  };
+}

@@ -1,0 +1,205 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { writeFileSync, readFileSync, existsSync, rmSync, readdirSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { startSshd, keygen, type TestServer } from '../support/sshd.js';
+import { runCli, WSYNC_BIN } from '../support/cli.js';
+import { makeTree, snapshot, tempDir } from '../support/trees.js';
+import { startProxy } from '../../bench/proxy.js';
+
+describe('wsync CLI against a real sshd', () => {
+  let srv: TestServer;
+  let work: string;
+  beforeAll(async () => {
+    srv = await startSshd();
+    work = tempDir('wsync-cli-');
+  });
+  afterAll(async () => {
+    await srv?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  /** A copy of the test ssh_config with other settings for the same server. */
+  const configWith = (name: string, lines: string[]): string => {
+    const p = join(work, name);
+    writeFileSync(p, [`Host ${srv.alias}`, '  HostName 127.0.0.1', `  Port ${srv.port}`, `  User ${srv.user}`, '  IdentitiesOnly yes', ...lines.map((l) => '  ' + l), ''].join('\n'));
+    return p;
+  };
+
+  it('prints help for the program and each command', async () => {
+    const top = await runCli(['--help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toMatch(/push <local> <remote>/);
+    expect(top.stdout).toMatch(/Exit codes/);
+    const sub = await runCli(['push', '--help']);
+    expect(sub.code).toBe(0);
+    expect(sub.stdout).toMatch(/--delete/);
+    expect(sub.stdout).toMatch(/--dry-run/);
+    const comp = await runCli(['completion']);
+    expect(comp.code).toBe(0);
+    expect(comp.stdout).toMatch(/complete/);
+  });
+
+  it('pushes and pulls with itemized dry run and JSON output', async () => {
+    const local = join(work, 'json-local');
+    const remote = join(work, 'json-remote');
+    makeTree(local, { 'a.txt': 'hello', 'd/b.txt': 'world', 'x.sh': { content: '#!/bin/sh\n', mode: 0o755 } });
+    const dry = await runCli(['push', '-n', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout.split('\n').filter((l) => /^[+*-] /.test(l)).sort()).toEqual(['+ a.txt', '+ d/', '+ d/b.txt', '+ x.sh']);
+    expect(dry.stdout).toMatch(/would send 3 file\(s\), 20 B/);
+    expect(existsSync(remote)).toBe(false);
+    const r = await runCli(['push', '--json', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const summary = lines.at(-1);
+    expect(summary.type).toBe('summary');
+    expect(summary.stats.filesSent).toBe(3);
+    expect(summary.stats.bytesSent).toBe(20);
+    expect(lines.filter((l) => l.type === 'item').length).toBe(4);
+    expect(snapshot(remote)).toEqual(snapshot(local));
+    const back = join(work, 'json-back');
+    const p = await runCli(['pull', '-q', back, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    expect(p.code).toBe(0);
+    expect(p.stdout + p.stderr).toBe('');
+    expect(snapshot(back)).toEqual(snapshot(local));
+  });
+
+  it('exit 3 with each conflict listed when the remote was edited', async () => {
+    const local = join(work, 'c-local');
+    const remote = join(work, 'c-remote');
+    makeTree(local, { 'a.txt': 'one', 'b.txt': 'two' });
+    expect((await runCli(['push', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig])).code).toBe(0);
+    writeFileSync(join(remote, 'a.txt'), 'remote edit');
+    writeFileSync(join(local, 'a.txt'), 'local edit!');
+    const r = await runCli(['push', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/conflict: a\.txt: changed on the remote side/);
+    expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('remote edit');
+  });
+
+  it('one clear line and the documented exit code for each failure', async () => {
+    const local = join(work, 'err-local');
+    makeTree(local, { 'a.txt': 'a' });
+    const missing = await runCli(['push', join(work, 'nope'), `${srv.alias}:/tmp/x`, '-F', srv.sshConfig]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.split('\n')[0]).toMatch(/^wsync: local directory .*nope does not exist$/);
+
+    for (const bad of [':path', 'user@:path']) {
+      const r = await runCli(['push', local, bad]);
+      expect(r.code, bad).toBe(1);
+      expect(r.stderr.split('\n')[0], bad).toMatch(/^wsync: malformed target/);
+    }
+    const usage = await runCli(['push', local]);
+    expect(usage.code).toBe(1);
+
+    // A port nobody listens on.
+    const net = await import('node:net');
+    const port = await new Promise<number>((res) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const a = s.address() as { port: number };
+        s.close(() => res(a.port));
+      });
+    });
+    const unreachable = await runCli(['push', local, `ssh://127.0.0.1:${port}/tmp/x`, '-F', srv.sshConfig]);
+    expect(unreachable.code).toBe(2);
+    expect(unreachable.stderr.split('\n')[0]).toMatch(/^wsync: cannot connect to 127\.0\.0\.1:\d+: connection refused$/);
+
+    const otherKey = join(work, 'other_key');
+    keygen(otherKey);
+    const authCfg = configWith('auth_config', [`IdentityFile ${otherKey}`, `UserKnownHostsFile ${srv.knownHosts}`]);
+    const auth = await runCli(['push', local, `${srv.alias}:${join(work, 'auth-remote')}`, '-F', authCfg]);
+    expect(auth.code).toBe(2);
+    expect(auth.stderr.split('\n')[0]).toMatch(/^wsync: authentication to .* failed/);
+
+    // /sys refuses new entries even to root.
+    const denied = await runCli(['push', local, `${srv.alias}:/sys/wsync-denied/x`, '-F', srv.sshConfig]);
+    expect(denied.code).toBe(2);
+    expect(denied.stderr.split('\n')[0]).toMatch(/^wsync: cannot create .*\/sys\/wsync-denied: permission denied$/);
+  });
+
+  it('refuses an unknown host key without a TTY, records it with --accept-new, refuses a changed key', async () => {
+    const local = join(work, 'hk-local');
+    makeTree(local, { 'a.txt': 'a' });
+    const kh = join(work, 'hk_known_hosts');
+    const cfg = configWith('hk_config', [`IdentityFile ${srv.userKey}`, `UserKnownHostsFile ${kh}`]);
+    const target = `${srv.alias}:${join(work, 'hk-remote')}`;
+    const refused = await runCli(['push', local, target, '-F', cfg]);
+    expect(refused.code).toBe(2);
+    const fp = execFileSync('ssh-keygen', ['-lf', srv.hostKeyPub], { encoding: 'utf8' }).split(' ')[1];
+    expect(refused.stderr).toContain(fp);
+    expect(refused.stderr).toContain('--accept-new');
+    expect(existsSync(join(work, 'hk-remote'))).toBe(false);
+
+    const accepted = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
+    expect(accepted.code, accepted.stderr).toBe(0);
+    expect(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${srv.port}`, '-f', kh], { encoding: 'utf8' })).toMatch(/ssh-ed25519/);
+    expect((await runCli(['push', local, target, '-F', cfg])).code).toBe(0);
+
+    // Same host, another ed25519 key on file: an attacker or a reinstall. Refused even with --accept-new.
+    const fake = join(work, 'fake_host');
+    keygen(fake);
+    writeFileSync(kh, `[127.0.0.1]:${srv.port} ${readFileSync(fake + '.pub', 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    const changed = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
+    expect(changed.code).toBe(2);
+    expect(changed.stderr).toMatch(/HOST KEY CHANGED/);
+  });
+
+  it('a push killed mid-way leaves no partial file at a final path, and the rerun resumes and converges', async () => {
+    const local = join(work, 'kill-local');
+    const remote = join(work, 'kill-remote');
+    mkdirSync(local, { recursive: true });
+    for (let i = 0; i < 40; i++) writeFileSync(join(local, `f${String(i).padStart(2, '0')}.bin`), randomBytes(512 * 1024));
+    writeFileSync(join(local, 'big.bin'), randomBytes(8 << 20));
+    // A slow link so that the kill lands mid-transfer.
+    const proxy = await startProxy({ targetPort: srv.port, delayMs: 5, rateBitsPerSec: 40e6 });
+    try {
+      const kh = join(work, 'kill_known_hosts');
+      writeFileSync(kh, readFileSync(srv.knownHosts, 'utf8').replace(`:${srv.port} `, `:${proxy.port} `));
+      const cfg = join(work, 'kill_config');
+      writeFileSync(cfg, [`Host slow`, '  HostName 127.0.0.1', `  Port ${proxy.port}`, `  User ${srv.user}`, `  IdentityFile ${srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${kh}`, ''].join('\n'));
+      const child = spawn(process.execPath, [WSYNC_BIN, 'push', '--json', '--concurrency', '4', local, `slow:${remote}`, '-F', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SSH_AUTH_SOCK: '' } });
+      let done = 0;
+      await new Promise<void>((resolve) => {
+        child.stdout.on('data', (d: Buffer) => {
+          done += d.toString().split('\n').filter((l) => l.includes('"action":"+"') && l.includes('"kind":"file"')).length;
+          if (done >= 6) {
+            child.kill('SIGKILL');
+          }
+        });
+        child.on('close', () => resolve());
+      });
+      expect(done).toBeGreaterThanOrEqual(6);
+      const finals = readdirSync(remote).filter((n) => n.endsWith('.bin'));
+      expect(finals.length).toBeLessThan(41);
+      for (const n of finals) expect(readFileSync(join(remote, n)).equals(readFileSync(join(local, n))), n).toBe(true);
+
+      const rerun = await runCli(['push', '--json', local, `slow:${remote}`, '-F', cfg]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      const summary = JSON.parse(rerun.stdout.trim().split('\n').at(-1)!);
+      expect(summary.stats.filesSent).toBe(41 - finals.length);
+      expect(snapshot(remote)).toEqual(snapshot(local));
+      expect(readdirSync(remote).filter((n) => n.includes('.wsync-'))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('two pushes at once: one runs, the other fails clearly naming the lock holder', async () => {
+    const local = join(work, 'lock-local');
+    const remote = join(work, 'lock-remote');
+    makeTree(local, { 'a.txt': 'a' });
+    mkdirSync(join(remote, '.wsync'), { recursive: true });
+    writeFileSync(join(remote, '.wsync/lock'), JSON.stringify({ host: 'other-host', pid: 4242, time: '2026-01-01T00:00:00Z', op: 'push', user: 'me' }));
+    const r = await runCli(['push', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.split('\n')[0]).toMatch(/is locked: push by me@other-host \(pid 4242\) since 2026-01-01T00:00:00Z/);
+    expect(r.stderr).toMatch(/--break-lock/);
+    expect(existsSync(join(remote, 'a.txt'))).toBe(false);
+    const broken = await runCli(['push', '--break-lock', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    expect(broken.code).toBe(0);
+    expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
+  });
+});
