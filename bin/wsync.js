@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { main } from '../dist/cli/main.js';
 
+// Exit as soon as the work is done: main() has already awaited every remote operation and written its output,
+// and waiting for the SSH socket's orderly close would only add round trips.
 main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => process.exit(code),
   (err) => {
     process.stderr.write(`wsync: internal error: ${err?.stack ?? err}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

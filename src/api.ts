@@ -24,9 +24,9 @@ export interface SyncOptions {
   identity?: string;
   /** Record an unknown host key instead of refusing. */
   acceptNew?: boolean;
-  /** Files in flight at once (default 256). */
+  /** Files in flight at once (default 1024). */
   concurrency?: number;
-  /** SFTP channels per connection (default 4). */
+  /** SFTP channels per connection (default 8; sshd allows 10 sessions by default). */
   channels?: number;
   /** Seconds to wait for another run's lock (default 0). */
   wait?: number;
@@ -74,7 +74,9 @@ export async function openTarget(target: Target | string, o: SyncOptions): Promi
 async function run(direction: Direction, localDir: string, target: Target | string, o: SyncOptions): Promise<SyncResult> {
   if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
   const local = new LocalTransport(path.resolve(localDir));
+  const t0 = Date.now();
   const remote = await openTarget(target, o);
+  if (process.env.WSYNC_DEBUG) process.stderr.write(`connected in ${Date.now() - t0} ms\n`);
   try {
     return await runSync({
       direction,
@@ -84,7 +86,7 @@ async function run(direction: Direction, localDir: string, target: Target | stri
       force: o.force ?? false,
       dryRun: o.dryRun ?? false,
       filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [] },
-      concurrency: o.concurrency ?? 256,
+      concurrency: o.concurrency ?? 1024,
       lockWaitSeconds: o.wait ?? 0,
       breakLock: o.breakLock ?? false,
       onEvent: o.onEvent,

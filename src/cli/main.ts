@@ -46,8 +46,8 @@ function syncOptions(y: Argv): Argv<SyncArgs> {
     .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
     .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
     .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
-    .option('concurrency', { type: 'number', default: 256, describe: 'files in flight at once' })
-    .option('channels', { type: 'number', default: 4, describe: 'SFTP channels per connection' })
+    .option('concurrency', { type: 'number', default: 1024, describe: 'files in flight at once' })
+    .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' })
     .option('wait', { type: 'number', default: 0, describe: 'seconds to wait when another run holds the target lock' })
     .option('break-lock', { type: 'boolean', default: false, describe: 'remove a lock left by a run that is gone' }) as unknown as Argv<SyncArgs>;
 }
@@ -84,6 +84,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
   };
   const result = direction === 'push' ? await push(a.local, a.remote, opts) : await pull(a.local, a.remote, opts);
   renderer.summary(result);
+  if (process.env.WSYNC_DEBUG) process.stderr.write(`timings (ms since start): ${JSON.stringify(result.timings)}\n`);
   return result.ok ? 0 : EXIT_CODES.partial;
 }
 

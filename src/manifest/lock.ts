@@ -1,8 +1,9 @@
 import os from 'node:os';
 import type { Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
+import { STATE_DIR } from './manifest.js';
 
-export const LOCK_PATH = '.wsync/lock';
+export const LOCK_PATH = `${STATE_DIR}/lock`;
 
 export interface LockInfo {
   host: string;
@@ -37,8 +38,21 @@ export interface LockOptions {
 export async function acquireLock(t: Transport, opts: LockOptions): Promise<() => Promise<void>> {
   const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username };
   const deadline = Date.now() + opts.waitSeconds * 1000;
+  let madeDir = false;
   for (;;) {
-    if (await t.writeSmall(LOCK_PATH, Buffer.from(JSON.stringify(me) + '\n'), { exclusive: true })) {
+    let took: boolean;
+    try {
+      took = await t.writeSmall(LOCK_PATH, Buffer.from(JSON.stringify(me) + '\n'), { exclusive: true });
+    } catch (err) {
+      // First run at this target: the root or .wsync/ does not exist yet (made only now, to save round trips on
+      // every later run).
+      if (madeDir) throw err;
+      await t.ensureRoot();
+      await t.mkdir(STATE_DIR, 0o755);
+      madeDir = true;
+      continue;
+    }
+    if (took) {
       return async () => {
         await t.remove(LOCK_PATH, 'file');
       };

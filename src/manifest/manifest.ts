@@ -8,7 +8,8 @@ import { WsyncError, errorMessage } from '../errors.js';
  * what the remote holds and whether someone changed it since. Stored gzipped (a 10,000-file tree is ~1 MB of
  * JSON) and replaced atomically.
  */
-export const MANIFEST_PATH = '.wsync/manifest.json.gz';
+export const STATE_DIR = '.wsync';
+export const MANIFEST_PATH = `${STATE_DIR}/manifest.json.gz`;
 export const MANIFEST_FORMAT = 'wsync-manifest';
 export const MANIFEST_VERSION = 1;
 

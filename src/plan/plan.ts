@@ -86,7 +86,8 @@ export function plan(input: PlanInput): Plan {
     const b = base.get(p);
     if (b) out.next.set(p, b);
   };
-  const underSkipped = (p: string) => ancestors(p).some((a) => skipped.has(a) || blocked.has(a)) || blocked.has(p);
+  const underSkipped = (p: string) =>
+    (skipped.size > 0 || blocked.size > 0) && (blocked.has(p) || ancestors(p).some((a) => skipped.has(a) || blocked.has(a)));
   const conflict = (p: string, reason: string) => {
     out.conflicts.push({ path: p, reason });
     skipped.add(p);
@@ -102,7 +103,7 @@ export function plan(input: PlanInput): Plan {
       keepBase(p);
       continue;
     }
-    if (ancestors(p).some((a) => replacedDirs.has(a))) continue; // handled with its directory
+    if (replacedDirs.size > 0 && ancestors(p).some((a) => replacedDirs.has(a))) continue; // handled with its directory
     const s = src.get(p);
     const d = dst.get(p);
     const b = base.get(p);

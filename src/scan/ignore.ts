@@ -1,6 +1,7 @@
 import ignore, { type Ignore } from 'ignore';
 import picomatch from 'picomatch';
 import { ancestors, baseName, isTempName } from '../util/paths.js';
+import { STATE_DIR } from '../manifest/manifest.js';
 
 export interface FilterOptions {
   /** Honour .gitignore files (.wsyncignore files are always honoured). */
@@ -12,7 +13,6 @@ export interface FilterOptions {
 }
 
 export const IGNORE_FILES = ['.gitignore', '.wsyncignore'] as const;
-export const STATE_DIR = '.wsync';
 
 type Glob = { dirOnly: boolean; match: (p: string) => boolean; anchored: boolean };
 
@@ -41,6 +41,8 @@ function globHits(globs: Glob[], rel: string, isDir: boolean): boolean {
  */
 export class IgnoreRules {
   private perDir = new Map<string, Ignore[]>();
+  /** Verdicts on directories for isExcludedDeep: every path below shares its ancestors' checks. */
+  private dirCache = new Map<string, boolean>();
   private excludes: Glob[];
   private includes: Glob[];
 
@@ -55,6 +57,7 @@ export class IgnoreRules {
 
   addRules(dir: string, file: string, text: string): void {
     if (!this.wants(file)) return;
+    this.dirCache.clear();
     const list = this.perDir.get(dir) ?? [];
     const ig = ignore({ allowRelativePaths: true }).add(text);
     // .wsyncignore is read second whatever the listing order, so that it overrides .gitignore.
@@ -87,7 +90,14 @@ export class IgnoreRules {
 
   /** Excluded because of the path or any directory above it. */
   isExcludedDeep(rel: string, isDir: boolean): boolean {
-    for (const a of ancestors(rel)) if (this.isExcluded(a, true)) return true;
+    for (const a of ancestors(rel)) {
+      let v = this.dirCache.get(a);
+      if (v === undefined) {
+        v = this.isExcluded(a, true);
+        this.dirCache.set(a, v);
+      }
+      if (v) return true;
+    }
     return this.isExcluded(rel, isDir);
   }
 }

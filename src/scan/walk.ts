@@ -1,5 +1,5 @@
 import type { Problem, Tree } from '../types.js';
-import type { Transport } from '../transport/types.js';
+import type { DirEntry, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import { isSafeName, isTempName, joinRel } from '../util/paths.js';
 import { IgnoreRules } from './ignore.js';
@@ -15,12 +15,41 @@ export interface WalkResult {
   blocked: string[];
 }
 
+/**
+ * Listings asked for ahead of the walk. A breadth-first walk needs one round trip pair per tree level; when the
+ * directories are already known (from the manifest or the other side's tree) all of them can be listed at once,
+ * which turns a no-op scan of a deep tree into a couple of round trips. A guess that is wrong costs one wasted
+ * listing, never a wrong result: only directories the walk itself reaches are used.
+ */
+export class Prefetcher {
+  private listings = new Map<string, Promise<DirEntry[] | null>>();
+  private asked = new Set<string>();
+  constructor(private readonly t: Transport) {}
+  prefetch(dirs: Iterable<string>): void {
+    for (const d of dirs) {
+      if (this.asked.has(d)) continue;
+      this.asked.add(d);
+      const p = this.t.readdir(d);
+      p.catch(() => undefined); // observed when the walk reaches it
+      this.listings.set(d, p);
+    }
+  }
+  take(dir: string): Promise<DirEntry[] | null> {
+    this.asked.add(dir);
+    const p = this.listings.get(dir);
+    if (p) {
+      this.listings.delete(dir);
+      return p;
+    }
+    return this.t.readdir(dir);
+  }
+}
+
 export interface WalkOptions {
   rules: IgnoreRules;
-  /** The other side's rules: a path either side excludes is left alone on both. */
-  otherRules?: IgnoreRules;
   /** Directories listed at once; over SFTP this is what pipelines the scan. */
   concurrency: number;
+  prefetcher?: Prefetcher;
 }
 
 /**
@@ -33,11 +62,11 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   const problems: Problem[] = [];
   const temps: string[] = [];
   const blocked: string[] = [];
-  const rootEntries = await t.readdir('');
+  const lister = opts.prefetcher ?? new Prefetcher(t);
+  const rootEntries = await lister.take('');
   if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked };
 
-  const excluded = (rel: string, isDir: boolean) =>
-    opts.rules.isExcluded(rel, isDir) || (opts.otherRules?.isExcluded(rel, isDir) ?? false);
+  const excluded = (rel: string, isDir: boolean) => opts.rules.isExcluded(rel, isDir);
 
   const visit = async (dir: string, entries: Awaited<ReturnType<Transport['readdir']>>, enqueue: (d: string) => void) => {
     if (!entries) return; // vanished between listings: the parent's entry stays, its content is unknown
@@ -77,7 +106,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       while (active < opts.concurrency && queue.length > 0) {
         const d = queue.shift()!;
         active++;
-        t.readdir(d)
+        lister.take(d)
           .then((entries) => visit(d, entries, enqueue))
           .catch((err) => {
             if (err instanceof WsyncError && (err.code === 'E_REMOTE_PERMISSION' || err.code === 'E_LOCAL_IO')) {

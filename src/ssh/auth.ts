@@ -296,15 +296,9 @@ export async function prepareAuth(host: ResolvedHost, opts: PrepareAuthOptions):
 
   const tried: string[] = [];
   let next = 0;
-  let askedNone = false;
 
   const handler: AuthHandlerMiddleware = (methodsLeft, _partialSuccess, callback) => {
-    // Like ssh, start with "none": it learns which methods the server takes and does not count as a failure.
-    if (!askedNone) {
-      askedNone = true;
-      callback({ type: 'none', username });
-      return;
-    }
+    // Unlike ssh, no "none" probe first: it costs a round trip on every connection and the first key usually works.
     if (Array.isArray(methodsLeft) && !methodsLeft.includes('publickey')) {
       callback(false as unknown as AnyAuthMethod);
       return;

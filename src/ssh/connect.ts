@@ -205,7 +205,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
 export async function connect(alias: string, opts: ConnectOptions): Promise<SshSession> {
   const host = await resolveHost(alias, { configFile: opts.configFile, user: opts.user, port: opts.port, useSshBinary: opts.useSshBinary });
   const { client, chain } = await openClient(host, opts);
-  const want = Math.max(1, opts.channels ?? 4);
+  const want = Math.max(1, opts.channels ?? 8);
   const opened = await Promise.allSettled(
     Array.from({ length: want }, () => new Promise<SftpChannel>((resolve, reject) => client.sftp((err, sftp) => (err ? reject(err) : resolve(new SftpChannel(sftp)))))),
   );

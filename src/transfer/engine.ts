@@ -3,13 +3,13 @@ import os from 'node:os';
 import type { Entry, Problem, Tree } from '../types.js';
 import type { Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
-import { IgnoreRules, STATE_DIR, type FilterOptions } from '../scan/ignore.js';
-import { walk, filterTree } from '../scan/walk.js';
+import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
+import { walk, filterTree, Prefetcher } from '../scan/walk.js';
 import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
-import { readManifest, writeManifest } from '../manifest/manifest.js';
+import { readManifest, writeManifest, STATE_DIR } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
 import { mapLimit } from '../util/limit.js';
-import { ancestors, comparePaths } from '../util/paths.js';
+import { ancestors, comparePaths, parentOf } from '../util/paths.js';
 
 export const WSYNC_VERSION = '0.1.0';
 
@@ -65,6 +65,8 @@ export interface SyncResult {
   /** Set when --delete removals were held back because something else failed. */
   deletesSkipped?: string;
   durationMs: number;
+  /** Milliseconds from the start at which each phase ended (for diagnosing slow links). */
+  timings: Record<string, number>;
 }
 
 export interface EngineOptions {
@@ -124,6 +126,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const dst = o.direction === 'push' ? o.remote : o.local;
   const dstName = o.direction === 'push' ? 'remote' : 'local';
   const problems: Problem[] = [];
+  const timings: Record<string, number> = {};
+  const mark = (phase: string) => (timings[phase] = Date.now() - started);
   let conflicts: Conflict[] = [];
   const stats: SyncStats = { filesSent: 0, bytesSent: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
 
@@ -136,23 +140,33 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     throw new WsyncError('E_TARGET', `remote directory ${src.describe()} does not exist`, { hint: 'check the remote path (relative paths start at the login\'s home)' });
   }
 
+  // The local tree is scanned while the remote side is being prepared and locked.
+  const localRules = new IgnoreRules(o.filter);
+  const localWalkP = walk(o.local, { rules: localRules, concurrency: 16 });
+  localWalkP.catch(() => undefined);
   let release: (() => Promise<void>) | undefined;
   if (!o.dryRun) {
-    await o.remote.ensureRoot();
     if (o.direction === 'pull') await o.local.ensureRoot();
-    await o.remote.mkdir(STATE_DIR, 0o755);
     release = await acquireLock(o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock });
   }
+  mark('locked');
   try {
-    const localRules = new IgnoreRules(o.filter);
     const remoteRules = new IgnoreRules(o.filter);
-    const localWalk = await walk(o.local, { rules: localRules, concurrency: 16 });
-    const [remoteWalk, manifest] = await Promise.all([
-      walk(o.remote, { rules: remoteRules, otherRules: localRules, concurrency: 64 }),
-      readManifest(o.remote),
+    // The remote listing comes only after the lock: a listing taken earlier could miss another run's last writes.
+    // Directories known from the local tree and the manifest are listed at once instead of level by level.
+    const prefetcher = new Prefetcher(o.remote);
+    const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
+    const manifestP = readManifest(o.remote);
+    manifestP.then((m) => m && prefetcher.prefetch(dirsOf(m.entries)), () => undefined);
+    localWalkP.then((w) => prefetcher.prefetch(dirsOf(w.tree)), () => undefined);
+    const [localWalk, remoteWalk, manifest] = await Promise.all([
+      localWalkP,
+      walk(o.remote, { rules: remoteRules, concurrency: 512, prefetcher }),
+      manifestP,
     ]);
+    mark('scanned');
     const localTree = filterTree(localWalk.tree, remoteRules);
-    const remoteTree = remoteWalk.tree;
+    const remoteTree = filterTree(remoteWalk.tree, localRules);
     problems.push(...localWalk.problems, ...remoteWalk.problems);
     const base: Tree = new Map();
     for (const [p, e] of manifest?.entries ?? []) {
@@ -195,6 +209,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       }
     });
 
+    mark('verified');
     const p = plan({
       src: srcTree,
       dst: dstTree,
@@ -338,14 +353,22 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
     try {
       for (const op of p.prepare) await runOp(op);
-      // Directories level by level: a level's mkdirs go out together, parents are in place before children.
-      const byDepth = new Map<number, Op[]>();
-      for (const op of p.mkdirs) {
-        const d = op.path.split('/').length;
-        byDepth.set(d, [...(byDepth.get(d) ?? []), op]);
-      }
-      for (const d of [...byDepth.keys()].sort((a, b) => a - b)) await mapLimit(byDepth.get(d)!, o.concurrency, runOp);
-      await mapLimit(p.transfers, o.concurrency, runOp);
+      // Directories and files in one stream: each waits only for its own parent directory, so transfers start
+      // as soon as the first directories exist instead of after all of them.
+      const dirReady = new Map<string, Promise<void>>();
+      const dirDone = new Map<string, () => void>();
+      for (const op of p.mkdirs) dirReady.set(op.path, new Promise<void>((r) => dirDone.set(op.path, r)));
+      const depth = (s: string) => s.split('/').length;
+      const ordered = [...p.mkdirs].sort((a, b) => depth(a.path) - depth(b.path) || comparePaths(a.path, b.path));
+      await mapLimit([...ordered, ...p.transfers], o.concurrency, async (op) => {
+        await dirReady.get(parentOf(op.path));
+        try {
+          await runOp(op);
+        } finally {
+          dirDone.get(op.path)?.();
+        }
+      });
+      mark('transfers');
       await mapLimit(p.metas, o.concurrency, runOp);
       progress(true);
 
@@ -367,7 +390,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       }
       clearInterval(timer);
       await checkpointing;
-      await writeManifest(o.remote, { entries: next }, writer);
+      mark('deletes');
+      if (!manifest || !sameTree(next, manifest.entries)) await writeManifest(o.remote, { entries: next }, writer);
+      mark('manifest');
       return finish(deletesSkipped);
     } catch (err) {
       clearInterval(timer);
@@ -382,8 +407,17 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
   function finish(deletesSkipped?: string): SyncResult {
     const ok = stats.conflicts === 0 && problems.length === 0;
-    return { direction: o.direction, dryRun: o.dryRun, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started };
+    return { direction: o.direction, dryRun: o.dryRun, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started, timings };
   }
+}
+
+function sameTree(a: Tree, b: Tree): boolean {
+  if (a.size !== b.size) return false;
+  for (const [p, e] of a) {
+    const f = b.get(p);
+    if (!f || f.type !== e.type || f.size !== e.size || f.mtime !== e.mtime || f.mode !== e.mode || f.target !== e.target || f.sha256 !== e.sha256) return false;
+  }
+  return true;
 }
 
 function reportDryRun(p: Plan, src: Tree, dst: Tree, stats: SyncStats, emit: (ev: SyncEvent) => void): void {

@@ -33,9 +33,8 @@ export function joinRel(dir: string, name: string): string {
 
 /** All proper ancestors, shallowest first: 'a/b/c' -> ['a', 'a/b']. */
 export function ancestors(rel: string): string[] {
-  const parts = rel.split('/');
   const out: string[] = [];
-  for (let i = 1; i < parts.length; i++) out.push(parts.slice(0, i).join('/'));
+  for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) out.push(rel.slice(0, i));
   return out;
 }
 
@@ -45,13 +44,17 @@ export function isUnder(rel: string, dir: string): boolean {
 
 /** Sort so that a directory comes before everything inside it (plain code-unit order does that for '/'). */
 export function comparePaths(a: string, b: string): number {
-  const pa = a.split('/');
-  const pb = b.split('/');
-  const n = Math.min(pa.length, pb.length);
+  // Component order without splitting: '/' ranks below every other character.
+  const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
-    if (pa[i] !== pb[i]) return pa[i] < pb[i] ? -1 : 1;
+    const ca = a.charCodeAt(i);
+    const cb = b.charCodeAt(i);
+    if (ca === cb) continue;
+    if (ca === 47) return -1;
+    if (cb === 47) return 1;
+    return ca - cb;
   }
-  return pa.length - pb.length;
+  return a.length - b.length;
 }
 
 export function localJoin(root: string, rel: string): string {

@@ -7,7 +7,7 @@ import { ancestors, parentOf, remoteJoin, tempNameFor } from '../../util/paths.j
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
 
 /** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
-const BYTES_IN_FLIGHT_PER_CHANNEL = 16 * 1024 * 1024;
+const BYTES_IN_FLIGHT_PER_CHANNEL = 8 * 1024 * 1024;
 /** Files open at once per channel; OpenSSH allows far more handles, the link rarely needs more. */
 const FILES_PER_CHANNEL = 128;
 /** Reads kept in flight for one download. */
@@ -160,13 +160,20 @@ export class SftpTransport implements Transport {
         throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
       }
       try {
+        // Several reads at once: a manifest of a few hundred KB then arrives in one round trip, not one per block.
         const parts: Buffer[] = [];
         let pos = 0;
-        for (;;) {
-          const b = await ch.read(h, ch.maxRead, pos);
-          if (b.length === 0) break;
-          parts.push(b);
-          pos += b.length;
+        for (let wave = 4; ; wave *= 2) {
+          const reads = Array.from({ length: wave }, (_, i) => ch.read(h, ch.maxRead, pos + i * ch.maxRead));
+          const got = await Promise.all(reads);
+          let short = false;
+          for (const b of got) {
+            if (short) break;
+            parts.push(b);
+            pos += b.length;
+            if (b.length < ch.maxRead) short = true;
+          }
+          if (short) break;
         }
         return Buffer.concat(parts);
       } catch (err) {
@@ -248,26 +255,25 @@ export class SftpTransport implements Transport {
 
   async ensureRoot(): Promise<void> {
     const ch = this.slots[0].ch;
-    const parts = [...ancestors(this.root.replace(/^\//, '')), this.root.replace(/^\//, '')].filter(Boolean);
-    for (const p of parts) {
-      const abs = '/' + p;
+    const isDir = (st: { mode?: number } | null) => st !== null && ((st.mode ?? 0) & 0o170000) === 0o040000;
+    // mkdir -p from the bottom up: one round trip when the parent exists, which is the usual case.
+    const make = async (abs: string): Promise<void> => {
       try {
-        const st = await ch.stat(abs);
-        if (((st.mode ?? 0) & 0o170000) !== 0o040000) {
-          throw new WsyncError('E_TARGET', `${this.label}:${abs} exists and is not a directory`);
-        }
-        continue;
+        await ch.mkdir(abs, 0o755);
+        return;
       } catch (err) {
-        if (err instanceof WsyncError) throw err;
-        if (!isNoSuchFile(err)) throw mapSftpError(err, `cannot reach ${this.label}:${abs}`);
-      }
-      await ch.mkdir(abs, 0o755).catch(async (err) => {
-        // Another run may have created it a moment ago.
         const st = await ch.stat(abs).catch(() => null);
-        if (st && ((st.mode ?? 0) & 0o170000) === 0o040000) return;
-        throw mapSftpError(err, `cannot create ${this.label}:${abs}`);
-      });
-    }
+        if (isDir(st)) return;
+        if (st) throw new WsyncError('E_TARGET', `${this.label}:${abs} exists and is not a directory`);
+        const parent = path.posix.dirname(abs);
+        if (!isNoSuchFile(err) || parent === abs) throw mapSftpError(err, `cannot create ${this.label}:${abs}`);
+        await make(parent);
+        await ch.mkdir(abs, 0o755).catch(async (err2) => {
+          if (!isDir(await ch.stat(abs).catch(() => null))) throw mapSftpError(err2, `cannot create ${this.label}:${abs}`);
+        });
+      }
+    };
+    await make(this.root);
   }
 
   async mkdir(rel: string, mode: number): Promise<void> {
