@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/main.js';
+// A bigger libuv pool before anything touches it: scanning a tree is thousands of lstat calls at once.
+process.env.UV_THREADPOOL_SIZE ??= '16';
+const { main } = await import('../dist/cli/main.js');
 
 // Exit as soon as the work is done: main() has already awaited every remote operation and written its output,
 // and waiting for the SSH socket's orderly close would only add round trips.

@@ -31,18 +31,17 @@ export interface LockOptions {
 }
 
 /**
- * One run per target at a time. The lock is created with an exclusive rename, so two runs can never both believe
- * they hold it; it names host, pid and time so that a person can judge a stale one. A lock left by a dead process
+ * One run per target at a time. The lock is created with O_EXCL, so two runs can never both believe they hold it; it names host, pid and time so that a person can judge a stale one. A lock left by a dead process
  * on this same host is provably stale and is cleared without asking.
  */
 export async function acquireLock(t: Transport, opts: LockOptions): Promise<() => Promise<void>> {
   const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username };
   const deadline = Date.now() + opts.waitSeconds * 1000;
   let madeDir = false;
-  for (;;) {
+  for (let attempt = 0; ; attempt++) {
     let took: boolean;
     try {
-      took = await t.writeSmall(LOCK_PATH, Buffer.from(JSON.stringify(me) + '\n'), { exclusive: true });
+      took = await t.createExclusive(LOCK_PATH, Buffer.from(JSON.stringify(me) + '\n'));
     } catch (err) {
       // First run at this target: the root or .wsync/ does not exist yet (made only now, to save round trips on
       // every later run).
@@ -58,7 +57,7 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<() =
       };
     }
     const raw = await t.readFile(LOCK_PATH);
-    if (raw === null) continue; // released between our attempt and this read
+    if (raw === null && attempt < 20) continue; // released between our attempt and this read
     let other: Partial<LockInfo> = {};
     try {
       other = JSON.parse(raw?.toString('utf8') ?? '{}');

@@ -157,8 +157,14 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const prefetcher = new Prefetcher(o.remote);
     const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
     const manifestP = readManifest(o.remote);
-    manifestP.then((m) => m && prefetcher.prefetch(dirsOf(m.entries)), () => undefined);
-    localWalkP.then((w) => prefetcher.prefetch(dirsOf(w.tree)), () => undefined);
+    manifestP.then((m) => {
+      mark('manifestRead');
+      if (m) prefetcher.prefetch(dirsOf(m.entries));
+    }, () => undefined);
+    localWalkP.then((w) => {
+      mark('localScanned');
+      prefetcher.prefetch(dirsOf(w.tree));
+    }, () => undefined);
     const [localWalk, remoteWalk, manifest] = await Promise.all([
       localWalkP,
       walk(o.remote, { rules: remoteRules, concurrency: 512, prefetcher }),

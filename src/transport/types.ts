@@ -58,6 +58,11 @@ export interface Transport {
   writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
   /** Writes a small file atomically; with exclusive, returns false when the name already exists. */
   writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number }): Promise<boolean>;
+  /**
+   * Creates a new file with O_EXCL semantics in one round trip; false when the name exists. The content may land
+   * just after the promise resolves (lock files: a reader treats empty content as held by someone unknown).
+   */
+  createExclusive(rel: string, data: Buffer): Promise<boolean>;
   symlink(rel: string, target: string, opts?: WriteOptions): Promise<void>;
   setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void>;
   /** Removes a file or symlink ('file'), or an empty directory ('dir'). Missing is not an error. */

@@ -94,6 +94,13 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect(await t.writeSmall('.wsync/excl', Buffer.from('two'), { exclusive: true })).toBe(false);
       expect(readFileSync(join(root, '.wsync/excl'), 'utf8')).toBe('one');
       expect(readdirSync(join(root, '.wsync')).filter((n) => n.includes('.wsync-'))).toEqual([]);
+      expect(await t.createExclusive('.wsync/lockish', Buffer.from('me'))).toBe(true);
+      expect(await t.createExclusive('.wsync/lockish', Buffer.from('you'))).toBe(false);
+      // The content follows the create without being awaited: it must land, and never be the loser's.
+      const until = Date.now() + 5000;
+      while (readFileSync(join(root, '.wsync/lockish'), 'utf8') === '' && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      expect(readFileSync(join(root, '.wsync/lockish'), 'utf8')).toBe('me');
+      await expect(t.createExclusive('no/such/dir/lock', Buffer.from('x'))).rejects.toBeInstanceOf(WsyncError);
     });
 
     it('lists directories with types, sizes and symlink targets; missing is null', async () => {

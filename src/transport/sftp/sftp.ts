@@ -396,6 +396,23 @@ export class SftpTransport implements Transport {
     }
   }
 
+  async createExclusive(rel: string, data: Buffer): Promise<boolean> {
+    return this.onChannel(async ({ ch }) => {
+      let h: Buffer;
+      try {
+        h = await ch.open(this.abs(rel), 'wx', { mode: 0o644 });
+      } catch (err) {
+        // OpenSSH reports EEXIST as a bare FAILURE; make sure that is what it was.
+        if (sftpCode(err) === SFTP_STATUS.FAILURE && (await ch.lstat(this.abs(rel)).catch(() => null))) return false;
+        throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+      }
+      // Not awaited: nothing depends on the content arriving before the next request.
+      ch.write(h, data, 0).catch(() => undefined);
+      ch.close(h).catch(() => undefined);
+      return true;
+    });
+  }
+
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
     return this.onChannel(async ({ ch }) => {
       const tmp = this.abs(tempNameFor(rel));
