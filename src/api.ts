@@ -26,6 +26,8 @@ export interface SyncOptions {
   acceptNew?: boolean;
   /** Files in flight at once (default 1024). */
   concurrency?: number;
+  /** Compress the SSH stream (pays on slow links with compressible files; costs CPU on fast ones). */
+  compress?: boolean;
   /** SFTP channels per connection (default 8; sshd allows 10 sessions by default). */
   channels?: number;
   /** Seconds to wait for another run's lock (default 0). */
@@ -59,6 +61,7 @@ export async function openTarget(target: Target | string, o: SyncOptions): Promi
     hostKeyPrompt: o.hostKeyPrompt,
     authPrompt: o.authPrompt,
     channels: o.channels,
+    compress: o.compress,
     useSshBinary: o.useSshBinary,
   });
   try {

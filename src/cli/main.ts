@@ -24,6 +24,7 @@ interface SyncArgs {
   'ssh-config'?: string;
   identity?: string;
   'accept-new': boolean;
+  compress: boolean;
   concurrency: number;
   channels: number;
   wait: number;
@@ -46,6 +47,7 @@ function syncOptions(y: Argv): Argv<SyncArgs> {
     .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
     .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
     .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
+    .option('compress', { alias: 'z', type: 'boolean', default: false, describe: 'compress the SSH stream: faster on slow links for text-like files, slower on fast links' })
     .option('concurrency', { type: 'number', default: 1024, describe: 'files in flight at once' })
     .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' })
     .option('wait', { type: 'number', default: 0, describe: 'seconds to wait when another run holds the target lock' })
@@ -73,6 +75,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     sshConfig: a['ssh-config'],
     identity: a.identity,
     acceptNew: a['accept-new'],
+    compress: a.compress,
     concurrency: Math.max(1, a.concurrency),
     channels: Math.max(1, a.channels),
     wait: a.wait,

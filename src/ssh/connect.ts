@@ -33,6 +33,8 @@ export interface ConnectOptions {
   authPrompt?: AuthPrompt;
   /** SFTP channels to open on the connection. */
   channels?: number;
+  /** -z: compress the SSH stream (also on with `Compression yes` in ssh_config). */
+  compress?: boolean;
   /** Test hook / advanced: bypass `ssh -G`. */
   useSshBinary?: boolean;
 }
@@ -178,7 +180,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
   };
   const algos = serverHostKeyAlgorithmsFor(known);
   if (algos) cfg.algorithms = { serverHostKey: algos as never };
-  if (h.compression) cfg.algorithms = { ...(cfg.algorithms ?? {}), compress: ['zlib@openssh.com', 'zlib', 'none'] as never };
+  if (h.compression || opts.compress) cfg.algorithms = { ...(cfg.algorithms ?? {}), compress: ['zlib@openssh.com', 'zlib', 'none'] as never };
   if (sock) cfg.sock = sock as never;
 
   await new Promise<void>((resolve, reject) => {
