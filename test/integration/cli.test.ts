@@ -120,6 +120,60 @@ describe('wsync CLI against a real sshd', () => {
     expect(denied.stderr.split('\n')[0]).toMatch(/^wsync: cannot create .*\/sys\/wsync-denied: permission denied$/);
   });
 
+  it('reaches the host through ProxyJump and through ProxyCommand', async () => {
+    const local = join(work, 'jump-local');
+    makeTree(local, { 'a.txt': 'through a jump host' });
+    const cfg = join(work, 'jump_config');
+    const common = [`  User ${srv.user}`, `  IdentityFile ${srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${srv.knownHosts}`];
+    writeFileSync(
+      cfg,
+      [
+        'Host jumpbox', '  HostName 127.0.0.1', `  Port ${srv.port}`, ...common,
+        'Host behind-jump', '  HostName 127.0.0.1', `  Port ${srv.port}`, '  ProxyJump jumpbox', ...common,
+        'Host behind-command', '  HostName 127.0.0.1', `  Port ${srv.port}`, `  ProxyCommand ssh -F ${cfg} -W %h:%p jumpbox`, ...common,
+        '',
+      ].join('\n'),
+    );
+    const logins = () => (srv.log().match(/Accepted publickey/g) ?? []).length;
+    for (const host of ['behind-jump', 'behind-command']) {
+      const remote = join(work, `${host}-remote`);
+      const before = logins();
+      const r = await runCli(['push', local, `${host}:${remote}`, '-F', cfg]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('through a jump host');
+      // Two logins per run: one to the jump host, one to the target through it.
+      expect(logins() - before, host).toBe(2);
+    }
+  });
+
+  it('authenticates with ssh-agent; an encrypted key without a TTY fails clearly', async () => {
+    const local = join(work, 'agent-local');
+    makeTree(local, { 'a.txt': 'agent' });
+    const sock = join(work, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 50 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      execFileSync('ssh-add', [srv.userKey], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+      // Only the public half is configured: the private key lives in the agent alone.
+      const pubOnly = join(work, 'agent_id');
+      writeFileSync(pubOnly + '.pub', readFileSync(srv.userKey + '.pub'));
+      const cfg = configWith('agent_config', [`IdentityFile ${pubOnly}`, `UserKnownHostsFile ${srv.knownHosts}`]);
+      const r = await runCli(['push', local, `${srv.alias}:${join(work, 'agent-remote')}`, '-F', cfg], { env: { SSH_AUTH_SOCK: sock } });
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      agent.kill();
+    }
+    const enc = join(work, 'encrypted_key');
+    keygen(enc, { passphrase: 'correct horse' });
+    const authKeys = readFileSync(join(srv.dir, 'authorized_keys'), 'utf8');
+    writeFileSync(join(srv.dir, 'authorized_keys'), authKeys + readFileSync(enc + '.pub', 'utf8'));
+    const cfg = configWith('enc_config', [`IdentityFile ${enc}`, `UserKnownHostsFile ${srv.knownHosts}`]);
+    const r = await runCli(['push', local, `${srv.alias}:${join(work, 'enc-remote')}`, '-F', cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toMatch(/^wsync: authentication to .* failed: the key .*encrypted_key is encrypted and there is no terminal/);
+    expect(r.stderr).toMatch(/ssh-add/);
+  });
+
   it('refuses an unknown host key without a TTY, records it with --accept-new, refuses a changed key', async () => {
     const local = join(work, 'hk-local');
     makeTree(local, { 'a.txt': 'a' });
