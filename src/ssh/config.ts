@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import SSHConfig, { LineType, type Directive, type Line, type Section } from 'ssh-config';
 import { WsyncError, errorMessage } from '../errors.js';
+import { matchPattern } from './match.js';
 
 export interface ResolvedHost {
   alias: string;
@@ -503,29 +504,6 @@ function defaultGlobalKnownHosts(): string[] {
 }
 
 // OpenSSH's Host matching: whitespace-separated patterns, case-sensitive, a negated match disables the block.
-function globMatch(s: string, p: string): boolean {
-  let si = 0;
-  let pi = 0;
-  let starP = -1;
-  let starS = 0;
-  while (si < s.length) {
-    if (pi < p.length && (p[pi] === '?' || p[pi] === s[si])) {
-      si++;
-      pi++;
-    } else if (pi < p.length && p[pi] === '*') {
-      starP = pi++;
-      starS = si;
-    } else if (starP >= 0) {
-      pi = starP + 1;
-      si = ++starS;
-    } else {
-      return false;
-    }
-  }
-  while (pi < p.length && p[pi] === '*') pi++;
-  return pi === p.length;
-}
-
 function hostPatterns(line: Directive): string[] {
   return Array.isArray(line.value) ? line.value.map((v) => v.val) : line.value.split(/\s+/).filter(Boolean);
 }
@@ -534,7 +512,7 @@ function hostBlockMatches(patterns: string[], alias: string): boolean {
   let active = false;
   for (const p of patterns) {
     const negated = p.startsWith('!');
-    if (globMatch(alias, negated ? p.slice(1) : p)) {
+    if (matchPattern(alias, negated ? p.slice(1) : p)) {
       if (negated) return false;
       active = true;
     }

@@ -10,6 +10,7 @@ import { mkdir, open, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { WsyncError, errorMessage } from '../errors.js';
+import { matchPattern } from './match.js';
 
 /** The name OpenSSH files a host under (misc.c put_host_port). Port 0 means "no port", as in OpenSSH. */
 export function knownHostName(host: string, port: number): string {
@@ -102,30 +103,6 @@ function parseLine(raw: string, file: string, line: number): Entry | undefined {
   // sshkey_read() refuses a blob whose embedded type disagrees with the type written on the line.
   if (type === undefined || plainKeyType(typeName) !== type) return undefined;
   return { file, line, marker: m.marker, hosts, type, key };
-}
-
-// match.c match_pattern(): '*' and '?' wildcards, nothing else is special.
-function matchPattern(s: string, p: string): boolean {
-  let si = 0;
-  let pi = 0;
-  let starP = -1;
-  let starS = 0;
-  while (si < s.length) {
-    if (pi < p.length && (p[pi] === '?' || p[pi] === s[si])) {
-      si++;
-      pi++;
-    } else if (pi < p.length && p[pi] === '*') {
-      starP = pi++;
-      starS = si;
-    } else if (starP >= 0) {
-      pi = starP + 1;
-      si = ++starS;
-    } else {
-      return false;
-    }
-  }
-  while (pi < p.length && p[pi] === '*') pi++;
-  return pi === p.length;
 }
 
 // match.c match_hostname(): case-insensitive comma-separated list; a matching negated entry rejects the line
