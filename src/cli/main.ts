@@ -114,22 +114,12 @@ export async function main(argv: string[]): Promise<number> {
   const parser = yargs(argv)
     .scriptName('wsync')
     .usage('$0 <command> [options]\n\nSync a directory to or from a host over SFTP; nothing but sshd needed there.')
-    .command(
-      'push <local> <remote>',
-      'make the remote directory match the local one',
-      (y) => syncOptions(y),
-      async (a) => {
-        exitCode = await runSyncCommand('push', a as unknown as SyncArgs);
-      },
-    )
-    .command(
-      'pull <local> <remote>',
-      'make the local directory match the remote one',
-      (y) => syncOptions(y),
-      async (a) => {
-        exitCode = await runSyncCommand('pull', a as unknown as SyncArgs);
-      },
-    )
+    .command('push <local> <remote>', 'make the remote directory match the local one', syncOptions, async (a) => {
+      exitCode = await runSyncCommand('push', a as unknown as SyncArgs);
+    })
+    .command('pull <local> <remote>', 'make the local directory match the remote one', syncOptions, async (a) => {
+      exitCode = await runSyncCommand('pull', a as unknown as SyncArgs);
+    })
     .completion('completion', 'print a shell completion script (bash/zsh): wsync completion >> ~/.bashrc')
     .demandCommand(1, 'name a command: push or pull')
     .strict()
