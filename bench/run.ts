@@ -7,7 +7,8 @@
  * wire bytes are the proxy's counters; every run is then verified by comparing the remote tree with the local one.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, cpSync } from 'node:fs';
+import { createCipheriv, createHash } from 'node:crypto';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, release, platform } from 'node:os';
 import { join, dirname, resolve, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,21 +16,29 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startSshd, type TestServer } from '../test/support/sshd.js';
 import { startProxy, type Proxy } from './proxy.js';
-import { generateTree, applyEdits, type TreeSummary } from './tree.js';
+import { generateTree, applyEdits, BASE_MTIME, EDIT_MTIME, type TreeSummary } from './tree.js';
 import { compareTrees, describeMismatch, countFiles } from './verify.js';
 
 type Tool = 'wsync' | 'rsync' | 'scp';
-type CaseId = 'initial' | 'noop' | 'edit';
-const CASES: Array<{ id: CaseId; label: string }> = [
+type CaseId = 'initial' | 'noop' | 'edit' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
+const TREE_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'initial', label: '(a) initial push, empty remote' },
   { id: 'noop', label: '(b) no-op re-push' },
   { id: 'edit', label: '(c) re-push after ~50 edits' },
+];
+/** One big incompressible file, pushed, then edited twice (delta transfer). Sizes in 10^6 bytes, as in the table. */
+const bigCases = (mb: number): Array<{ id: CaseId; label: string }> => [
+  { id: 'bigInitial', label: `(d) initial push of one ${mb} MB file` },
+  { id: 'bigOverwrite', label: `(e) 1 MB overwritten in the middle of it` },
+  { id: 'bigInsert', label: `(f) then 100 bytes inserted at its head` },
 ];
 
 interface Settings {
   rttMs: number;
   rateMbit: number;
   files: number;
+  /** Size of the big-file cases' file in 10^6 bytes; 0 skips them. */
+  bigMb: number;
   seed: number;
   timeoutInitialS: number;
   timeoutRepushS: number;
@@ -58,6 +67,7 @@ function settings(): Settings {
       'rtt-ms': { type: 'string' },
       'rate-mbit': { type: 'string' },
       files: { type: 'string' },
+      'big-mb': { type: 'string' },
       seed: { type: 'string' },
       'timeout-initial': { type: 'string' },
       'timeout-repush': { type: 'string' },
@@ -75,6 +85,7 @@ function settings(): Settings {
         '  --rtt-ms N            round-trip time added by the proxy (default 50)',
         '  --rate-mbit N         bandwidth per direction, 0 = unlimited (default 100)',
         '  --files N             files in the synthetic tree (default 9000)',
+        '  --big-mb N            size of the big-file delta cases in MB (default 200, 0 = skip them)',
         '  --seed N              tree seed (default 1)',
         '  --timeout-initial S   per-run limit for the initial push (default 180)',
         '  --timeout-repush S    per-run limit for re-pushes (default 90)',
@@ -100,6 +111,7 @@ function settings(): Settings {
     rttMs: num(values['rtt-ms'], 'RTT_MS', 50),
     rateMbit: num(values['rate-mbit'], 'RATE_MBIT', 100),
     files: Math.round(num(values.files, 'FILES', 9000)),
+    bigMb: num(values['big-mb'], 'BIG_MB', 200),
     seed: Math.round(num(values.seed, 'SEED', 1)),
     timeoutInitialS: num(values['timeout-initial'], 'TIMEOUT_INITIAL', 180),
     timeoutRepushS: num(values['timeout-repush'], 'TIMEOUT_REPUSH', 90),
@@ -289,6 +301,37 @@ function commandFor(tool: Tool, local: string, alias: string, remote: string, cf
   }
 }
 
+
+/** Deterministic incompressible bytes: an AES-128-CTR keystream keyed by the seed. */
+function keystream(seed: number): (n: number) => Buffer {
+  const key = createHash('sha256').update(`wsync-bench-${seed}`).digest();
+  const c = createCipheriv('aes-128-ctr', key.subarray(0, 16), key.subarray(16, 32));
+  return (n) => c.update(Buffer.alloc(n));
+}
+
+function randomBytesSeeded(n: number, seed: number): Buffer {
+  return keystream(seed)(n);
+}
+
+function writeBigFile(path: string, size: number, seed: number): void {
+  const next = keystream(seed);
+  const fd = openSync(path, 'w', 0o644);
+  try {
+    for (let pos = 0; pos < size; ) {
+      const n = Math.min(4 << 20, size - pos);
+      writeSync(fd, next(n), 0, n, pos);
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  utimesSync(path, BASE_MTIME, BASE_MTIME);
+}
+
+function prependToFile(path: string, head: Buffer): void {
+  writeFileSync(path, Buffer.concat([head, readFileSync(path)]));
+}
+
 async function main(): Promise<void> {
   const s = settings();
   const started = new Date();
@@ -345,17 +388,12 @@ async function main(): Promise<void> {
     const wsyncBin = s.wsyncBin;
     const wsyncShown = shortPath(wsyncBin);
 
-    for (const tool of s.tools) {
-      const cells = new Map<CaseId, Cell>();
-      results.set(tool, cells);
-      const local = join(work, `src-${tool}`);
-      cpSync(base, local, { recursive: true, preserveTimestamps: true });
-      const remote = join(srv.remoteRoot, tool);
-      if (tool !== 'scp') mkdirSync(remote);
-      // A private HOME per tool: no state from earlier bench runs or from the user's real config leaks in.
+    // A private HOME per tool: no state from earlier bench runs or from the user's real config leaks in. wsync
+    // keeps its chunk cache there across the cases, as it would for a user.
+    const envFor = (tool: Tool): NodeJS.ProcessEnv => {
       const home = join(work, `home-${tool}`);
-      mkdirSync(home);
-      const env: NodeJS.ProcessEnv = {
+      mkdirSync(home, { recursive: true });
+      return {
         ...process.env,
         HOME: home,
         XDG_CONFIG_HOME: join(home, '.config'),
@@ -363,53 +401,106 @@ async function main(): Promise<void> {
         XDG_STATE_HOME: join(home, '.local/state'),
         NO_COLOR: '1',
       };
+    };
 
-      for (const c of CASES) {
-        if (tool === 'scp' && c.id !== 'initial') {
-          cells.set(c.id, { status: 'na', note: 'n/a' });
-          continue;
+    /** Runs one tool on one case, verifies the remote, records the cell. */
+    const runCase = async (tool: Tool, c: { id: CaseId; label: string }, local: string, remote: string, fileCount: number, initialId: CaseId): Promise<void> => {
+      const cells = results.get(tool)!;
+      process.stdout.write(`${tool.padEnd(5)} ${c.label} … `);
+      if (tool === 'wsync' && !existsSync(wsyncBin)) {
+        cells.set(c.id, { status: 'fail', note: `${wsyncShown} does not exist` });
+        console.log(`FAIL: ${wsyncShown} does not exist`);
+        return;
+      }
+      const [cmd, args] = commandFor(tool, local, srv!.alias, remote, cfg, s);
+      const timeoutS = c.id === initialId ? s.timeoutInitialS : s.timeoutRepushS;
+      const o = await runMeasured(proxy!, cmd, args, { timeoutS, env: envFor(tool), log: join(logs, `${tool}-${c.id}.log`) });
+      const measured: Cell = { status: 'ok', secs: o.secs, up: o.up, down: o.down };
+      let cell: Cell;
+      if (o.timedOut) {
+        const done = countFiles(remote);
+        cell = { ...measured, status: 'timeout', secs: timeoutS, note: `${done}/${fileCount} files` };
+        if (done > 0 && fileCount > 1) {
+          const rate = done / timeoutS;
+          notes.push(
+            `${tool} ${c.label}: stopped at ${timeoutS} s with ${done} of ${fileCount} files on the remote ` +
+              `(${rate.toFixed(1)} files/s, ${fmtBytes(o.up + o.down)} on the wire) → full tree ≈ ${Math.round(fileCount / rate)} s at that rate.`,
+          );
         }
-        const initial = cells.get('initial');
-        if (c.id !== 'initial' && initial?.status !== 'ok') {
-          cells.set(c.id, { status: 'skipped', note: `skipped (initial push ${initial?.status ?? 'missing'})` });
-          continue;
-        }
+      } else if (o.code !== 0) {
+        const why = firstUsefulLine(o.stderr) || firstUsefulLine(o.stdout) || `exit ${o.code ?? o.signal}`;
+        cell = { ...measured, status: 'fail', note: why, detail: (o.stderr || o.stdout).trim().split('\n').slice(0, 25).join('\n') };
+      } else {
+        const v = compareTrees(local, remote);
+        cell = v.ok ? measured : { ...measured, status: 'mismatch', note: describeMismatch(v) };
+      }
+      cells.set(c.id, cell);
+      console.log(`${timeCell(cell)}  ${bytesCell(cell)}`);
+    };
+
+    /** n/a for scp after its initial push, skipped after a failed initial push; true when the case should run. */
+    const shouldRun = (tool: Tool, c: { id: CaseId }, initialId: CaseId, label: string): boolean => {
+      const cells = results.get(tool)!;
+      if (tool === 'scp' && c.id !== initialId) {
+        cells.set(c.id, { status: 'na', note: 'n/a' });
+        return false;
+      }
+      const initial = cells.get(initialId);
+      if (c.id !== initialId && initial?.status !== 'ok') {
+        cells.set(c.id, { status: 'skipped', note: `skipped (${label} ${initial?.status ?? 'missing'})` });
+        return false;
+      }
+      return true;
+    };
+
+    for (const tool of s.tools) {
+      results.set(tool, new Map<CaseId, Cell>());
+      const local = join(work, `src-${tool}`);
+      cpSync(base, local, { recursive: true, preserveTimestamps: true });
+      const remote = join(srv.remoteRoot, tool);
+      if (tool !== 'scp') mkdirSync(remote);
+      for (const c of TREE_CASES) {
+        if (!shouldRun(tool, c, 'initial', 'initial push')) continue;
         if (c.id === 'edit') {
           const e = applyEdits(local, tree.files, s.seed);
           editSummary = `${e.edited.length} edited (36 text incl. mid-file inserts, 1 × 4 KiB inside a 1 MiB binary), ${e.touched.length} touched (mtime only), ${e.added.length} added`;
         }
-        process.stdout.write(`${tool.padEnd(5)} ${c.label} … `);
-        if (tool === 'wsync' && !existsSync(wsyncBin)) {
-          cells.set(c.id, { status: 'fail', note: `${wsyncShown} does not exist` });
-          console.log(`FAIL: ${wsyncShown} does not exist`);
-          continue;
-        }
-        const [cmd, args] = commandFor(tool, local, srv.alias, remote, cfg, s);
-        const timeoutS = c.id === 'initial' ? s.timeoutInitialS : s.timeoutRepushS;
-        const o = await runMeasured(proxy, cmd, args, { timeoutS, env, log: join(logs, `${tool}-${c.id}.log`) });
-        const measured: Cell = { status: 'ok', secs: o.secs, up: o.up, down: o.down };
-        let cell: Cell;
-        if (o.timedOut) {
-          const done = countFiles(remote);
-          cell = { ...measured, status: 'timeout', secs: timeoutS, note: `${done}/${tree.files.length} files` };
-          if (done > 0) {
-            const rate = done / timeoutS;
-            notes.push(
-              `${tool} ${c.label}: stopped at ${timeoutS} s with ${done} of ${tree.files.length} files on the remote ` +
-                `(${rate.toFixed(1)} files/s, ${fmtBytes(o.up + o.down)} on the wire) → full tree ≈ ${Math.round(tree.files.length / rate)} s at that rate.`,
-            );
-          }
-        } else if (o.code !== 0) {
-          const why = firstUsefulLine(o.stderr) || firstUsefulLine(o.stdout) || `exit ${o.code ?? o.signal}`;
-          cell = { ...measured, status: 'fail', note: why, detail: (o.stderr || o.stdout).trim().split('\n').slice(0, 25).join('\n') };
-        } else {
-          const v = compareTrees(local, remote);
-          cell = v.ok ? measured : { ...measured, status: 'mismatch', note: describeMismatch(v) };
-        }
-        cells.set(c.id, cell);
-        console.log(`${timeCell(cell)}  ${bytesCell(cell)}`);
+        await runCase(tool, c, local, remote, tree.files.length, 'initial');
       }
     }
+
+    const BIG_CASES = s.bigMb > 0 ? bigCases(s.bigMb) : [];
+    const bigBytes = Math.round(s.bigMb * 1e6);
+    if (BIG_CASES.length) {
+      // The same bytes for every tool: one random file, one random 1 MB patch, 100 random head bytes.
+      const bigBase = join(work, 'big-base');
+      mkdirSync(bigBase);
+      writeBigFile(join(bigBase, 'big.bin'), bigBytes, s.seed);
+      const patch = randomBytesSeeded(1_000_000, s.seed + 1);
+      const head = randomBytesSeeded(100, s.seed + 2);
+      for (const tool of s.tools) {
+        const local = join(work, `big-${tool}`);
+        cpSync(bigBase, local, { recursive: true, preserveTimestamps: true });
+        const remote = join(srv.remoteRoot, `big-${tool}`);
+        if (tool !== 'scp') mkdirSync(remote);
+        const file = join(local, 'big.bin');
+        for (const c of BIG_CASES) {
+          if (!shouldRun(tool, c, 'bigInitial', 'initial big push')) continue;
+          if (c.id === 'bigOverwrite') {
+            // Not aligned to anything: a little past the middle.
+            const fd = openSync(file, 'r+');
+            writeSync(fd, patch, 0, patch.length, Math.floor(bigBytes / 2) + 12_345);
+            closeSync(fd);
+            utimesSync(file, EDIT_MTIME, EDIT_MTIME);
+          } else if (c.id === 'bigInsert') {
+            prependToFile(file, head);
+            utimesSync(file, EDIT_MTIME + 100, EDIT_MTIME + 100);
+          }
+          await runCase(tool, c, local, remote, 1, 'bigInitial');
+        }
+      }
+    }
+    const CASES = [...TREE_CASES, ...BIG_CASES];
 
     const get = (t: Tool, c: CaseId) => results.get(t)?.get(c);
     const header = '| case | wsync s | rsync s | scp s | wsync/rsync | wsync wire bytes | rsync wire bytes | scp wire bytes |';
@@ -422,6 +513,32 @@ async function main(): Promise<void> {
       );
     }
     const table = rows.join('\n');
+
+    // The issue-3 targets, judged from the proxy's counters and wall times only.
+    const targets: string[] = [];
+    if (BIG_CASES.length) {
+      const cell = (t: Tool, id: CaseId) => {
+        const c = get(t, id);
+        return c?.status === 'ok' ? c : undefined;
+      };
+      const wire = (c: Cell | undefined) => (c ? c.up! + c.down! : undefined);
+      const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : '**not met**');
+      const deltaTarget = (id: CaseId, what: string, maxWire: number) => {
+        const w = cell('wsync', id);
+        const r = cell('rsync', id);
+        const bytes = wire(w);
+        targets.push(`- ${what}: wire ≤ ${fmtBytes(maxWire)}: ${verdict(bytes === undefined ? undefined : bytes <= maxWire)} (${bytes === undefined ? 'no result' : fmtBytes(bytes)}); ` +
+          `time ≤ rsync's: ${verdict(w && r ? w.secs! <= r.secs! : undefined)} (${w ? w.secs!.toFixed(2) : '—'} s vs ${r ? r.secs!.toFixed(2) : '—'} s)`);
+      };
+      deltaTarget('bigOverwrite', '(e) 1 MB overwritten', 1_150_000);
+      deltaTarget('bigInsert', '(f) 100 bytes inserted', 100_000);
+      const w = cell('wsync', 'bigInitial');
+      if (s.rateMbit > 0) {
+        const floor = (bigBytes * 8) / (s.rateMbit * 1e6);
+        targets.push(`- (d) initial push within 5 % of the link's limit (${floor.toFixed(1)} s for ${fmtBytes(bigBytes)} of file data): ` +
+          `${verdict(w ? w.secs! <= floor * 1.05 : undefined)} (${w ? `${w.secs!.toFixed(2)} s, ${((w.secs! / floor - 1) * 100).toFixed(1)} % over` : 'no result'})`);
+      }
+    }
 
     const failures: string[] = [];
     for (const [tool, cells] of results) {
@@ -442,6 +559,7 @@ async function main(): Promise<void> {
       `- tree: ${tree.files.length} files, ${tree.dirs} dirs, ${fmtBytes(tree.bytes)}, seed ${s.seed}` +
         (floorS ? `; sending it once at the link rate takes ≥ ${floorS.toFixed(1)} s` : ''),
       `- edit case: ${editSummary || 'not run'}`,
+      `- big-file cases: ${BIG_CASES.length ? `one ${fmtBytes(bigBytes)} file of random bytes; (e) overwrites 1,000,000 bytes at offset size/2 + 12,345; (f) then inserts 100 bytes at offset 0; each edit sets a new mtime` : 'not run'}`,
       `- ssh connect + auth + exec \`true\` through the proxy: ${probe.secs.toFixed(2)} s`,
       `- limits: initial push ${s.timeoutInitialS} s, re-push ${s.timeoutRepushS} s`,
     ];
@@ -465,12 +583,14 @@ async function main(): Promise<void> {
       '## Commands',
       '',
       ...commands,
+      ...(targets.length ? ['', '## Issue 3 targets', '', ...targets] : []),
       ...(notes.length ? ['', '## Notes', '', ...notes.map((n) => `- ${n}`)] : []),
       ...(failures.length ? ['', '## Failures', '', ...failures] : []),
       '',
     ].join('\n');
 
     console.log('\n' + table + '\n');
+    for (const t of targets) console.log(`target ${t.slice(2)}`);
     for (const n of notes) console.log(`note: ${n}`);
     for (const f of failures) console.log(`\n${f}`);
     const outDir = join(REPO, 'bench/results');

@@ -1,4 +1,6 @@
 /** Domain types shared by every stage. Paths are POSIX, relative to the sync root, never '' or with '..'. */
+import type { ChunkerSpec } from './chunking/params.js';
+
 export type EntryType = 'file' | 'dir' | 'symlink';
 
 export interface Entry {
@@ -13,6 +15,11 @@ export interface Entry {
   target?: string;
   /** Full SHA-256 (hex) when known. */
   sha256?: string;
+  /**
+   * How the content was cut into chunks when wsync last moved it (big files only). The chunk list itself lives in
+   * the local chunk cache, keyed by sha256 + this spec; a changed file is re-cut with the same spec so ids match.
+   */
+  chunker?: ChunkerSpec;
 }
 
 export type Tree = Map<string, Entry>;

@@ -18,8 +18,13 @@ const GiB = 1024 * MiB;
 describe('chunker params', () => {
   it('uses min = avg/4 and max = avg*4 under the v1 id', () => {
     expect(specForAvg(16 * KiB)).toEqual({ id: CHUNKER_ID, min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB });
-    expect(CHUNKER_ID).toBe('fastcdc-gear32-v1');
-    expect(toFastCdcOptions(specForAvg(16 * KiB)).level).toBe(2);
+    expect(CHUNKER_ID).toBe('fastcdc-gear32-v2');
+    expect(toFastCdcOptions(specForAvg(16 * KiB)).level).toBe(1);
+    // The previous id is still reproduced (normalization level 2), so specs already recorded keep matching.
+    const v1 = { id: 'fastcdc-gear32-v1', min: 4 * KiB, avg: 16 * KiB, max: 64 * KiB };
+    expect(parseChunkerSpec(v1)).toEqual(v1);
+    expect(toFastCdcOptions(v1).level).toBe(2);
+    expect(specForUpdate(v1, 10 * MiB)).toEqual(v1);
   });
 
   it('tiers the average from 16 KiB to 1 MiB by file size', () => {
@@ -27,12 +32,15 @@ describe('chunker params', () => {
       [0, 16 * KiB],
       [1, 16 * KiB],
       [64 * MiB, 16 * KiB],
-      [64 * MiB + 1, 32 * KiB],
-      [200 * MiB, 64 * KiB],
-      [512 * MiB, 128 * KiB],
-      [GiB, 256 * KiB],
-      [2 * GiB, 512 * KiB],
-      [2 * GiB + 1, MiB],
+      [200 * MiB, 16 * KiB],
+      [256 * MiB, 16 * KiB],
+      [256 * MiB + 1, 32 * KiB],
+      [512 * MiB, 32 * KiB],
+      [GiB, 64 * KiB],
+      [2 * GiB, 128 * KiB],
+      [4 * GiB, 256 * KiB],
+      [8 * GiB, 512 * KiB],
+      [8 * GiB + 1, MiB],
       [10e9, MiB],
       [2 ** 50, MiB],
     ];
@@ -49,11 +57,12 @@ describe('chunker params', () => {
   it('keeps the old spec for a changed file unless the size drifted two tiers', () => {
     const old = specForSize(10 * MiB);
     expect(specForUpdate(old, 100 * MiB)).toEqual(old);
-    expect(specForUpdate(old, 128 * MiB)).toEqual(old);
-    expect(specForUpdate(old, 200 * MiB)).toEqual(specForSize(200 * MiB));
+    expect(specForUpdate(old, 400 * MiB)).toEqual(old);
+    expect(specForUpdate(old, 600 * MiB)).toEqual(specForSize(600 * MiB));
+    expect(specForSize(600 * MiB).avg).toBe(64 * KiB);
     const big = specForSize(5 * GiB);
-    expect(specForUpdate(big, 1.5 * GiB)).toEqual(big);
-    expect(specForUpdate(big, 600 * MiB)).toEqual(specForSize(600 * MiB));
+    expect(specForUpdate(big, 3 * GiB)).toEqual(big);
+    expect(specForUpdate(big, 1.5 * GiB)).toEqual(specForSize(1.5 * GiB));
     // A non-tier spec written by an older wsync is still honoured.
     const odd = { id: CHUNKER_ID, min: 3000, avg: 16 * KiB, max: 100_000 };
     expect(specForUpdate(odd, MiB)).toEqual(odd);
@@ -70,7 +79,8 @@ describe('chunker params', () => {
     const bad: unknown[] = [
       null,
       'fastcdc-gear32-v1',
-      { ...s, id: 'fastcdc-gear32-v2' },
+      { ...s, id: 'fastcdc-gear32-v3' },
+      { ...s, id: 'toString' },
       { ...s, avg: 3000 },
       { ...s, min: '1024' },
       { ...s, min: 16 },

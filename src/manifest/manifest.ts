@@ -2,6 +2,7 @@ import { gzipSync, gunzipSync } from 'node:zlib';
 import type { Entry, EntryType, Tree } from '../types.js';
 import type { Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
+import { type ChunkerSpec, parseChunkerSpec } from '../chunking/params.js';
 
 /**
  * The record of what wsync last wrote at a target: the server cannot hash, so this is how a later run knows
@@ -11,6 +12,10 @@ import { WsyncError, errorMessage } from '../errors.js';
 export const STATE_DIR = '.wsync';
 export const MANIFEST_PATH = `${STATE_DIR}/manifest.json.gz`;
 export const MANIFEST_FORMAT = 'wsync-manifest';
+/**
+ * Still 1: the chunker field (`c`) is optional and an older wsync ignores it. Such a run writes the entry back
+ * without it, which costs nothing but one whole upload the next time that file changes.
+ */
 export const MANIFEST_VERSION = 1;
 
 export interface Manifest {
@@ -18,7 +23,8 @@ export interface Manifest {
   writtenAt?: string;
 }
 
-type Wire = { t: 'f' | 'd' | 'l'; s?: number; m: number; p: number; h?: string; l?: string };
+/** `c`: the chunker of a big file as [id, min, avg, max]; its chunk list is in the local chunk cache. */
+type Wire = { t: 'f' | 'd' | 'l'; s?: number; m: number; p: number; h?: string; l?: string; c?: [string, number, number, number] };
 
 const T2W: Record<EntryType, Wire['t']> = { file: 'f', dir: 'd', symlink: 'l' };
 const W2T: Record<Wire['t'], EntryType> = { f: 'file', d: 'dir', l: 'symlink' };
@@ -30,6 +36,8 @@ export function encodeManifest(m: Manifest, writer: Record<string, unknown> = {}
     if (e.type === 'file') w.s = e.size;
     if (e.sha256) w.h = e.sha256;
     if (e.type === 'symlink') w.l = e.target ?? '';
+    // Without the file hash the chunk lists (cached by hash) cannot be found, so the spec alone is useless.
+    if (e.type === 'file' && e.sha256 && e.chunker) w.c = [e.chunker.id, e.chunker.min, e.chunker.avg, e.chunker.max];
     entries.push([path, w]);
   }
   const doc = { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, writtenAt: new Date().toISOString(), writer, entries };
@@ -60,9 +68,23 @@ export function decodeManifest(buf: Buffer, where: string): Manifest {
     const e: Entry = { type, size: w.s ?? 0, mtime: w.m, mode: w.p };
     if (w.h) e.sha256 = w.h;
     if (type === 'symlink') e.target = w.l ?? '';
+    if (type === 'file' && e.sha256 && w.c !== undefined) {
+      const spec = decodeChunker(w.c);
+      if (spec) e.chunker = spec;
+    }
     entries.set(path, e);
   }
   return { entries, writtenAt: doc.writtenAt };
+}
+
+/** A spec this build cannot reproduce (a newer chunker, damage) only loses delta transfer for that file. */
+function decodeChunker(c: unknown): ChunkerSpec | null {
+  if (!Array.isArray(c) || c.length !== 4) return null;
+  try {
+    return parseChunkerSpec({ id: c[0], min: c[1], avg: c[2], max: c[3] });
+  } catch {
+    return null;
+  }
 }
 
 export async function readManifest(t: Transport): Promise<Manifest | null> {

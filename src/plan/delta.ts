@@ -90,7 +90,7 @@ function tiledSize(chunks: readonly ChunkRef[], which: 'old' | 'new'): number {
   for (let k = 0; k < chunks.length; k++) {
     const c = chunks[k]!;
     if (c.offset !== pos || !Number.isSafeInteger(c.length) || c.length <= 0 || typeof c.id !== 'string') {
-      // The old list comes from a stored manifest (recoverable: upload whole); the new one from our own chunker.
+      // The old list comes from storage (the chunk cache; recoverable: upload whole); the new one from our chunker.
       throw new WsyncError(
         which === 'old' ? 'E_MANIFEST' : 'E_INTERNAL',
         `${which} chunk list does not tile the file at chunk ${k} (offset ${c.offset}, expected ${pos})`,

@@ -1,15 +1,19 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import type { Entry, Problem, Tree } from '../types.js';
-import type { Transport } from '../transport/types.js';
+import type { FileReader, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher } from '../scan/walk.js';
 import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
 import { readManifest, writeManifest, STATE_DIR } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
-import { mapLimit } from '../util/limit.js';
+import { mapLimit, Semaphore } from '../util/limit.js';
 import { ancestors, comparePaths, parentOf } from '../util/paths.js';
+import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
+import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
+import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
+import { chunkReader, hashingStream, verifiedLiterals } from './delta.js';
 
 export const WSYNC_VERSION = '0.1.0';
 
@@ -22,7 +26,10 @@ export interface ItemEvent {
   action: '+' | '*' | '-' | '.' | '!' | 'x';
   path: string;
   kind: 'file' | 'dir' | 'symlink';
+  /** Bytes sent: the whole file, or for a delta the literal bytes only. */
   bytes?: number;
+  /** Delta transfers: bytes the server copied from its previous version instead. */
+  reused?: number;
   reason?: string;
 }
 
@@ -43,7 +50,12 @@ export type SyncEvent = ItemEvent | ProgressEvent | NoticeEvent;
 
 export interface SyncStats {
   filesSent: number;
+  /** File content sent: whole files, plus the literal bytes of delta transfers. */
   bytesSent: number;
+  /** Of filesSent, those rebuilt on the destination from their previous version (delta transfer). */
+  filesDelta: number;
+  /** Bytes delta transfers took from the destination's previous versions instead of sending them. */
+  bytesReused: number;
   dirsCreated: number;
   symlinksSent: number;
   attributesUpdated: number;
@@ -84,26 +96,18 @@ export interface EngineOptions {
   onEvent?: (ev: SyncEvent) => void;
   /** Test hook: called after each completed transfer (e.g. to kill a run mid-way). */
   afterTransfer?: (path: string) => void;
+  /**
+   * Directory of the local chunk cache; undefined for the default (defaultCacheDir), null for none. Without a
+   * cache a changed big file is uploaded whole.
+   */
+  cacheDir?: string | null;
 }
 
-function hashingStream(src: AsyncIterable<Buffer>, onBytes: (n: number) => void): { stream: AsyncIterable<Buffer>; digest: () => string } {
-  const h = createHash('sha256');
-  let done = false;
-  return {
-    stream: (async function* () {
-      for await (const chunk of src) {
-        h.update(chunk);
-        onBytes(chunk.length);
-        yield chunk;
-      }
-      done = true;
-    })(),
-    digest: () => {
-      if (!done) throw new Error('digest before the stream ended');
-      return h.digest('hex');
-    },
-  };
-}
+/**
+ * Copies longer than this are split: the server runs each copy-data synchronously and serves nothing else on that
+ * channel meanwhile. 64 MiB is well under a second on any disk; each extra op costs ~90 bytes.
+ */
+const MAX_COPY_LENGTH = 64 * 2 ** 20;
 
 async function hashFile(t: Transport, rel: string, size: number): Promise<string> {
   const h = createHash('sha256');
@@ -129,7 +133,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const timings: Record<string, number> = {};
   const mark = (phase: string) => (timings[phase] = Date.now() - started);
   let conflicts: Conflict[] = [];
-  const stats: SyncStats = { filesSent: 0, bytesSent: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
+  const stats: SyncStats = { filesSent: 0, bytesSent: 0, filesDelta: 0, bytesReused: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
 
   // The local side of a push must exist; the remote side of a pull must exist.
   const srcRoot = await src.lstat('');
@@ -144,6 +148,36 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const localRules = new IgnoreRules(o.filter);
   const localWalkP = walk(o.local, { rules: localRules, concurrency: 16 });
   localWalkP.catch(() => undefined);
+  // Opened on first use: a run that moves or hashes no big file never reads or writes it.
+  const cacheDir = o.cacheDir === undefined ? defaultCacheDir() : o.cacheDir;
+  const cacheLabel = { local: o.local.root, target: o.remote.describe() };
+  const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
+  let cacheP: Promise<ChunkCache> | undefined;
+  const getCache = () => (cacheP ??= ChunkCache.load(cacheFile, cacheLabel));
+  // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
+  // new) refers to, since a failed transfer leaves the old remote version in place.
+  let livePaths: (rel: string) => boolean = () => true;
+  // Chunking is CPU-bound on this one thread: more at once would only multiply read buffers (2 MiB per file).
+  const chunking = new Semaphore(2);
+  const liveTrees: Tree[] = [];
+  /**
+   * Chunk list of a local file: from the cache while its stamp is unchanged, else read once (and cached). A file
+   * that changed while it was read yields no list: it would describe bytes that never existed together.
+   */
+  const localChunks = async (rel: string, spec: ChunkerSpec, reader?: FileReader): Promise<ChunkList> => {
+    const r = reader ?? (await o.local.openReader(rel));
+    try {
+      const cache = await getCache();
+      const hit = cache.fileContent(rel, r.stamp, spec);
+      if (hit) return hit;
+      const list = fromChunked(await chunking.with(() => chunkReader(r, spec)));
+      if ((await o.local.stamp(rel)) !== r.stamp) throw new WsyncError('E_CHANGED_DURING_SYNC', `${o.local.describe(rel)} changed while it was being read`);
+      cache.addFile(rel, r.stamp, list);
+      return list;
+    } finally {
+      if (!reader) await r.close();
+    }
+  };
   let release: (() => Promise<void>) | undefined;
   if (!o.dryRun) {
     if (o.direction === 'pull') await o.local.ensureRoot();
@@ -191,7 +225,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       });
       await mapLimit(candidates, 8, async ([p, e]) => {
         try {
-          e.sha256 = await hashFile(o.local, p, e.size);
+          // A big file is cut while it is hashed anyway: if its content did change, the delta needs that list.
+          if (e.size >= DELTA_MIN_FILE_SIZE) e.sha256 = (await localChunks(p, specForUpdate(base.get(p)!.chunker, e.size))).sha256;
+          else e.sha256 = await hashFile(o.local, p, e.size);
         } catch {
           // Unreadable now: the transfer will report it.
         }
@@ -225,6 +261,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       blocked: [...localWalk.blocked, ...remoteWalk.blocked],
       dstName,
     });
+    carryChunkers(p.next, base);
+    livePaths = (rel) => localTree.has(rel);
+    liveTrees.push(base, p.next);
     for (const c of p.conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (srcTree.get(c.path) ?? dstTree.get(c.path))?.type ?? 'file', reason: c.reason });
     stats.conflicts = p.conflicts.length;
     conflicts = p.conflicts;
@@ -270,10 +309,17 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     timer.unref();
     const fail = (op: Op, err: unknown) => {
       failed.add(op.path);
-      stats.failed++;
-      const code = err instanceof WsyncError ? err.code : 'E_INTERNAL';
-      problems.push({ path: op.path, code, message: errorMessage(err) });
-      emit({ type: 'item', action: 'x', path: op.path, kind: op.kind === 'mkdir' ? 'dir' : 'file', reason: errorMessage(err) });
+      if (err instanceof WsyncError && err.code === 'E_CONFLICT') {
+        // Found during the transfer (a rebuild's check of the old file): the same outcome as a planned conflict.
+        conflicts.push({ path: op.path, reason: errorMessage(err) });
+        stats.conflicts++;
+        emit({ type: 'item', action: '!', path: op.path, kind: 'file', reason: errorMessage(err) });
+      } else {
+        stats.failed++;
+        const code = err instanceof WsyncError ? err.code : 'E_INTERNAL';
+        problems.push({ path: op.path, code, message: errorMessage(err) });
+        emit({ type: 'item', action: 'x', path: op.path, kind: op.kind === 'mkdir' ? 'dir' : 'file', reason: errorMessage(err) });
+      }
       const b = base.get(op.path);
       if (b && !(op.kind === 'remove' && !op.backup && dstTree.get(op.path) === undefined)) next.set(op.path, b);
       else next.delete(op.path);
@@ -312,6 +358,78 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       emit({ type: 'progress', files: filesDone, filesTotal, bytes: bytesDone, bytesTotal });
     };
 
+    const putWhole = async (op: Extract<Op, { kind: 'put' }>, backup: boolean): Promise<void> => {
+      const e = op.entry;
+      // Big files are cut while they stream, so that the next change to them can go as a delta.
+      const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
+      const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
+      const hs = hashingStream(src.openRead(op.path, e.size), spec, (n) => {
+        bytesDone += n;
+        progress();
+      });
+      await dst.writeFile(op.path, hs.stream, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined });
+      const { sha256, chunked } = hs.result();
+      next.set(op.path, chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 });
+      if (chunked) {
+        const cache = await getCache();
+        const list = fromChunked(chunked);
+        // The list is what the destination now holds; for a push it may also describe the local file.
+        if (stamp && (await o.local.stamp(op.path).catch(() => null)) === stamp) cache.addFile(op.path, stamp, list);
+        else cache.addContent(list);
+      }
+      stats.filesSent++;
+      stats.bytesSent += e.size;
+      filesDone++;
+      progress();
+      emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'file', bytes: e.size });
+      o.afterTransfer?.(op.path);
+    };
+
+    /**
+     * Rebuilds a changed big file on the server from its previous version: copy-data for what is unchanged, writes
+     * for the rest. Returns false when a whole upload is the better or the only option: no copy-data, no usable
+     * chunk list for the remote version (never pushed from here, or cache lost), or too little to reuse.
+     */
+    const putDelta = async (op: Extract<Op, { kind: 'put' }>): Promise<boolean> => {
+      const e = op.entry;
+      const b = base.get(op.path);
+      const d = dstTree.get(op.path);
+      if (o.direction !== 'push' || !dst.caps.copyData || !op.replace || op.backup || e.size < DELTA_MIN_FILE_SIZE) return false;
+      // The plan only replaces a clean file; the rebuild checks again on the server, at the moment it reads.
+      if (b?.type !== 'file' || !b.sha256 || !b.chunker || d?.type !== 'file' || d.size !== b.size || d.mtime !== b.mtime) return false;
+      const spec = specForUpdate(b.chunker, e.size);
+      if (!sameSpec(spec, b.chunker)) return false;
+      const old = (await getCache()).content(b.sha256, spec);
+      if (!old) return false;
+      const reader = await o.local.openReader(op.path);
+      try {
+        const cur = await localChunks(op.path, spec, reader);
+        if (cur.size !== e.size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${o.local.describe(op.path)} changed size since it was scanned`);
+        const chunks = toChunkRefs(cur);
+        const dp = planDelta(toChunkRefs(old), chunks, { maxCopyLength: MAX_COPY_LENGTH });
+        if (!dp.worthIt) return false;
+        validateDelta(dp.ops, old.size, e.size);
+        const literal = verifiedLiterals(reader, chunks, o.local.describe(op.path), (n) => {
+          bytesDone += n;
+          progress();
+        });
+        await dst.rebuildFile(op.path, { size: b.size, mtime: b.mtime }, dp.ops, literal, { mode: e.mode, mtime: e.mtime, size: e.size });
+        next.set(op.path, { ...e, sha256: cur.sha256, chunker: spec });
+        stats.filesSent++;
+        stats.filesDelta++;
+        stats.bytesSent += dp.literalBytes;
+        stats.bytesReused += dp.copyBytes;
+        bytesDone += dp.copyBytes;
+        filesDone++;
+        progress();
+        emit({ type: 'item', action: '*', path: op.path, kind: 'file', bytes: dp.literalBytes, reused: dp.copyBytes });
+        o.afterTransfer?.(op.path);
+        return true;
+      } finally {
+        await reader.close();
+      }
+    };
+
     const execOp = async (op: Op): Promise<void> => {
       switch (op.kind) {
         case 'remove': {
@@ -334,19 +452,21 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'symlink' });
           return;
         case 'put': {
-          const e = op.entry;
-          const hs = hashingStream(src.openRead(op.path, e.size), (n) => {
-            bytesDone += n;
-            progress();
-          });
-          await dst.writeFile(op.path, hs.stream, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: op.backup ? `${trash}/${op.path}` : undefined });
-          next.set(op.path, { ...e, sha256: hs.digest() });
-          stats.filesSent++;
-          stats.bytesSent += e.size;
-          filesDone++;
-          progress();
-          emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'file', bytes: e.size });
-          o.afterTransfer?.(op.path);
+          try {
+            if (await putDelta(op)) return;
+          } catch (err) {
+            const code = err instanceof WsyncError ? err.code : undefined;
+            if (code === 'E_CONFLICT' && o.force) {
+              // The old remote copy changed after the listing. --force means: keep it in the trash and replace it.
+              await putWhole(op, true);
+              return;
+            }
+            // A server that advertises copy-data but fails it (some filesystems, quotas on the temp) must not make
+            // the file unsendable run after run: the whole upload is the fallback that always works.
+            if (code !== 'E_REMOTE_IO') throw err;
+            emit({ type: 'notice', message: `${op.path}: delta transfer failed (${errorMessage(err)}); sending the whole file` });
+          }
+          await putWhole(op, op.backup);
           return;
         }
         case 'meta':
@@ -409,6 +529,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     }
   } finally {
     if (release) await release().catch(() => undefined);
+    if (cacheP) await (await cacheP).save(livePaths, contentKeys(liveTrees));
   }
 
   function finish(deletesSkipped?: string): SyncResult {
@@ -417,11 +538,29 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   }
 }
 
+/**
+ * The plan builds next-manifest entries from listings, which know nothing of chunkers. Where the content is the
+ * one the old entry describes, its chunker still applies (the chunk list is cached by content).
+ */
+function carryChunkers(next: Tree, base: Tree): void {
+  for (const [p, n] of next) {
+    const b = base.get(p);
+    if (n.type !== 'file' || n.chunker || b?.type !== 'file' || !b.chunker || !b.sha256 || n.size !== b.size) continue;
+    const same = n.sha256 ? n.sha256 === b.sha256 : n.mtime === b.mtime;
+    if (same) next.set(p, { ...n, sha256: b.sha256, chunker: b.chunker });
+  }
+}
+
+function* contentKeys(trees: Tree[]): Generator<string> {
+  for (const t of trees) for (const e of t.values()) if (e.type === 'file' && e.sha256 && e.chunker) yield contentKey(e.sha256, e.chunker);
+}
+
 function sameTree(a: Tree, b: Tree): boolean {
   if (a.size !== b.size) return false;
   for (const [p, e] of a) {
     const f = b.get(p);
     if (!f || f.type !== e.type || f.size !== e.size || f.mtime !== e.mtime || f.mode !== e.mode || f.target !== e.target || f.sha256 !== e.sha256) return false;
+    if ((f.chunker || e.chunker) && !(f.chunker && e.chunker && sameSpec(f.chunker, e.chunker))) return false;
   }
   return true;
 }

@@ -7,7 +7,10 @@ import type { Entry } from '../types.js';
  * mtime, fsync where possible, then an atomic rename over the final name.
  */
 export interface Capabilities {
-  /** Server-side copy between two open handles (SFTP copy-data, OpenSSH >= 9.0). */
+  /**
+   * rebuildFile is available: SFTP copy-data (OpenSSH >= 9.0, not hidden with `sftp-server -P copy-data`), or a
+   * filesystem the transport can copy within itself.
+   */
   copyData: boolean;
   /** Durable writes before rename. */
   fsync: boolean;
@@ -35,6 +38,38 @@ export interface WriteOptions {
   exclusive?: boolean;
 }
 
+/**
+ * One step of rebuilding a file from its previous version: bytes [srcOffset, srcOffset+length) of the old file, or
+ * literal bytes supplied by the caller, land at dstOffset of the new one. Same shape as the planner's DeltaOp.
+ */
+export type RebuildOp =
+  | { readonly kind: 'copy'; readonly srcOffset: number; readonly length: number; readonly dstOffset: number }
+  | { readonly kind: 'literal'; readonly dstOffset: number; readonly length: number };
+
+/** What the caller believes the old file is; the rebuild refuses to read from anything else. */
+export interface OldVersion {
+  size: number;
+  mtime: number;
+}
+
+/**
+ * Supplies the bytes of literal ops. The transport asks in increasing dstOffset order, one call at a time, in
+ * pieces it chooses (at most a few MiB), and each call must resolve with exactly `length` bytes. The sequential
+ * contract lets the caller verify what it reads against chunk ids as the bytes go by.
+ */
+export type LiteralSource = (dstOffset: number, length: number) => Promise<Buffer>;
+
+/** Random access to one open file. */
+export interface FileReader {
+  /** Size when opened. */
+  readonly size: number;
+  /** Version identity when opened (see Transport.stamp). */
+  readonly stamp: string;
+  /** Exactly `length` bytes at `pos`; E_CHANGED_DURING_SYNC if the file ends first. */
+  read(pos: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
 export interface Transport {
   readonly kind: 'local' | 'sftp';
   readonly caps: Capabilities;
@@ -50,12 +85,27 @@ export interface Transport {
   readFile(rel: string): Promise<Buffer | null>;
   /** Streams `size` bytes of a file; throws E_CHANGED_DURING_SYNC if it no longer has that size. */
   openRead(rel: string, size: number): AsyncIterable<Buffer>;
+  openReader(rel: string): Promise<FileReader>;
+  /**
+   * A string that changes whenever the regular file at `rel` may have changed: null when it is missing or not a
+   * regular file. Local: device, inode, size, mtime and ctime in nanoseconds (ctime catches a write that put the
+   * mtime back). SFTP v3 has only size and whole-second mtime, so its stamps are weak; callers cache local ones.
+   */
+  stamp(rel: string): Promise<string | null>;
 
   /** Creates the root (and parents) if missing. */
   ensureRoot(): Promise<void>;
   /** Creates one directory; succeeds if a directory is already there. */
   mkdir(rel: string, mode: number): Promise<void>;
   writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
+  /**
+   * Replaces the file at `rel` with one built from its current content and literal bytes, the way writeFile
+   * replaces it (temp name, mode and mtime, fsync, size check, atomic rename, backupTo honoured); the old file is
+   * only read, and stays intact until the rename. Before reading it, and again after the last copy, the old
+   * file's size and mtime must equal `old`: otherwise it was changed by someone else and the call fails with
+   * E_CONFLICT without touching it (a missing file is also E_CONFLICT). Needs caps.copyData.
+   */
+  rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
   /** Writes a small file atomically; with exclusive, returns false when the name already exists. */
   writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number }): Promise<boolean>;
   /**

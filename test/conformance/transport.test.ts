@@ -5,7 +5,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdirSync, readFileSync, writeFileSync, lstatSync, readlinkSync, existsSync, readdirSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Transport } from '../../src/transport/types.js';
+import type { RebuildOp, Transport } from '../../src/transport/types.js';
 import { LocalTransport } from '../../src/transport/local/local.js';
 import { openTarget } from '../../src/api.js';
 import { startSshd } from '../support/sshd.js';
@@ -135,6 +135,144 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       mkdirSync(join(root, 'full'));
       writeFileSync(join(root, 'full/x'), 'x');
       await expect(t.remove('full', 'dir')).rejects.toBeInstanceOf(WsyncError);
+    });
+
+    it('opens a file for random reads; stamps tell versions apart', async () => {
+      const data = randomBytes(600 * 1024 + 7);
+      writeFileSync(join(root, 'rand.bin'), data);
+      utimesSync(join(root, 'rand.bin'), 1_600_000_000, 1_600_000_000);
+      const r = await t.openReader('rand.bin');
+      try {
+        expect(r.size).toBe(data.length);
+        expect(r.stamp).toBe(await t.stamp('rand.bin'));
+        expect((await r.read(0, 10)).equals(data.subarray(0, 10))).toBe(true);
+        expect((await r.read(100_000, 400_000)).equals(data.subarray(100_000, 500_000))).toBe(true);
+        expect((await r.read(data.length - 5, 5)).equals(data.subarray(data.length - 5))).toBe(true);
+        await expect(r.read(data.length - 5, 10)).rejects.toMatchObject({ code: 'E_CHANGED_DURING_SYNC' });
+      } finally {
+        await r.close();
+      }
+      await r.close(); // twice: harmless
+      expect(await t.stamp('nope')).toBeNull();
+      expect(await t.stamp('d')).toBeNull();
+      await expect(t.openReader('nope')).rejects.toBeInstanceOf(WsyncError);
+      const before = await t.stamp('rand.bin');
+      writeFileSync(join(root, 'rand.bin'), randomBytes(data.length));
+      utimesSync(join(root, 'rand.bin'), 1_600_000_100, 1_600_000_100);
+      expect(await t.stamp('rand.bin')).not.toBe(before);
+    });
+
+    /** An old file, a new one made of its moved and repeated parts plus new bytes, and the ops between them. */
+    const rebuildCase = () => {
+      const oldData = randomBytes(1_200_000);
+      const lit1 = randomBytes(300_000); // bigger than one SFTP write
+      const lit2 = randomBytes(10);
+      const parts: Array<{ op: RebuildOp; bytes: Buffer }> = [];
+      let at = 0;
+      const copy = (srcOffset: number, length: number) => {
+        parts.push({ op: { kind: 'copy', srcOffset, length, dstOffset: at }, bytes: oldData.subarray(srcOffset, srcOffset + length) });
+        at += length;
+      };
+      const literal = (b: Buffer) => {
+        parts.push({ op: { kind: 'literal', dstOffset: at, length: b.length }, bytes: b });
+        at += b.length;
+      };
+      literal(lit2);
+      copy(900_000, 300_000); // the old tail, moved to the front
+      literal(lit1);
+      copy(0, 500_000);
+      copy(0, 100_000); // the same old bytes twice
+      literal(lit2);
+      copy(1_199_999, 1);
+      const newData = Buffer.concat(parts.map((p) => p.bytes));
+      const ops = parts.map((p) => p.op);
+      const asked: Array<[number, number]> = [];
+      const source = async (pos: number, len: number) => {
+        asked.push([pos, len]);
+        return newData.subarray(pos, pos + len);
+      };
+      return { oldData, newData, ops, source, asked };
+    };
+
+    it('rebuilds a file from its old version and literal bytes, atomically, or refuses without copy-data', async () => {
+      const c = rebuildCase();
+      const p = join(root, 'rb.bin');
+      writeFileSync(p, c.oldData);
+      utimesSync(p, 1_650_000_000, 1_650_000_000);
+      const meta = { mode: 0o640, mtime: 1_650_000_500, size: c.newData.length };
+      if (!t.caps.copyData) {
+        await expect(t.rebuildFile('rb.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, c.ops, c.source, meta)).rejects.toBeInstanceOf(WsyncError);
+        expect(readFileSync(p).equals(c.oldData)).toBe(true);
+        return;
+      }
+      await t.rebuildFile('rb.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, c.ops, c.source, meta);
+      expect(readFileSync(p).equals(c.newData)).toBe(true);
+      const st = lstatSync(p);
+      expect([st.mode & 0o777, Math.floor(st.mtimeMs / 1000)]).toEqual([0o640, 1_650_000_500]);
+      // Literals were asked for in order, in pieces, never overlapping.
+      let next = -1;
+      for (const [pos, len] of c.asked) {
+        expect(pos).toBeGreaterThan(next);
+        next = pos + len - 1;
+      }
+      expect(c.asked.reduce((n, [, len]) => n + len, 0)).toBe(300_020);
+      expect(readdirSync(root).filter((n) => n.includes('.wsync-'))).toEqual([]);
+
+      // With a backup, like writeFile.
+      const again = rebuildCase();
+      writeFileSync(p, again.oldData);
+      utimesSync(p, 1_650_000_000, 1_650_000_000);
+      await t.rebuildFile('rb.bin', { size: again.oldData.length, mtime: 1_650_000_000 }, again.ops, again.source, meta, { backupTo: '.wsync/trash/rb/rb.bin' });
+      expect(readFileSync(p).equals(again.newData)).toBe(true);
+      expect(readFileSync(join(root, '.wsync/trash/rb/rb.bin')).equals(again.oldData)).toBe(true);
+    });
+
+    it('a rebuild never reads an old file that is not the expected version, and failures leave it intact', async () => {
+      if (!t.caps.copyData) return;
+      const c = rebuildCase();
+      const p = join(root, 'rc.bin');
+      const meta = { mode: 0o644, mtime: 1_650_001_000, size: c.newData.length };
+      const reset = () => {
+        writeFileSync(p, c.oldData);
+        utimesSync(p, 1_650_000_000, 1_650_000_000);
+      };
+      const intact = () => {
+        expect(readFileSync(p).equals(c.oldData)).toBe(true);
+        expect(readdirSync(root).filter((n) => n.includes('.wsync-'))).toEqual([]);
+      };
+      reset();
+      // Someone else's version: other mtime, or other size.
+      await expect(t.rebuildFile('rc.bin', { size: c.oldData.length, mtime: 1_650_000_001 }, c.ops, c.source, meta)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      intact();
+      await expect(t.rebuildFile('rc.bin', { size: c.oldData.length + 1, mtime: 1_650_000_000 }, c.ops, c.source, meta)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      intact();
+      await expect(t.rebuildFile('gone.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, c.ops, c.source, meta)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      expect(existsSync(join(root, 'gone.bin'))).toBe(false);
+      // Changed while the rebuild reads it (the check after the last copy).
+      let calls = 0;
+      const meddling = async (pos: number, len: number) => {
+        if (calls++ === 0) {
+          writeFileSync(p, c.oldData);
+          utimesSync(p, 1_650_000_009, 1_650_000_009);
+        }
+        return c.source(pos, len);
+      };
+      await expect(t.rebuildFile('rc.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, c.ops, meddling, meta)).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      expect(readdirSync(root).filter((n) => n.includes('.wsync-'))).toEqual([]);
+      reset();
+      // The literal source fails half-way (e.g. the local file changed under it).
+      let n = 0;
+      const failing = async (pos: number, len: number) => {
+        if (n++ === 2) throw new WsyncError('E_CHANGED_DURING_SYNC', 'local file changed');
+        return c.source(pos, len);
+      };
+      await expect(t.rebuildFile('rc.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, c.ops, failing, meta)).rejects.toMatchObject({ code: 'E_CHANGED_DURING_SYNC' });
+      intact();
+      // Ops that do not describe a file of meta.size, or read outside the old file.
+      await expect(t.rebuildFile('rc.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, c.ops, c.source, { ...meta, size: meta.size + 1 })).rejects.toMatchObject({ code: 'E_INTERNAL' });
+      const outside: RebuildOp[] = [{ kind: 'copy', srcOffset: 1_000_000, length: 300_000, dstOffset: 0 }];
+      await expect(t.rebuildFile('rc.bin', { size: c.oldData.length, mtime: 1_650_000_000 }, outside, c.source, { ...meta, size: 300_000 })).rejects.toMatchObject({ code: 'E_INTERNAL' });
+      intact();
     });
 
     it('reading a file that changed size is an error, not a silent short file', async () => {

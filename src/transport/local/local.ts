@@ -2,9 +2,10 @@ import { promises as fsp, constants as C, readdirSync, lstatSync, readlinkSync }
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, DirEntry, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { WsyncError } from '../../errors.js';
 import { ancestors, localJoin, tempNameFor } from '../../util/paths.js';
+import { checkRebuildOps, outsideEdit } from '../rebuild.js';
 
 const BLOCK = 1 << 20;
 
@@ -15,6 +16,17 @@ export function entryFromStats(st: Stats, target?: string): Entry | null {
   if (st.isDirectory()) return { type: 'dir', size: 0, mtime, mode };
   if (st.isSymbolicLink()) return { type: 'symlink', size: 0, mtime, mode, target: target ?? '' };
   return null; // sockets, fifos, devices are not synced
+}
+
+function stampOf(st: import('node:fs').BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+async function writeAll(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<void> {
+  for (let off = 0; off < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
+    off += bytesWritten;
+  }
 }
 
 function ioError(err: unknown, what: string): WsyncError {
@@ -137,6 +149,50 @@ export class LocalTransport implements Transport {
     }
   }
 
+  async openReader(rel: string): Promise<FileReader> {
+    const p = this.abs(rel);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(p, C.O_RDONLY | (C.O_NOFOLLOW ?? 0));
+    } catch (err) {
+      throw ioError(err, `cannot open ${p}`);
+    }
+    try {
+      const st = await fh.stat({ bigint: true });
+      if (!st.isFile()) throw new WsyncError('E_LOCAL_IO', `${p} is not a regular file`);
+      return {
+        size: Number(st.size),
+        stamp: stampOf(st),
+        read: async (pos, length) => {
+          const buf = Buffer.allocUnsafe(length);
+          for (let got = 0; got < length; ) {
+            const { bytesRead } = await fh.read(buf, got, length - got, pos + got).catch((err) => {
+              throw ioError(err, `cannot read ${p}`);
+            });
+            if (bytesRead === 0) throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} shrank while it was being read`);
+            got += bytesRead;
+          }
+          return buf;
+        },
+        close: () => fh.close(),
+      };
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async stamp(rel: string): Promise<string | null> {
+    try {
+      const st = await fsp.lstat(this.abs(rel), { bigint: true });
+      return st.isFile() ? stampOf(st) : null;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw ioError(err, `cannot stat ${this.abs(rel)}`);
+    }
+  }
+
   async ensureRoot(): Promise<void> {
     try {
       await fsp.mkdir(this.root, { recursive: true });
@@ -187,6 +243,67 @@ export class LocalTransport implements Transport {
     } finally {
       await fh.close().catch(() => undefined);
       if (!ok) await fsp.unlink(tmp).catch(() => undefined);
+    }
+    await this.commit(tmp, rel, opts);
+  }
+
+  async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    checkRebuildOps(ops, old.size, meta.size);
+    await this.assertRealParents(rel);
+    const finalAbs = this.abs(rel);
+    let src: fsp.FileHandle;
+    try {
+      src = await fsp.open(finalAbs, C.O_RDONLY | (C.O_NOFOLLOW ?? 0));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ELOOP: O_NOFOLLOW met a symlink, which is not the file the manifest describes either.
+      if (code === 'ENOENT' || code === 'ELOOP') throw outsideEdit(finalAbs, old, null);
+      throw ioError(err, `cannot open ${finalAbs}`);
+    }
+    const checkOld = async () => {
+      const st = await src.stat();
+      const now = { size: st.size, mtime: Math.floor(st.mtimeMs / 1000) };
+      if (!st.isFile() || now.size !== old.size || now.mtime !== old.mtime) throw outsideEdit(finalAbs, old, now);
+    };
+    const tmp = this.abs(tempNameFor(rel));
+    let out: fsp.FileHandle | undefined;
+    let ok = false;
+    try {
+      await checkOld();
+      out = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
+        throw ioError(err, `cannot create ${tmp}`);
+      });
+      const buf = Buffer.allocUnsafe(BLOCK);
+      for (const op of ops) {
+        for (let done = 0; done < op.length; ) {
+          const n = Math.min(BLOCK, op.length - done);
+          let piece: Buffer;
+          if (op.kind === 'copy') {
+            const { bytesRead } = await src.read(buf, 0, n, op.srcOffset + done);
+            if (bytesRead === 0) throw outsideEdit(finalAbs, old, null);
+            piece = buf.subarray(0, bytesRead);
+          } else {
+            piece = await literal(op.dstOffset + done, n);
+            if (piece.length !== n) throw new WsyncError('E_INTERNAL', `literal source gave ${piece.length} bytes, ${n} asked`);
+          }
+          await writeAll(out, piece, op.dstOffset + done);
+          done += piece.length;
+        }
+      }
+      // A change while we copied would leave a mix of old and new bytes in the copied ranges.
+      await checkOld();
+      await out.chmod(meta.mode & 0o7777);
+      await out.utimes(meta.mtime, meta.mtime);
+      await out.sync();
+      const st = await out.stat();
+      if (st.size !== meta.size) throw new WsyncError('E_INTERNAL', `${rel}: rebuilt ${st.size} bytes, expected ${meta.size}`);
+      ok = true;
+    } catch (err) {
+      throw err instanceof WsyncError ? err : ioError(err, `cannot rebuild ${finalAbs}`);
+    } finally {
+      await out?.close().catch(() => undefined);
+      await src.close().catch(() => undefined);
+      if (!ok && out) await fsp.unlink(tmp).catch(() => undefined);
     }
     await this.commit(tmp, rel, opts);
   }

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, DirEntry, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import { checkRebuildOps, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
 import { ancestors, parentOf, remoteJoin, tempNameFor } from '../../util/paths.js';
@@ -253,6 +254,78 @@ export class SftpTransport implements Transport {
     }
   }
 
+  async openReader(rel: string): Promise<FileReader> {
+    const slot = this.pick();
+    const { ch } = slot;
+    slot.ch.load++;
+    await slot.files.acquire();
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      slot.files.release();
+      slot.ch.load--;
+    };
+    let h: Buffer | undefined;
+    try {
+      h = await ch.open(this.abs(rel), 'r');
+      const st = await ch.fstat(h);
+      if (((st.mode ?? 0) & 0o170000) !== 0o100000) throw new WsyncError('E_REMOTE_IO', `${this.describe(rel)} is not a regular file`);
+      const handle = h;
+      return {
+        size: st.size ?? 0,
+        stamp: `${st.size ?? 0}:${st.mtime ?? 0}`,
+        read: async (pos, length) => {
+          const parts: Promise<Buffer>[] = [];
+          for (let off = 0; off < length; off += ch.maxRead) parts.push(ch.read(handle, Math.min(ch.maxRead, length - off), pos + off));
+          for (const p of parts) p.catch(() => undefined);
+          const out = Buffer.allocUnsafe(length);
+          let off = 0;
+          for (const p of parts) {
+            const want = Math.min(ch.maxRead, length - off);
+            let got = 0;
+            let b = await p.catch((err) => {
+              throw mapSftpError(err, `cannot read ${this.describe(rel)}`);
+            });
+            // Short answers (old servers cap reads at 64 KiB) are completed before moving on.
+            for (;;) {
+              b.copy(out, off + got);
+              got += b.length;
+              if (got >= want) break;
+              if (b.length === 0) throw new WsyncError('E_CHANGED_DURING_SYNC', `${this.describe(rel)} shrank while it was being read`);
+              b = await ch.read(handle, want - got, pos + off + got).catch((err) => {
+                throw mapSftpError(err, `cannot read ${this.describe(rel)}`);
+              });
+            }
+            off += want;
+          }
+          return out;
+        },
+        close: async () => {
+          if (released) return;
+          await ch.close(handle).catch(() => undefined);
+          release();
+        },
+      };
+    } catch (err) {
+      if (h) ch.close(h).catch(() => undefined);
+      release();
+      throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
+    }
+  }
+
+  async stamp(rel: string): Promise<string | null> {
+    return this.onChannel(async ({ ch }) => {
+      try {
+        const st = await ch.lstat(this.abs(rel));
+        return ((st.mode ?? 0) & 0o170000) === 0o100000 ? `${st.size ?? 0}:${st.mtime ?? 0}` : null;
+      } catch (err) {
+        if (isNoSuchFile(err)) return null;
+        throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
+      }
+    });
+  }
+
   async ensureRoot(): Promise<void> {
     const ch = this.slots[0].ch;
     const isDir = (st: { mode?: number } | null) => st !== null && ((st.mode ?? 0) & 0o170000) === 0o040000;
@@ -343,6 +416,83 @@ export class SftpTransport implements Transport {
         await ch.close(h).catch(() => undefined);
         await ch.unlink(tmp).catch(() => undefined);
         throw err instanceof WsyncError ? err : mapSftpError(err, `cannot write ${this.describe(rel)}`);
+      }
+      await this.commit(ch, tmp, rel, opts);
+    });
+  }
+
+  /**
+   * Everything on one channel: copy-data only works between handles of the same sftp-server process. Copies carry
+   * no payload and are sent back to back; literal writes share the channel's bytes-in-flight budget with uploads.
+   * Order on the wire is the order the server applies them in, so fsetstat, fsync and the final fstats follow the
+   * data without waiting for it.
+   */
+  async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    checkRebuildOps(ops, old.size, meta.size);
+    if (!this.caps.copyData) throw new WsyncError('E_INTERNAL', `rebuildFile needs copy-data, which ${this.label} does not offer`);
+    return this.onChannel(async (slot) => {
+      const { ch } = slot;
+      const abs = this.abs(rel);
+      const tmp = this.abs(tempNameFor(rel));
+      const where = this.describe(rel);
+      const sameAsOld = (st: import('ssh2').Stats) => {
+        const now = { size: st.size ?? -1, mtime: st.mtime ?? -1 };
+        if (((st.mode ?? 0) & 0o170000) !== 0o100000 || now.size !== old.size || now.mtime !== old.mtime) throw outsideEdit(where, old, now);
+      };
+      // Both opens in one round trip; the temp is only written to once the old file has passed its check.
+      const openOld = ch.open(abs, 'r');
+      const openTmp = ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
+      const [o, t] = await Promise.allSettled([openOld, openTmp]);
+      const hOld = o.status === 'fulfilled' ? o.value : undefined;
+      const hTmp = t.status === 'fulfilled' ? t.value : undefined;
+      const inflight: Promise<unknown>[] = [];
+      let failed: unknown;
+      const track = (p: Promise<unknown>) => {
+        p.catch((err) => (failed ??= err));
+        inflight.push(p);
+      };
+      try {
+        if (o.status === 'rejected') throw isNoSuchFile(o.reason) ? outsideEdit(where, old, null) : mapSftpError(o.reason, `cannot open ${where}`);
+        if (t.status === 'rejected') throw mapSftpError(t.reason, `cannot create ${where}`);
+        sameAsOld(await ch.fstat(hOld!));
+        for (const op of ops) {
+          if (failed) break;
+          if (op.kind === 'copy') {
+            track(ch.copyData(hOld!, op.srcOffset, op.length, hTmp!, op.dstOffset));
+            continue;
+          }
+          for (let done = 0; done < op.length && !failed; ) {
+            const n = Math.min(ch.maxWrite, op.length - done);
+            const piece = await literal(op.dstOffset + done, n);
+            if (piece.length !== n) throw new WsyncError('E_INTERNAL', `literal source gave ${piece.length} bytes, ${n} asked`);
+            await slot.bytes.acquire(n);
+            const w = ch.write(hTmp!, piece, op.dstOffset + done);
+            w.finally(() => slot.bytes.release(n)).catch(() => undefined);
+            track(w);
+            done += n;
+          }
+        }
+        // The old file again, after the last copy: a change during the copies would leave a mix in the temp.
+        track(ch.fstat(hOld!).then(sameAsOld));
+        track(ch.fsetstat(hTmp!, { mode: meta.mode & 0o7777, atime: meta.mtime, mtime: meta.mtime }));
+        if (ch.has('fsync@openssh.com')) track(ch.fsync(hTmp!));
+        track(
+          ch.fstat(hTmp!).then((st) => {
+            if (st.size !== meta.size) throw new WsyncError('E_REMOTE_IO', `${where}: rebuilt ${st.size} bytes, expected ${meta.size}`);
+          }),
+        );
+        track(ch.close(hTmp!));
+        track(ch.close(hOld!));
+        await Promise.allSettled(inflight);
+        if (failed) throw failed;
+      } catch (err) {
+        await Promise.allSettled(inflight);
+        if (hTmp) {
+          await ch.close(hTmp).catch(() => undefined);
+          await ch.unlink(tmp).catch(() => undefined);
+        }
+        if (hOld) await ch.close(hOld).catch(() => undefined);
+        throw mapSftpError(err, `cannot rebuild ${where}`);
       }
       await this.commit(ch, tmp, rel, opts);
     });

@@ -1,0 +1,112 @@
+import { describe, it, expect } from 'vitest';
+import { mkdtempSync, readFileSync, writeFileSync, readdirSync, utimesSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { chunkBuffer } from '../chunking/hash.js';
+import { specForAvg } from '../chunking/params.js';
+import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs } from './chunkcache.js';
+
+const label = { local: '/l', target: 'u@h:/r' };
+const spec = specForAvg(16 * 1024);
+
+function sample(n = 300_000) {
+  return fromChunked(chunkBuffer(randomBytes(n), spec));
+}
+
+describe('chunk cache', () => {
+  it('lives under XDG_CACHE_HOME, ~/.cache or LOCALAPPDATA; one file per local root and target', () => {
+    expect(defaultCacheDir({ XDG_CACHE_HOME: '/x/cache' }, 'linux', '/home/u')).toBe('/x/cache/wsync');
+    expect(defaultCacheDir({ XDG_CACHE_HOME: 'relative' }, 'linux', '/home/u')).toBe('/home/u/.cache/wsync');
+    expect(defaultCacheDir({}, 'darwin', '/Users/u')).toBe('/Users/u/.cache/wsync');
+    expect(defaultCacheDir({ LOCALAPPDATA: 'C:\\Users\\u\\AppData\\Local' }, 'win32', 'C:\\Users\\u')).toBe('C:\\Users\\u\\AppData\\Local\\wsync\\cache');
+    expect(defaultCacheDir({}, 'linux', '')).toBeNull();
+    const a = cacheFileFor('/c', '/l', 'u@h:/r');
+    expect(a).toBe(cacheFileFor('/c', '/l', 'u@h:/r'));
+    expect(a).not.toBe(cacheFileFor('/c', '/l', 'u@h:/other'));
+    expect(a).not.toBe(cacheFileFor('/c', '/l2', 'u@h:/r'));
+  });
+
+  it('round-trips chunk lists compactly and exactly', () => {
+    const c = chunkBuffer(randomBytes(500_000), spec);
+    expect(toChunkRefs(fromChunked(c))).toEqual(c.chunks);
+  });
+
+  it('saves atomically, loads what it saved, and keeps only what is still referenced', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wsync-cc-'));
+    try {
+      const file = join(dir, 'chunks', 'x.json.gz');
+      const c = await ChunkCache.load(file, label);
+      const a = sample();
+      const b = sample();
+      const gone = sample();
+      c.addFile('a.bin', 'stamp-a', a);
+      c.addContent(b);
+      c.addFile('deleted.bin', 'stamp-d', gone);
+      expect(c.modified).toBe(true);
+      await c.save((p) => p !== 'deleted.bin', [contentKey(b.sha256, b.spec)]);
+      expect(readdirSync(join(dir, 'chunks'))).toEqual(['x.json.gz']);
+      const d = await ChunkCache.load(file, label);
+      expect(d.fileContent('a.bin', 'stamp-a', spec)).toEqual(a);
+      expect(d.fileContent('a.bin', 'stamp-changed', spec)).toBeUndefined();
+      expect(d.fileContent('a.bin', 'stamp-a', specForAvg(32 * 1024))).toBeUndefined();
+      expect(d.content(b.sha256, spec)).toEqual(b);
+      expect(d.content(gone.sha256, spec)).toBeUndefined();
+      expect(d.fileContent('deleted.bin', 'stamp-d', spec)).toBeUndefined();
+      expect(d.modified).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('treats a missing, corrupt or inconsistent cache as a miss, never an error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wsync-cc-'));
+    try {
+      const file = join(dir, 'c.json.gz');
+      expect((await ChunkCache.load(file, label)).content('0'.repeat(64), spec)).toBeUndefined();
+      writeFileSync(file, 'not gzip');
+      expect((await ChunkCache.load(file, label)).content('0'.repeat(64), spec)).toBeUndefined();
+      writeFileSync(file, gzipSync('{"format":"wsync-chunk-cache","version":1,"contents":"no","files":[]}'));
+      expect((await ChunkCache.load(file, label)).modified).toBe(false);
+      // One good list, one whose lengths do not add up to its size: the bad one alone is dropped.
+      const good = sample();
+      const bad = sample();
+      const c = await ChunkCache.load(file, label);
+      c.addContent(good);
+      c.addContent(bad);
+      await c.save(() => true, [contentKey(good.sha256, spec), contentKey(bad.sha256, spec)]);
+      const doc = JSON.parse(gunzipSync(readFileSync(file)).toString());
+      const rec = doc.contents.find((r: unknown[]) => r[0] === contentKey(bad.sha256, spec));
+      rec[2] += 1;
+      writeFileSync(file, gzipSync(JSON.stringify(doc)));
+      const d = await ChunkCache.load(file, label);
+      expect(d.content(good.sha256, spec)).toEqual(good);
+      expect(d.content(bad.sha256, spec)).toBeUndefined();
+      // A file that cannot be written is not an error either.
+      const ro = await ChunkCache.load(join(dir, 'c.json.gz', 'under-a-file.json.gz'), label);
+      ro.addContent(good);
+      await ro.save(() => true, [contentKey(good.sha256, spec)]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('removes cache files of other pairs that were not used for months', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wsync-cc-'));
+    try {
+      const old = join(dir, 'old.json.gz');
+      const recent = join(dir, 'recent.json.gz');
+      writeFileSync(old, 'x');
+      writeFileSync(recent, 'x');
+      const t = Date.now() / 1000 - 200 * 24 * 3600;
+      utimesSync(old, t, t);
+      const c = await ChunkCache.load(join(dir, 'mine.json.gz'), label);
+      c.addContent(sample());
+      await c.save(() => true, []);
+      expect(readdirSync(dir).sort()).toEqual(['mine.json.gz', 'recent.json.gz']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
