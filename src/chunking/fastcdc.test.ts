@@ -1,21 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FastCdc, type FastCdcOptions, cutPoints, gearTable, topMask, validateFastCdcOptions } from './fastcdc.js';
-
-/** Marsaglia xorshift32 (13, 17, 5); each state is written as 4 little-endian bytes. Seed must be non-zero. */
-function xorshiftBytes(seed: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    for (let b = 0; b < 4 && i + b < length; b++) out[i + b] = (x >>> (8 * b)) & 0xff;
-  }
-  return out;
-}
+import { xorshiftBytes } from '../../test/support/xorshift.js';
 
 /**
  * The chunking rule written straight from its definition in fastcdc.ts (fresh 32-byte window hash at every

@@ -17,23 +17,10 @@ import { describe, expect, it } from 'vitest';
 import { gearTable } from './fastcdc.js';
 import { chunkBuffer } from './hash.js';
 import { CHUNKER_ID, type ChunkerSpec } from './params.js';
+import { xorshiftBytes } from '../../test/support/xorshift.js';
 
 /** Ids this build reproduces; older ones stay so that specs recorded in manifests keep matching. */
 const IDS = ['fastcdc-gear32-v1', CHUNKER_ID];
-
-function xorshiftBytes(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed >>> 0;
-  for (let i = 0; i < length; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    for (let b = 0; b < 4 && i + b < length; b++) out[i + b] = (x >>> (8 * b)) & 0xff;
-  }
-  return out;
-}
 
 interface GoldenCase {
   name: string;

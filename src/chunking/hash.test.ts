@@ -6,21 +6,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChunkHasher, type ChunkRef, chunkBuffer, chunkFile, chunkId, chunkStream } from './hash.js';
 import { specForAvg, specForSize } from './params.js';
-
-/** Marsaglia xorshift32 (13, 17, 5); each state is written as 4 little-endian bytes. Seed must be non-zero. */
-function xorshiftBytes(seed: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    for (let b = 0; b < 4 && i + b < length; b++) out[i + b] = (x >>> (8 * b)) & 0xff;
-  }
-  return out;
-}
+import { xorshiftBytes } from '../../test/support/xorshift.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const MiB = 1 << 20;

@@ -13,21 +13,7 @@ import {
   planDelta,
   validateDelta,
 } from './delta.js';
-
-/** Marsaglia xorshift32 (13, 17, 5); each state is written as 4 little-endian bytes. */
-function xorshiftBytes(seed: number, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    for (let b = 0; b < 4 && i + b < length; b++) out[i + b] = (x >>> (8 * b)) & 0xff;
-  }
-  return out;
-}
+import { xorshiftBytes } from '../../test/support/xorshift.js';
 
 const concat = (...parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
 const view = (a: Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
