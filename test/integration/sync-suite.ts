@@ -83,6 +83,18 @@ export function defineSyncSuite(name: string, setup: () => Promise<SuiteTarget>)
       expect(snapshot(remote)).toEqual(snapshot(local));
     });
 
+    it('--delete refuses to remove more than half of the destination files unless --force', async () => {
+      const { local, remote } = dirs('dellimit');
+      makeTree(local, { 'a.txt': 'a', 'b.txt': 'b', 'c.txt': 'c', 'd.txt': 'd' });
+      await push(local, t.spec(remote), t.options);
+      for (const f of ['a.txt', 'b.txt', 'c.txt']) rmSync(join(local, f));
+      await expect(push(local, t.spec(remote), { ...t.options, delete: true })).rejects.toMatchObject({ code: 'E_DELETE_LIMIT' });
+      expect(Object.keys(snapshot(remote)).sort()).toEqual(['a.txt', 'b.txt', 'c.txt', 'd.txt']);
+      const forced = await push(local, t.spec(remote), { ...t.options, delete: true, force: true });
+      expect(forced.stats.deleted).toBe(3);
+      expect(Object.keys(snapshot(remote))).toEqual(['d.txt']);
+    });
+
     it('a touched file costs an attribute update, not a transfer', async () => {
       const { local, remote } = dirs('touch');
       makeTree(local, { 'a.txt': 'same content\n', 'b.txt': 'other\n' });
