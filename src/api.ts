@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { WsyncError } from './errors.js';
-import { parseTarget, type Target } from './target.js';
+import { formatTarget, parseTarget, type Target } from './target.js';
+import { ChunkCache, cacheFileFor, defaultCacheDir } from './transfer/chunkcache.js';
+import { prewarmChunks } from './transfer/prewarm.js';
 import { LocalTransport } from './transport/local/local.js';
 import { SftpTransport } from './transport/sftp/sftp.js';
 import type { Transport } from './transport/types.js';
@@ -77,8 +79,22 @@ export async function openTarget(target: Target | string, o: SyncOptions): Promi
 async function run(direction: Direction, localDir: string, target: Target | string, o: SyncOptions): Promise<SyncResult> {
   if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
   const local = new LocalTransport(path.resolve(localDir));
+  const spec = typeof target === 'string' ? parseTarget(target) : target;
+  const cacheTarget = formatTarget(spec);
+  const dir = defaultCacheDir();
+  // Cut changed big files while connecting; the engine picks up the same cache object.
+  const cache =
+    dir && direction === 'push' && !o.dryRun
+      ? ChunkCache.load(cacheFileFor(dir, local.root, cacheTarget), { local: local.root, target: cacheTarget }).then(async (c) => {
+          await prewarmChunks(local, c);
+          return c;
+        })
+      : undefined;
   const t0 = Date.now();
-  const remote = await openTarget(target, o);
+  const remote = await openTarget(spec, o).catch(async (err) => {
+    await cache?.catch(() => undefined);
+    throw err;
+  });
   if (process.env.WSYNC_DEBUG) process.stderr.write(`connected in ${Date.now() - t0} ms\n`);
   try {
     return await runSync({
@@ -94,6 +110,8 @@ async function run(direction: Direction, localDir: string, target: Target | stri
       breakLock: o.breakLock ?? false,
       onEvent: o.onEvent,
       afterTransfer: o.afterTransfer,
+      cacheTarget,
+      cache,
     });
   } finally {
     await remote.close();

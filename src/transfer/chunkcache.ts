@@ -150,6 +150,14 @@ export class ChunkCache {
     return l && contentKey(l.sha256, spec) === f.key ? l : undefined;
   }
 
+  /** Local files last seen by this cache, with the stamp and chunk list they had then. */
+  *knownFiles(): IterableIterator<{ rel: string; stamp: string; list: ChunkList }> {
+    for (const [rel, f] of this.files) {
+      const list = this.contents.get(f.key);
+      if (list) yield { rel, stamp: f.stamp, list };
+    }
+  }
+
   addContent(list: ChunkList): void {
     const key = contentKey(list.sha256, list.spec);
     if (this.contents.has(key)) return;

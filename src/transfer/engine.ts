@@ -101,6 +101,10 @@ export interface EngineOptions {
    * cache a changed big file is uploaded whole.
    */
   cacheDir?: string | null;
+  /** Names the target in the chunk cache's key; default: the remote transport's description. */
+  cacheTarget?: string;
+  /** A cache already loaded (and prewarmed) while the connection was being set up. */
+  cache?: Promise<ChunkCache>;
 }
 
 /**
@@ -150,9 +154,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   localWalkP.catch(() => undefined);
   // Opened on first use: a run that moves or hashes no big file never reads or writes it.
   const cacheDir = o.cacheDir === undefined ? defaultCacheDir() : o.cacheDir;
-  const cacheLabel = { local: o.local.root, target: o.remote.describe() };
+  const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
-  let cacheP: Promise<ChunkCache> | undefined;
+  let cacheP: Promise<ChunkCache> | undefined = o.cache;
   const getCache = () => (cacheP ??= ChunkCache.load(cacheFile, cacheLabel));
   // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
   // new) refers to, since a failed transfer leaves the old remote version in place.
