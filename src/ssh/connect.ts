@@ -218,8 +218,7 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     const reason = opened[0].status === 'rejected' ? errorMessage(opened[0].reason) : 'unknown';
     throw new WsyncError('E_CONNECT', `the server refused the SFTP subsystem: ${reason}`, { hint: 'sshd needs a "Subsystem sftp" line' });
   }
-  // Some servers allow fewer sessions (MaxSessions); use what we got.
-  for (const r of opened) if (r.status === 'rejected') void r.reason;
+  // Some servers allow fewer sessions (MaxSessions): work with the channels that opened.
   let closed = false;
   return {
     host,

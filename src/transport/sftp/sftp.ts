@@ -43,14 +43,12 @@ export class SftpTransport implements Transport {
       files: new Semaphore(Math.max(4, Math.min(FILES_PER_CHANNEL, Math.floor(ch.maxOpenHandles / 2)))),
       bytes: new Semaphore(BYTES_IN_FLIGHT_PER_CHANNEL),
     }));
-    const c0 = channels[0];
     this.caps = {
       copyData: channels.every((c) => c.has('copy-data')),
       fsync: channels.every((c) => c.has('fsync@openssh.com')),
       maxRead: Math.min(...channels.map((c) => c.maxRead)),
       maxWrite: Math.min(...channels.map((c) => c.maxWrite)),
     };
-    void c0;
   }
 
   /** Resolves a user-typed remote path: relative and `~/` paths are relative to the login's home. */
