@@ -53,14 +53,18 @@ export class SftpTransport implements Transport {
 
   /** Resolves a user-typed remote path: relative and `~/` paths are relative to the login's home. */
   static async resolveRoot(ch: SftpChannel, p: string): Promise<string> {
-    // realpath('.') rather than home-directory (buggy before OpenSSH 9.8) or expand-path (broken in ssh2 <=1.17).
-    const home = await ch.realpath('.').catch((err) => {
-      throw mapSftpError(err, 'cannot resolve the remote home directory');
-    });
+    const absolute = p.startsWith('/') || /^[A-Za-z]:/.test(p);
+    // realpath('.') rather than home-directory (buggy before OpenSSH 9.8) or expand-path (broken in ssh2 <=1.17);
+    // and only when needed: an absolute path costs no round trip.
+    const home = absolute
+      ? ''
+      : await ch.realpath('.').catch((err) => {
+          throw mapSftpError(err, 'cannot resolve the remote home directory');
+        });
     let rest = p;
     if (rest === '~' || rest === '') return home;
     if (rest.startsWith('~/')) rest = rest.slice(2);
-    const abs = rest.startsWith('/') || /^[A-Za-z]:/.test(rest) ? rest : path.posix.join(home, rest);
+    const abs = absolute ? rest : path.posix.join(home, rest);
     const norm = path.posix.normalize(abs);
     return norm.length > 1 && norm.endsWith('/') ? norm.slice(0, -1) : norm;
   }
