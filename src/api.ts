@@ -95,9 +95,9 @@ async function run(direction: Direction, localDir: string, target: Target | stri
     await cache?.catch(() => undefined);
     throw err;
   });
-  if (process.env.WSYNC_DEBUG) process.stderr.write(`connected in ${Date.now() - t0} ms\n`);
+  const connectMs = Date.now() - t0;
   try {
-    return await runSync({
+    const result = await runSync({
       direction,
       local,
       remote,
@@ -113,6 +113,8 @@ async function run(direction: Direction, localDir: string, target: Target | stri
       cacheTarget,
       cache,
     });
+    result.timings.connect = connectMs;
+    return result;
   } finally {
     await remote.close();
   }

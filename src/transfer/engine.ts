@@ -77,7 +77,7 @@ export interface SyncResult {
   /** Set when --delete removals were held back because something else failed. */
   deletesSkipped?: string;
   durationMs: number;
-  /** Milliseconds from the start at which each phase ended (for diagnosing slow links). */
+  /** Milliseconds from the start at which each phase ended (for diagnosing slow links); `connect` is its own span. */
   timings: Record<string, number>;
 }
 
