@@ -150,6 +150,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
   // The local tree is scanned while the remote side is being prepared and locked.
   const localRules = new IgnoreRules(o.filter);
+  if (!o.dryRun && o.direction === 'pull') await o.local.ensureRoot();
+  // The lock request goes out first; the local scan (synchronous, CPU-bound) runs while it travels.
+  mark('lockRequested');
+  const lockP = o.dryRun ? undefined : acquireLock(o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock });
+  lockP?.catch(() => undefined);
   const localWalkP = walk(o.local, { rules: localRules, concurrency: 16 });
   localWalkP.catch(() => undefined);
   // Opened on first use: a run that moves or hashes no big file never reads or writes it.
@@ -182,11 +187,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (!reader) await r.close();
     }
   };
-  let release: (() => Promise<void>) | undefined;
-  if (!o.dryRun) {
-    if (o.direction === 'pull') await o.local.ensureRoot();
-    release = await acquireLock(o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock });
-  }
+  const release = await lockP;
   mark('locked');
   try {
     const remoteRules = new IgnoreRules(o.filter);

@@ -44,6 +44,7 @@ export class LocalTransport implements Transport {
   readonly root: string;
   /** Directories already proven to be real directories (not symlinks) under the root. */
   private verifiedDirs = new Set<string>(['']);
+  private lastYield = Date.now();
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -79,7 +80,12 @@ export class LocalTransport implements Transport {
 
   async readdir(rel: string): Promise<DirEntry[] | null> {
     // Synchronous calls on purpose: one directory's lstats take microseconds from the page cache, while the
-    // thread-pool round trip per call made scans several times slower and competed with SSH traffic.
+    // thread-pool round trip per call made scans several times slower and competed with SSH traffic. Every few
+    // milliseconds the scan steps aside, so that replies from the server (lock, manifest) are handled meanwhile.
+    if (Date.now() - this.lastYield > 5) {
+      await new Promise((r) => setImmediate(r));
+      this.lastYield = Date.now();
+    }
     const dir = this.abs(rel);
     let names: string[];
     try {
