@@ -310,27 +310,7 @@ function integer(value: string | undefined, key: string): number | undefined {
 }
 
 /** Settings as OpenSSH holds them before the expansions ssh.c performs after reading the config. */
-interface RawSettings {
-  hostname: string;
-  port: number;
-  user: string;
-  identityFiles: string[];
-  identitiesOnly: boolean;
-  identityAgent?: string;
-  proxyJump?: string;
-  proxyCommand?: string;
-  userKnownHostsFiles: string[];
-  globalKnownHostsFiles: string[];
-  hostKeyAlias?: string;
-  strictHostKeyChecking: ResolvedHost['strictHostKeyChecking'];
-  hashKnownHosts: boolean;
-  connectTimeout?: number;
-  serverAliveInterval?: number;
-  serverAliveCountMax?: number;
-  batchMode: boolean;
-  compression: boolean;
-  passwordAuthentication: boolean;
-}
+type RawSettings = Omit<ResolvedHost, 'alias'>;
 
 // ssh.c: IdentityAgent "none" disables the agent, "SSH_AUTH_SOCK" means the environment, "$VAR" names another
 // variable (unset = no agent); anything else is a path.
@@ -370,28 +350,7 @@ async function finish(
     ? raw.userKnownHostsFiles
     : raw.userKnownHostsFiles.map((f) => expand(f, 'UserKnownHostsFile'));
 
-  const out: ResolvedHost = {
-    alias,
-    hostname: raw.hostname,
-    port: raw.port,
-    user: raw.user,
-    identityFiles,
-    identitiesOnly: raw.identitiesOnly,
-    identityAgent,
-    proxyJump: raw.proxyJump,
-    proxyCommand: raw.proxyCommand,
-    userKnownHostsFiles,
-    globalKnownHostsFiles: raw.globalKnownHostsFiles,
-    hostKeyAlias: raw.hostKeyAlias,
-    strictHostKeyChecking: raw.strictHostKeyChecking,
-    hashKnownHosts: raw.hashKnownHosts,
-    connectTimeout: raw.connectTimeout,
-    serverAliveInterval: raw.serverAliveInterval,
-    serverAliveCountMax: raw.serverAliveCountMax,
-    batchMode: raw.batchMode,
-    compression: raw.compression,
-    passwordAuthentication: raw.passwordAuthentication,
-  };
+  const out: ResolvedHost = { alias, ...raw, identityFiles, identityAgent, userKnownHostsFiles };
   for (const k of Object.keys(out) as Array<keyof ResolvedHost>) if (out[k] === undefined) delete out[k];
   return out;
 }
