@@ -71,14 +71,17 @@ function deltaSuite(name: string, setup: () => Promise<Target>) {
       expect(m!.entries.get('small.txt')!.chunker).toBeUndefined();
 
       const mid = Math.floor(FILE_SIZE / 2) + 777;
+      // Worst case per edit site: the chunk the edit lands in and the one after it are re-sent, each at most the
+      // chunker's max (4 x the 16 KiB average); at the head or the tail only one of them exists.
+      const maxChunk = 4 * 16 * 1024;
       const edits: Array<[string, (b: Buffer) => Buffer, number]> = [
         // [label, edit, most literal bytes a delta may send]
-        ['overwrite 1 MB in the middle', (b) => Buffer.concat([b.subarray(0, mid), randomBytes(MB), b.subarray(mid + MB)]), MB + 200_000],
-        ['insert 100 bytes at the head', (b) => Buffer.concat([randomBytes(100), b]), 100_000],
-        ['append 300 KB', (b) => Buffer.concat([b, randomBytes(300_000)]), 300_000 + 100_000],
-        ['truncate by 1 MB', (b) => b.subarray(0, b.length - MB), 100_000],
-        ['delete 500 KB from the middle', (b) => Buffer.concat([b.subarray(0, mid), b.subarray(mid + 500_000)]), 100_000],
-        ['the same edit twice in one file', (b) => Buffer.concat([randomBytes(64), b.subarray(0, mid), randomBytes(5000), b.subarray(mid)]), 150_000],
+        ['overwrite 1 MB in the middle', (b) => Buffer.concat([b.subarray(0, mid), randomBytes(MB), b.subarray(mid + MB)]), MB + 2 * maxChunk],
+        ['insert 100 bytes at the head', (b) => Buffer.concat([randomBytes(100), b]), 100 + maxChunk],
+        ['append 300 KB', (b) => Buffer.concat([b, randomBytes(300_000)]), 300_000 + maxChunk],
+        ['truncate by 1 MB', (b) => b.subarray(0, b.length - MB), maxChunk],
+        ['delete 500 KB from the middle', (b) => Buffer.concat([b.subarray(0, mid), b.subarray(mid + 500_000)]), 2 * maxChunk],
+        ['the same edit twice in one file', (b) => Buffer.concat([randomBytes(64), b.subarray(0, mid), randomBytes(5000), b.subarray(mid)]), 64 + maxChunk + 5000 + 2 * maxChunk],
       ];
       for (const [label, edit, budget] of edits) {
         cur = edit(cur);
