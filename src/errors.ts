@@ -28,6 +28,10 @@ export type ErrorCode =
   | 'E_UNSAFE_PATH'
   | 'E_CONFLICT'
   | 'E_CHANGED_DURING_SYNC'
+  | 'E_GIT_REPO'
+  | 'E_GIT_REJECTED'
+  | 'E_GIT_UNSUPPORTED'
+  | 'E_GIT_CORRUPT'
   | 'E_INTERNAL';
 
 const CLASS_OF: Record<ErrorCode, ExitClass> = {
@@ -52,6 +56,12 @@ const CLASS_OF: Record<ErrorCode, ExitClass> = {
   E_UNSAFE_PATH: 'partial',
   E_CONFLICT: 'partial',
   E_CHANGED_DURING_SYNC: 'partial',
+  // The local repository is missing or unusable (not a repo, no such branch).
+  E_GIT_REPO: 'local',
+  // Like a sync conflict: the remote has something a push would lose (non-fast-forward, a dirty work tree).
+  E_GIT_REJECTED: 'partial',
+  E_GIT_UNSUPPORTED: 'remote',
+  E_GIT_CORRUPT: 'remote',
   E_INTERNAL: 'local',
 };
 

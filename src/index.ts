@@ -2,3 +2,5 @@ export { push, pull, type SyncOptions, type SyncResult, type SyncEvent } from '.
 export { WsyncError, type ErrorCode } from './errors.js';
 export { parseTarget, type Target } from './target.js';
 export type { ItemEvent, ProgressEvent, SyncStats } from './transfer/engine.js';
+export { gitPush, type GitPushOptions, type GitPushResult } from './git/push.js';
+export { gitFetch, type GitFetchOptions, type GitFetchResult } from './git/fetch.js';

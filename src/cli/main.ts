@@ -3,6 +3,7 @@ import { push, pull, type SyncOptions } from '../api.js';
 import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
+import { gitCommand } from './git.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
 
 const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
@@ -120,8 +121,9 @@ export async function main(argv: string[]): Promise<number> {
     .command('pull <local> <remote>', 'make the local directory match the remote one', syncOptions, async (a) => {
       exitCode = await runSyncCommand('pull', a as unknown as SyncArgs);
     })
+    .command('git', 'push a branch to, or fetch one from, a repository on the remote (no git needed there)', gitCommand((c) => (exitCode = c)))
     .completion('completion', 'print a shell completion script (bash/zsh): wsync completion >> ~/.bashrc')
-    .demandCommand(1, 'name a command: push or pull')
+    .demandCommand(1, 'name a command: push, pull or git')
     .strict()
     .epilog(EPILOG)
     .help()

@@ -113,6 +113,11 @@ export interface Transport {
    * just after the promise resolves (lock files: a reader treats empty content as held by someone unknown).
    */
   createExclusive(rel: string, data: Buffer): Promise<boolean>;
+  /**
+   * Appends to a file with O_APPEND, creating it (mode 0644) when missing: each call lands whole at the end even
+   * when another process appends too, which is how git writes reflogs.
+   */
+  appendFile(rel: string, data: Buffer): Promise<void>;
   symlink(rel: string, target: string, opts?: WriteOptions): Promise<void>;
   setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void>;
   /** Removes a file or symlink ('file'), or an empty directory ('dir'). Missing is not an error. */

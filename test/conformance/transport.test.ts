@@ -121,6 +121,17 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect((await t.readdir('many'))!.length).toBe(250);
     });
 
+    it('appends whole records, creating the file when missing', async () => {
+      await expect(t.appendFile('log/x', Buffer.from('one\n'))).rejects.toBeInstanceOf(WsyncError); // no parent
+      mkdirSync(join(root, 'log'), { recursive: true });
+      await Promise.all(Array.from({ length: 20 }, (_, i) => t.appendFile('log/x', Buffer.from(`line ${i}\n`))));
+      const lines = readFileSync(join(root, 'log/x'), 'utf8').trimEnd().split('\n').sort();
+      expect(lines).toEqual(Array.from({ length: 20 }, (_, i) => `line ${i}`).sort());
+      await t.appendFile('log/x', Buffer.from('tail\n'));
+      expect(readFileSync(join(root, 'log/x'), 'utf8').endsWith('tail\n')).toBe(true);
+      expect(lstatSync(join(root, 'log/x')).mode & 0o111).toBe(0);
+    });
+
     it('sets attributes, renames with parents, removes files and empty directories', async () => {
       writeFileSync(join(root, 'm.txt'), 'm');
       await t.setMeta('m.txt', { mode: 0o600, mtime: 1_234_567_890 });

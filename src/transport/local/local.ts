@@ -368,6 +368,15 @@ export class LocalTransport implements Transport {
     return true;
   }
 
+  async appendFile(rel: string, data: Buffer): Promise<void> {
+    await this.assertRealParents(rel);
+    try {
+      await fsp.appendFile(this.abs(rel), data, { mode: 0o644, flag: C.O_WRONLY | C.O_CREAT | C.O_APPEND | (C.O_NOFOLLOW ?? 0) });
+    } catch (err) {
+      throw ioError(err, `cannot append to ${this.abs(rel)}`);
+    }
+  }
+
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
     await this.assertRealParents(rel);
     const tmp = this.abs(tempNameFor(rel));

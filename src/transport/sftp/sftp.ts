@@ -565,6 +565,25 @@ export class SftpTransport implements Transport {
     });
   }
 
+  async appendFile(rel: string, data: Buffer): Promise<void> {
+    return this.onChannel(async ({ ch }) => {
+      let h: Buffer;
+      try {
+        h = await ch.open(this.abs(rel), 'a', { mode: 0o644 });
+      } catch (err) {
+        throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
+      }
+      try {
+        // OpenSSH opens with O_APPEND, so the offsets are ignored and each write lands at the current end.
+        for (let off = 0; off < data.length; off += ch.maxWrite) await ch.write(h, data.subarray(off, off + ch.maxWrite), 0);
+      } catch (err) {
+        throw mapSftpError(err, `cannot append to ${this.describe(rel)}`);
+      } finally {
+        await ch.close(h).catch(() => undefined);
+      }
+    });
+  }
+
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
     return this.onChannel(async ({ ch }) => {
       const tmp = this.abs(tempNameFor(rel));

@@ -1,0 +1,119 @@
+import type { Argv } from 'yargs';
+import { EXIT_CODES } from '../errors.js';
+import { parseTarget } from '../target.js';
+import type { GitConnectOptions } from '../git/push.js';
+import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+
+interface GitArgs {
+  remote: string;
+  branch?: string;
+  repo?: string;
+  'remote-name'?: string;
+  force: boolean;
+  ff: boolean;
+  json: boolean;
+  quiet: boolean;
+  'ssh-config'?: string;
+  identity?: string;
+  'accept-new': boolean;
+  compress: boolean;
+  channels: number;
+}
+
+function common(y: Argv): Argv {
+  return y
+    .positional('remote', { type: 'string', describe: 'the remote work tree: host:path, user@host:path, ssh://user@host:port/path or a local path', demandOption: true })
+    .positional('branch', { type: 'string', describe: 'branch (default: the current one)' })
+    .option('repo', { type: 'string', describe: 'local repository (default: the one containing the current directory)' })
+    .option('remote-name', { type: 'string', describe: 'name under refs/remotes/ for this target (default: the host alias)' })
+    .option('json', { type: 'boolean', default: false, describe: 'print one JSON object with the result' })
+    .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print only errors' })
+    .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
+    .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
+    .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
+    .option('compress', { alias: 'z', type: 'boolean', default: false, describe: 'compress the SSH stream' })
+    .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' });
+}
+
+async function connectOptions(a: GitArgs): Promise<GitConnectOptions> {
+  parseTarget(a.remote); // malformed targets fail before anything connects
+  const interactive = isInteractive();
+  return {
+    sshConfig: a['ssh-config'],
+    identity: a.identity,
+    acceptNew: a['accept-new'],
+    compress: a.compress,
+    channels: Math.max(1, a.channels),
+    interactive,
+    hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
+    authPrompt: interactive ? (await import('../ssh/auth.js')).ttyPassphrasePrompt() : undefined,
+  };
+}
+
+const short = (oid: string | null) => (oid ? oid.slice(0, 7) : '');
+
+async function runPush(a: GitArgs): Promise<number> {
+  const { gitPush } = await import('../git/push.js');
+  const r = await gitPush(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'] });
+  if (a.json) {
+    process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
+    return 0;
+  }
+  if (a.quiet) return 0;
+  const out: string[] = [`To ${r.target}`];
+  const spec = `${r.branch} -> ${r.branch}`;
+  if (r.status === 'up-to-date') out.push(` = [up to date]      ${spec}`, 'Everything up-to-date');
+  else if (r.status === 'created') out.push(` * [new branch]      ${spec}`);
+  else if (r.status === 'forced') out.push(` + ${short(r.oldOid)}...${short(r.newOid)} ${spec} (forced update)`);
+  else out.push(`   ${short(r.oldOid)}..${short(r.newOid)}  ${spec}`);
+  if (r.objects) out.push(`${r.commits} commit(s), ${r.objects} object(s), ${r.bytes} bytes ${r.packed ? 'in one pack' : 'as loose objects'}`);
+  if (r.worktree) out.push(`remote work tree updated: ${r.worktree.written} path(s) written, ${r.worktree.removed} removed`);
+  process.stdout.write(out.join('\n') + '\n');
+  return 0;
+}
+
+async function runFetch(a: GitArgs): Promise<number> {
+  const { gitFetch } = await import('../git/fetch.js');
+  const r = await gitFetch(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'] });
+  const code = r.ff === 'diverged' ? EXIT_CODES.partial : 0;
+  if (a.json) {
+    process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
+    return code;
+  }
+  const tracking = r.trackingRef.slice('refs/remotes/'.length);
+  if (!a.quiet) {
+    const out: string[] = [];
+    if (r.oldOid !== r.newOid) {
+      out.push(`From ${r.target}`);
+      out.push(r.oldOid ? `   ${short(r.oldOid)}..${short(r.newOid)}  ${r.branch} -> ${tracking}` : ` * [new branch]      ${r.branch} -> ${tracking}`);
+    }
+    for (const c of r.commits) out.push(`${short(c.oid)} ${c.subject}`);
+    if (r.ff === 'fast-forward' || r.ff === 'created') {
+      out.push(`${r.ff === 'created' ? 'created' : 'fast-forwarded'} ${r.branch} to ${short(r.newOid)}${r.worktree ? ` (${r.worktree.written} path(s) written, ${r.worktree.removed} removed)` : ''}`);
+    } else if (r.ff === 'ahead') out.push(`${r.branch} already contains ${tracking}`);
+    if (out.length) process.stdout.write(out.join('\n') + '\n');
+  }
+  if (r.ff === 'diverged') {
+    process.stderr.write(`wsync: ${r.branch} and ${tracking} have diverged; not fast-forwarded\nhint: merge or rebase: git merge ${tracking}\n`);
+  }
+  return code;
+}
+
+/** `wsync git push|fetch`; `setExit` receives the exit code of the subcommand that ran. */
+export function gitCommand(setExit: (code: number) => void) {
+  return (y: Argv) =>
+    y
+      .command(
+        'push <remote> [branch]',
+        'send a branch to the repository in the remote work tree (created if missing); a checked-out branch updates the work tree',
+        (yy) => common(yy).option('force', { type: 'boolean', default: false, describe: 'allow a non-fast-forward update (drops the remote commits)' }),
+        async (a) => setExit(await runPush(a as unknown as GitArgs)),
+      )
+      .command(
+        'fetch <remote> [branch]',
+        'bring a remote branch into refs/remotes/<name>/<branch> and list its new commits',
+        (yy) => common(yy).option('ff', { type: 'boolean', default: false, describe: 'also fast-forward the local branch (and its work tree) when nothing is lost' }),
+        async (a) => setExit(await runFetch(a as unknown as GitArgs)),
+      )
+      .demandCommand(1, 'name a git command: push or fetch');
+}

@@ -1,0 +1,167 @@
+/**
+ * `wsync git fetch`: git's "dumb" walker over SFTP. Read the remote branch, walk back from its tip until reaching
+ * objects the local repository has, copy only the missing ones (loose files, or ranged reads out of packs after a
+ * remote `git gc`), verify every id, then set refs/remotes/<name>/<branch> and optionally fast-forward.
+ */
+import { openTarget } from '../api.js';
+import { WsyncError } from '../errors.js';
+import { parseTarget, type Target } from '../target.js';
+import { mapLimit } from '../util/limit.js';
+import { FileRepo } from './filerepo.js';
+import { LocalRepo } from './local.js';
+import { parseCommit, parseTag, parseTree, type GitObject } from './objects.js';
+import { revList } from './objects-to-send.js';
+import { PackWriter } from './pack.js';
+import { defaultRemoteName, resolveBranch, UNPACK_LIMIT, type GitConnectOptions } from './push.js';
+import { MODE_GITLINK, treeMode } from './tree.js';
+import { setRef, updateBranch } from './update.js';
+
+export interface GitFetchOptions extends GitConnectOptions {
+  repo?: string;
+  /** Remote branch (default: the current local branch, else the remote's checked-out branch). */
+  branch?: string;
+  remoteName?: string;
+  /** Also fast-forward the local branch (and its work tree when checked out) when that loses nothing. */
+  ff?: boolean;
+}
+
+export interface GitFetchResult {
+  target: string;
+  branch: string;
+  trackingRef: string;
+  oldOid: string | null;
+  newOid: string;
+  /** Commits new to the tracking ref, newest first. */
+  commits: Array<{ oid: string; subject: string }>;
+  objects: number;
+  /** What --ff did; 'not-requested' without it. */
+  ff: 'not-requested' | 'up-to-date' | 'created' | 'fast-forward' | 'ahead' | 'diverged';
+  worktree: { written: number; removed: number } | null;
+  timings: Record<string, number>;
+}
+
+const PARALLEL = 64;
+
+export async function gitFetch(target: Target | string, o: GitFetchOptions = {}): Promise<GitFetchResult> {
+  const t0 = Date.now();
+  const timings: Record<string, number> = {};
+  const mark = (k: string) => (timings[k] = Date.now() - t0);
+  const spec = typeof target === 'string' ? parseTarget(target) : target;
+  const local = await LocalRepo.open(o.repo ?? '.');
+  const identity = await local.identity();
+  const t = await openTarget(spec, o);
+  mark('connect');
+  try {
+    const repo = await FileRepo.open(t);
+    if (!repo) throw new WsyncError('E_GIT_REPO', `no git repository at ${t.describe()}`, { hint: 'push a branch there first: wsync git push <remote>' });
+    let branch = o.branch;
+    if (!branch) {
+      const current = await local.currentBranch();
+      const head = current ? null : await repo.readHead();
+      branch = current ?? (head?.symref?.startsWith('refs/heads/') ? head.symref.slice(11) : undefined);
+    }
+    branch = await resolveBranch(local, branch);
+    const tip = await repo.readRef(`refs/heads/${branch}`);
+    if (!tip) throw new WsyncError('E_GIT_REPO', `no branch ${branch} at ${t.describe()}`);
+    const objects = await repo.objectReader();
+    let fetched: Map<string, GitObject>;
+    try {
+      // Loose objects the local side lacks are nearly always the new work: read them all at once rather than
+      // one history step (one round trip) at a time.
+      const wanted: string[] = [];
+      for (const oid of objects.looseOids) if (!(await local.has(oid))) wanted.push(oid);
+      await objects.prefetch(wanted);
+      mark('list');
+      fetched = await walk(local, objects, tip);
+    } finally {
+      await objects.close();
+    }
+    mark('walk');
+    await writeLocally(local, fetched);
+    mark('write');
+
+    const remoteName = o.remoteName ?? defaultRemoteName(spec);
+    const trackingRef = `refs/remotes/${remoteName}/${branch}`;
+    const before = await local.resolve(trackingRef);
+    const localTip = await local.resolve(`refs/heads/${branch}`);
+    const haves = [before, localTip].filter((x): x is string => !!x);
+    const commits = (await revList(local, tip, haves)).reverse().map((c) => ({ oid: c.oid, subject: parseCommit(c.body).message.split('\n')[0] }));
+    await setRef(local.files, trackingRef, tip, identity, `fetch: ${t.describe()} ${branch}`);
+    const result: GitFetchResult = {
+      target: t.describe(),
+      branch,
+      trackingRef,
+      oldOid: before,
+      newOid: tip,
+      commits,
+      objects: fetched.size,
+      ff: 'not-requested',
+      worktree: null,
+      timings,
+    };
+    if (o.ff) {
+      if (localTip === tip) result.ff = 'up-to-date';
+      else if (localTip && !(await local.isAncestor(localTip, tip))) result.ff = (await local.isAncestor(tip, localTip)) ? 'ahead' : 'diverged';
+      else {
+        const r = await updateBranch(local.files, {
+          branch,
+          oldOid: localTip,
+          newOid: tip,
+          src: local,
+          identity,
+          message: `merge ${trackingRef.slice(13)}: Fast-forward`,
+          hint: 'commit or stash the local changes (or move the untracked files away), then fetch with --ff again',
+        });
+        result.worktree = r.worktree;
+        result.ff = localTip ? 'fast-forward' : 'created';
+      }
+    }
+    mark('done');
+    return result;
+  } finally {
+    await t.close();
+  }
+}
+
+/**
+ * Everything reachable from `tip` that the local repository lacks, read a history level at a time. A commit or
+ * tree the local side has is not entered: a repository that has an object has everything it reaches.
+ */
+async function walk(local: LocalRepo, remote: { read(oid: string): Promise<GitObject> }, tip: string): Promise<Map<string, GitObject>> {
+  const out = new Map<string, GitObject>();
+  const seen = new Set<string>();
+  let wave = [tip];
+  while (wave.length) {
+    const next: string[] = [];
+    await mapLimit(wave, PARALLEL, async (oid) => {
+      if (seen.has(oid)) return;
+      seen.add(oid);
+      if (await local.has(oid)) return;
+      const obj = await remote.read(oid);
+      out.set(oid, obj);
+      if (obj.type === 'commit') {
+        const c = parseCommit(obj.body);
+        next.push(c.tree, ...c.parents);
+      } else if (obj.type === 'tree') {
+        for (const e of parseTree(obj.body)) if (treeMode(e.mode) !== MODE_GITLINK) next.push(e.oid);
+      } else if (obj.type === 'tag') {
+        next.push(parseTag(obj.body).object);
+      }
+    });
+    wave = next.filter((x) => !seen.has(x));
+  }
+  return out;
+}
+
+async function writeLocally(local: LocalRepo, objects: Map<string, GitObject>): Promise<void> {
+  if (objects.size === 0) return;
+  if (objects.size < UNPACK_LIMIT) {
+    await local.files.writeLoose([...objects].map(([oid, o]) => ({ oid, type: o.type, body: o.body })));
+  } else {
+    const w = new PackWriter();
+    for (const [oid, obj] of objects) w.add(oid, obj.type, obj.body);
+    const { pack, idx, name } = w.finish();
+    await local.files.writePack(name, pack, idx);
+  }
+  local.forgetCache();
+}

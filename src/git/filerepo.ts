@@ -1,0 +1,355 @@
+/**
+ * A git repository as plain files, reached through a Transport. The server runs no git, so everything git would
+ * do there (refs under lock files with compare-and-swap, objects, reflogs) is done here with the Transport's
+ * atomic primitives, in the on-disk formats real git reads. The same code updates local refs, through a
+ * LocalTransport, so those get git's locks and reflogs too.
+ */
+import { WsyncError } from '../errors.js';
+import type { Transport } from '../transport/types.js';
+import { mapLimit } from '../util/limit.js';
+import { ancestors } from '../util/paths.js';
+import { decodeLoose, encodeLoose, hashObject, isOid, type GitObject, type ObjectType } from './objects.js';
+import { PackIndex, PackReader, type RandomAccess } from './pack.js';
+import { configBool, parseGitConfig, parsePackedRefs, parseRefFile, type PackedRefs, type RefContent } from './refs.js';
+
+export interface RepoLayout {
+  /** Path of the git directory relative to the transport root: '.git', or '' for a bare repository. */
+  gitDir: string;
+  bare: boolean;
+  config: Map<string, string>;
+}
+
+const PARALLEL = 64;
+
+/** Lock files wsync holds; released in `finally` by whoever took them. */
+export class RefLock {
+  private held = true;
+  constructor(
+    private readonly repo: FileRepo,
+    /** The file the lock guards, relative to the git dir. */
+    readonly file: string,
+  ) {}
+  get lockPath(): string {
+    return `${this.file}.lock`;
+  }
+  /** Writes the new content into the lock, then renames it over the file: git's commit_lock_file. */
+  async commit(content: Buffer): Promise<void> {
+    await this.repo.t.writeSmall(this.repo.p(this.lockPath), content);
+    await this.repo.t.rename(this.repo.p(this.lockPath), this.repo.p(this.file));
+    this.held = false;
+  }
+  async release(): Promise<void> {
+    if (!this.held) return;
+    this.held = false;
+    await this.repo.t.remove(this.repo.p(this.lockPath), 'file').catch(() => undefined);
+  }
+}
+
+export class FileRepo {
+  private packed?: Promise<PackedRefs>;
+  constructor(
+    readonly t: Transport,
+    readonly layout: RepoLayout,
+  ) {}
+
+  get gitDir(): string {
+    return this.layout.gitDir;
+  }
+
+  /** A path inside the git directory, relative to the transport root. */
+  p(rel: string): string {
+    return this.layout.gitDir ? `${this.layout.gitDir}/${rel}` : rel;
+  }
+
+  describe(rel = ''): string {
+    return this.t.describe(this.p(rel));
+  }
+
+  /**
+   * Finds the repository at the transport root: `<root>/.git`, or the root itself when it is a bare repository.
+   * Null when there is none. Refuses repository formats this code would corrupt.
+   */
+  static async open(t: Transport): Promise<FileRepo | null> {
+    const [dotgit, head, config] = await Promise.all([t.lstat('.git'), t.lstat('HEAD'), t.readFile('config')]);
+    let layout: RepoLayout;
+    if (dotgit?.type === 'dir') {
+      const cfg = await t.readFile('.git/config');
+      layout = { gitDir: '.git', bare: false, config: parseGitConfig(cfg?.toString('utf8') ?? '') };
+    } else if (dotgit?.type === 'file') {
+      throw new WsyncError('E_GIT_UNSUPPORTED', `${t.describe('.git')} is a file (a linked worktree or submodule); wsync needs a .git directory`, {
+        hint: 'push to the main work tree of that repository instead',
+      });
+    } else if (!dotgit && head?.type === 'file' && config) {
+      const cfg = parseGitConfig(config.toString('utf8'));
+      if (!configBool(cfg.get('core.bare'), false)) return null;
+      layout = { gitDir: '', bare: true, config: cfg };
+    } else {
+      return null;
+    }
+    if (!layout.bare) layout.bare = configBool(layout.config.get('core.bare'), false);
+    checkFormat(t, layout);
+    return new FileRepo(t, layout);
+  }
+
+  /**
+   * Creates a non-bare repository whose config lets real git trust what wsync writes: stat data without ctime,
+   * inode or nanoseconds (checkStat=minimal, trustctime=false), and pushes into the checked-out branch.
+   * HEAD is written last and exclusively: it is what makes git see a repository, and two racing inits then
+   * leave one.
+   */
+  static async init(t: Transport, branch: string): Promise<FileRepo> {
+    await t.ensureRoot();
+    await t.mkdir('.git', 0o755);
+    for (const d of ['objects', 'objects/pack', 'objects/info', 'refs', 'refs/heads', 'refs/tags', 'info', 'logs', 'logs/refs', 'logs/refs/heads']) {
+      await t.mkdir(`.git/${d}`, 0o755);
+    }
+    const config = [
+      '[core]',
+      '\trepositoryformatversion = 0',
+      '\tfilemode = true',
+      '\tbare = false',
+      '\tlogallrefupdates = true',
+      '\tcheckStat = minimal',
+      '\ttrustctime = false',
+      '[receive]',
+      '\tdenyCurrentBranch = updateInstead',
+      '',
+    ].join('\n');
+    await t.writeSmall('.git/config', Buffer.from(config), { exclusive: true });
+    await t.writeSmall('.git/description', Buffer.from('Unnamed repository; edit this file to name it.\n'), { exclusive: true });
+    await t.writeSmall('.git/HEAD', Buffer.from(`ref: refs/heads/${branch}\n`), { exclusive: true });
+    const repo = await FileRepo.open(t);
+    if (!repo) throw new WsyncError('E_REMOTE_IO', `created a repository at ${t.describe('.git')} but cannot read it back`);
+    return repo;
+  }
+
+  async readHead(): Promise<RefContent | null> {
+    const data = await this.t.readFile(this.p('HEAD'));
+    return data ? parseRefFile(data) : null;
+  }
+
+  private packedRefs(): Promise<PackedRefs> {
+    this.packed ??= this.t.readFile(this.p('packed-refs')).then(parsePackedRefs);
+    return this.packed;
+  }
+
+  /** Loose shadows packed, as in git. Call `forget()` first when the value must be fresh (a CAS under lock). */
+  async readRef(name: string): Promise<string | null> {
+    const [loose, packed] = await Promise.all([this.t.readFile(this.p(name)), this.packedRefs()]);
+    if (loose) {
+      const v = parseRefFile(loose);
+      if (v?.oid) return v.oid;
+      if (v?.symref) return this.readRef(v.symref);
+      throw new WsyncError('E_GIT_CORRUPT', `${this.describe(name)} does not hold an object id`);
+    }
+    return packed.refs.get(name) ?? null;
+  }
+
+  forget(): void {
+    this.packed = undefined;
+  }
+
+  /** Every ref under refs/ (loose and packed) with its value, and tags' peeled commits where packed-refs has them. */
+  async listRefs(): Promise<{ refs: Map<string, string>; peeled: Map<string, string> }> {
+    const refs = new Map<string, string>();
+    const loose = new Map<string, string>();
+    const walk = async (dir: string): Promise<void> => {
+      const entries = await this.t.readdir(this.p(dir));
+      if (!entries) return;
+      await Promise.all(
+        entries.map(async ({ name, entry }) => {
+          if (name.startsWith('.') || name.endsWith('.lock')) return;
+          const rel = `${dir}/${name}`;
+          if (entry.type === 'dir') return walk(rel);
+          if (entry.type !== 'file') return;
+          const data = await this.t.readFile(this.p(rel));
+          const v = data && parseRefFile(data);
+          if (v?.oid) loose.set(rel, v.oid);
+        }),
+      );
+    };
+    const [packed] = await Promise.all([this.packedRefs(), walk('refs')]);
+    for (const [k, v] of packed.refs) refs.set(k, v);
+    for (const [k, v] of loose) refs.set(k, v);
+    return { refs, peeled: packed.peeled };
+  }
+
+  /**
+   * Takes `<file>.lock` the way git does (O_EXCL create). A lock that exists belongs to a git process on the
+   * server, or to one that crashed: either way it is not ours to remove.
+   */
+  async lock(file: string): Promise<RefLock> {
+    const created = await this.withParents(`${file}.lock`, () => this.t.createExclusive(this.p(`${file}.lock`), Buffer.alloc(0)));
+    if (created) return new RefLock(this, file);
+    const st = await this.t.lstat(this.p(`${file}.lock`)).catch(() => null);
+    const age = st ? Math.max(0, Math.floor(Date.now() / 1000) - st.mtime) : undefined;
+    throw new WsyncError('E_LOCKED', `${this.describe(`${file}.lock`)} exists${age !== undefined ? ` (${formatAge(age)} old)` : ''}: another git process is using the repository`, {
+      hint: 'wait for it to finish; if no git process is running there, the lock was left by a crash and can be removed',
+    });
+  }
+
+  async appendReflog(ref: string, line: Buffer): Promise<void> {
+    await this.withParents(`logs/${ref}`, () => this.t.appendFile(this.p(`logs/${ref}`), line));
+  }
+
+  /** Runs `fn`, and once more after creating the parent directories of `rel` if it failed: they usually exist. */
+  private async withParents<T>(rel: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const parents = ancestors(rel);
+      if (parents.length === 0) throw err;
+      for (const d of parents) await this.t.mkdir(this.p(d), 0o755);
+      return fn();
+    }
+  }
+
+  // ---- objects in ----
+
+  /** Loose objects, as git's receive-pack writes them below its unpack limit. Existing ones are left alone. */
+  async writeLoose(objects: readonly { oid: string; type: ObjectType; body: Buffer }[]): Promise<number> {
+    const dirs = [...new Set(objects.map((o) => o.oid.slice(0, 2)))];
+    await mapLimit(dirs, PARALLEL, (d) => this.t.mkdir(this.p(`objects/${d}`), 0o755));
+    let bytes = 0;
+    await mapLimit(objects, PARALLEL, async (o) => {
+      const data = encodeLoose(o.type, o.body);
+      bytes += data.length;
+      // No-replace rename: an object already there is the same object.
+      await this.t.writeSmall(this.p(`objects/${o.oid.slice(0, 2)}/${o.oid.slice(2)}`), data, { exclusive: true, mode: 0o444 });
+    });
+    return bytes;
+  }
+
+  /** The pack first, the idx last: an idx is what makes git look inside a pack. */
+  async writePack(name: string, pack: Buffer, idx: Buffer): Promise<void> {
+    await this.t.mkdir(this.p('objects/pack'), 0o755);
+    await this.t.writeSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { exclusive: true, mode: 0o444 });
+    await this.t.writeSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { exclusive: true, mode: 0o444 });
+  }
+
+  // ---- objects out ----
+
+  /** Reads objects from loose files and packs (by ranged reads), verifying every id. */
+  async objectReader(): Promise<RepoObjects> {
+    const r = new RepoObjects(this);
+    await r.load();
+    return r;
+  }
+}
+
+export class RepoObjects {
+  private loose = new Set<string>();
+  private packs: { name: string; idx: PackIndex; reader?: Promise<PackReader> }[] = [];
+  private readonly opened: Array<Promise<{ close(): Promise<void> }>> = [];
+  constructor(private readonly repo: FileRepo) {}
+
+  async load(): Promise<void> {
+    const t = this.repo.t;
+    const [top, packDir] = await Promise.all([t.readdir(this.repo.p('objects')), t.readdir(this.repo.p('objects/pack'))]);
+    const fanDirs = (top ?? []).filter((e) => e.entry.type === 'dir' && /^[0-9a-f]{2}$/.test(e.name)).map((e) => e.name);
+    const idxNames = (packDir ?? []).filter((e) => e.entry.type === 'file' && /^pack-[0-9a-f]{40}\.idx$/.test(e.name)).map((e) => e.name.slice(5, 45));
+    const packNames = new Set((packDir ?? []).filter((e) => /^pack-[0-9a-f]{40}\.pack$/.test(e.name)).map((e) => e.name.slice(5, 45)));
+    await Promise.all([
+      mapLimit(fanDirs, PARALLEL, async (d) => {
+        for (const e of (await t.readdir(this.repo.p(`objects/${d}`))) ?? []) if (/^[0-9a-f]{38}$/.test(e.name)) this.loose.add(d + e.name);
+      }),
+      mapLimit(
+        idxNames.filter((n) => packNames.has(n)),
+        PARALLEL,
+        async (name) => {
+          const data = await t.readFile(this.repo.p(`objects/pack/pack-${name}.idx`));
+          if (!data) return;
+          try {
+            this.packs.push({ name, idx: PackIndex.parse(data) });
+          } catch (err) {
+            throw new WsyncError('E_GIT_CORRUPT', `${this.repo.describe(`objects/pack/pack-${name}.idx`)}: ${(err as Error).message}`);
+          }
+        },
+      ),
+    ]);
+  }
+
+  has(oid: string): boolean {
+    return this.loose.has(oid) || this.packs.some((p) => p.idx.has(oid));
+  }
+
+  get looseOids(): ReadonlySet<string> {
+    return this.loose;
+  }
+
+  private readonly memory = new Map<string, GitObject>();
+
+  /** Reads these objects concurrently now, so that later reads cost no round trip. */
+  async prefetch(oids: readonly string[]): Promise<void> {
+    await mapLimit(oids, PARALLEL, async (oid) => {
+      this.memory.set(oid, await this.read(oid));
+    });
+  }
+
+  async read(oid: string): Promise<GitObject> {
+    if (!isOid(oid)) throw new WsyncError('E_GIT_CORRUPT', `bad object id ${oid}`);
+    const mem = this.memory.get(oid);
+    if (mem) return mem;
+    if (this.loose.has(oid)) {
+      const rel = `objects/${oid.slice(0, 2)}/${oid.slice(2)}`;
+      const data = await this.repo.t.readFile(this.repo.p(rel));
+      if (data) {
+        let obj: GitObject;
+        try {
+          obj = decodeLoose(data);
+        } catch (err) {
+          throw new WsyncError('E_GIT_CORRUPT', `${this.repo.describe(rel)}: ${(err as Error).message}`);
+        }
+        if (hashObject(obj.type, obj.body) !== oid) throw new WsyncError('E_GIT_CORRUPT', `${this.repo.describe(rel)} does not hash to ${oid}`);
+        return obj;
+      }
+      // Packed by a `git gc` since we listed it: look in the packs.
+    }
+    const pack = this.packs.find((p) => p.idx.has(oid));
+    if (!pack) throw new WsyncError('E_GIT_CORRUPT', `object ${oid} is missing from ${this.repo.describe()}`);
+    if (!pack.reader) {
+      const file = this.repo.t.openReader(this.repo.p(`objects/pack/pack-${pack.name}.pack`));
+      this.opened.push(file);
+      const external = async (base: string) => (this.has(base) ? this.read(base) : null);
+      pack.reader = file.then((ra: RandomAccess) => new PackReader(ra, pack.idx, external));
+    }
+    try {
+      return await (await pack.reader).read(oid);
+    } catch (err) {
+      if (err instanceof WsyncError) throw err;
+      throw new WsyncError('E_GIT_CORRUPT', `pack-${pack.name}: ${(err as Error).message}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.opened.map((p) => p.then((f) => f.close()).catch(() => undefined)));
+  }
+}
+
+function formatAge(s: number): string {
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  return `${Math.floor(s / 3600)} h`;
+}
+
+/** git itself refuses repositories it does not understand; so does wsync, before writing anything. */
+function checkFormat(t: Transport, layout: RepoLayout): void {
+  const cfg = layout.config;
+  const version = Number(cfg.get('core.repositoryformatversion') ?? '0');
+  const where = t.describe(layout.gitDir);
+  if (version !== 0 && version !== 1) throw new WsyncError('E_GIT_UNSUPPORTED', `${where}: repository format version ${version} is not supported`);
+  const objectFormat = cfg.get('extensions.objectformat');
+  if (objectFormat && objectFormat.toLowerCase() !== 'sha1') {
+    throw new WsyncError('E_GIT_UNSUPPORTED', `${where} uses ${objectFormat} object ids; wsync supports sha1 repositories only`);
+  }
+  const refStorage = cfg.get('extensions.refstorage');
+  if (refStorage && refStorage.toLowerCase() !== 'files') throw new WsyncError('E_GIT_UNSUPPORTED', `${where} stores refs as ${refStorage}; wsync needs the files backend`);
+  if (version === 1) {
+    // Extensions this code honours or that do not change the on-disk formats it touches.
+    const harmless = new Set(['objectformat', 'refstorage', 'worktreeconfig', 'preciousobjects']);
+    for (const key of cfg.keys()) {
+      const m = /^extensions\.([^.]+)$/.exec(key);
+      if (m && !harmless.has(m[1])) throw new WsyncError('E_GIT_UNSUPPORTED', `${where} uses the extension ${m[1]}, which wsync does not understand`);
+    }
+  }
+}

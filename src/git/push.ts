@@ -1,0 +1,182 @@
+/**
+ * `wsync git push`: send the objects the remote lacks (judged from its refs as they are now), then move its branch
+ * with compare-and-swap, bringing a checked-out work tree along the way git's updateInstead does.
+ */
+import { openTarget, type SyncOptions } from '../api.js';
+import { WsyncError } from '../errors.js';
+import { formatTarget, parseTarget, type Target } from '../target.js';
+import { FileRepo } from './filerepo.js';
+import { LocalRepo } from './local.js';
+import { objectsToSend, revList, type ObjectToSend } from './objects-to-send.js';
+import { PackWriter } from './pack.js';
+import { isValidBranchName } from './refs.js';
+import { peelToCommit } from './tree.js';
+import { setRef, updateBranch, type UpdateHooks } from './update.js';
+
+/** Below this many objects they go loose, as git's receive.unpackLimit does: no pack to index or repack. */
+export const UNPACK_LIMIT = 100;
+
+export type GitConnectOptions = Pick<
+  SyncOptions,
+  'sshConfig' | 'identity' | 'acceptNew' | 'interactive' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'compress' | 'useSshBinary'
+>;
+
+export interface GitPushOptions extends GitConnectOptions {
+  /** Local repository (default: the one containing the current directory). */
+  repo?: string;
+  /** Branch to push (default: the current one). */
+  branch?: string;
+  /** Allow a non-fast-forward update. */
+  force?: boolean;
+  /** Name for refs/remotes/<name>/ in the local repository (default: derived from the target). */
+  remoteName?: string;
+  /** Test hooks. */
+  hooks?: UpdateHooks & { afterObjects?: () => Promise<void> | void };
+}
+
+export interface GitPushResult {
+  target: string;
+  branch: string;
+  oldOid: string | null;
+  newOid: string;
+  status: 'up-to-date' | 'created' | 'fast-forward' | 'forced';
+  /** A repository was created at the target. */
+  initialized: boolean;
+  commits: number;
+  objects: number;
+  /** Bytes of object data written (pack + idx, or loose files). */
+  bytes: number;
+  packed: boolean;
+  /** Work tree changes on the remote; null when the branch is not checked out there. */
+  worktree: { written: number; removed: number } | null;
+  timings: Record<string, number>;
+}
+
+/** refs/remotes/<name>/: the host alias, or "local" for a directory target. */
+export function defaultRemoteName(t: Target): string {
+  if (t.kind === 'local') return 'local';
+  const name = t.host.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[.-]+/, '').replace(/\.lock$/, '-lock');
+  return name || 'remote';
+}
+
+export async function resolveBranch(local: LocalRepo, branch: string | undefined): Promise<string> {
+  const b = branch ?? (await local.currentBranch());
+  if (!b) throw new WsyncError('E_USAGE', 'HEAD is detached: name the branch to use', { hint: 'wsync git push <remote> <branch>' });
+  const short = b.startsWith('refs/heads/') ? b.slice(11) : b;
+  if (!isValidBranchName(short)) throw new WsyncError('E_USAGE', `${JSON.stringify(b)} is not a valid branch name`);
+  return short;
+}
+
+class ObjectSink {
+  private loose: ObjectToSend[] = [];
+  private pack?: PackWriter;
+  count = 0;
+  add(o: ObjectToSend): void {
+    this.count++;
+    if (this.pack) return this.pack.add(o.oid, o.type, o.body, o.deltaBase);
+    this.loose.push(o);
+    if (this.loose.length >= UNPACK_LIMIT) {
+      this.pack = new PackWriter();
+      for (const l of this.loose) this.pack.add(l.oid, l.type, l.body, l.deltaBase);
+      this.loose = [];
+    }
+  }
+  async upload(repo: FileRepo): Promise<{ bytes: number; packed: boolean }> {
+    if (!this.pack) return { bytes: await repo.writeLoose(this.loose), packed: false };
+    const { pack, idx, name } = this.pack.finish();
+    await repo.writePack(name, pack, idx);
+    return { bytes: pack.length + idx.length, packed: true };
+  }
+}
+
+export async function gitPush(target: Target | string, o: GitPushOptions = {}): Promise<GitPushResult> {
+  const t0 = Date.now();
+  const timings: Record<string, number> = {};
+  const mark = (k: string) => (timings[k] = Date.now() - t0);
+  const spec = typeof target === 'string' ? parseTarget(target) : target;
+  const local = await LocalRepo.open(o.repo ?? '.');
+  const branch = await resolveBranch(local, o.branch);
+  const ref = `refs/heads/${branch}`;
+  const newOid = await local.resolve(ref);
+  if (!newOid) throw new WsyncError('E_GIT_REPO', `no branch ${branch} in ${local.dir}`);
+  const identity = await local.identity();
+  const t = await openTarget(spec, o);
+  mark('connect');
+  try {
+    let repo = await FileRepo.open(t);
+    const initialized = !repo;
+    repo ??= await FileRepo.init(t, branch);
+    const remoteRefs = await repo.listRefs();
+    mark('refs');
+    const oldOid = remoteRefs.refs.get(ref) ?? null;
+    const result: GitPushResult = {
+      target: t.describe(),
+      branch,
+      oldOid,
+      newOid,
+      status: 'up-to-date',
+      initialized,
+      commits: 0,
+      objects: 0,
+      bytes: 0,
+      packed: false,
+      worktree: null,
+      timings,
+    };
+    if (oldOid === newOid) return result;
+
+    const oldKnown = oldOid ? await local.has(oldOid) : false;
+    if (oldOid && !o.force) {
+      if (!oldKnown) {
+        throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} has commits this repository does not have (fetch first)`, {
+          hint: `wsync git fetch ${formatTarget(spec)} ${branch}, integrate them, then push again (or --force to drop them)`,
+        });
+      }
+      if (!(await local.isAncestor(oldOid, newOid))) {
+        throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} is not an ancestor of the local ${branch} (non-fast-forward)`, {
+          hint: 'fetch and integrate the remote commits, or use --force to replace them',
+        });
+      }
+    }
+    result.status = !oldOid ? 'created' : o.force && !(oldKnown && (await local.isAncestor(oldOid, newOid))) ? 'forced' : 'fast-forward';
+
+    // Haves are the remote's refs as they are now, never local remote-tracking refs: those may be stale.
+    const haves = new Set<string>();
+    for (const [name, oid] of remoteRefs.refs) {
+      const v = remoteRefs.peeled.get(name) ?? oid;
+      if (await local.has(v)) haves.add(await peelToCommit(local, v).catch(() => v));
+    }
+    const commits = await revList(local, newOid, [...haves]);
+    const sink = new ObjectSink();
+    await objectsToSend(local, commits, (obj) => sink.add(obj));
+    mark('plan');
+    const up = await sink.upload(repo);
+    mark('objects');
+    Object.assign(result, { commits: commits.length, objects: sink.count, bytes: up.bytes, packed: up.packed });
+    await o.hooks?.afterObjects?.();
+
+    const oldSrc = oldOid && !oldKnown ? await repo.objectReader() : undefined;
+    try {
+      const r = await updateBranch(repo, {
+        branch,
+        oldOid,
+        newOid,
+        src: local,
+        oldSrc,
+        identity,
+        message: 'push',
+        hint: 'commit, stash or discard the changes on the remote (or move the untracked files away), then push again',
+        hooks: o.hooks,
+      });
+      result.worktree = r.worktree;
+    } finally {
+      await oldSrc?.close();
+    }
+    mark('update');
+    await setRef(local.files, `refs/remotes/${o.remoteName ?? defaultRemoteName(spec)}/${branch}`, newOid, identity, 'update by push');
+    mark('done');
+    return result;
+  } finally {
+    await t.close();
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * git's `receive.denyCurrentBranch=updateInstead` done from the outside: check that the work tree and index match
+ * the old commit (push_to_deploy's refresh, diff-files, diff-index), check that no untracked file is in the way
+ * (read-tree -u -m), then write only the paths that differ between the old and new trees, and build the new index.
+ * Used on the remote work tree for `git push`, and on the local one for `git fetch --ff`.
+ */
+import { WsyncError } from '../errors.js';
+import type { Transport } from '../transport/types.js';
+import type { Entry } from '../types.js';
+import { mapLimit } from '../util/limit.js';
+import { ancestors, parentOf } from '../util/paths.js';
+import { hashObject } from './objects.js';
+import type { IndexEntry } from './index-file.js';
+import { MODE_EXEC, MODE_GITLINK, MODE_LINK, type FlatEntry, type FlatTree, type ObjectSource } from './tree.js';
+
+const PARALLEL = 64;
+/** Paths listed in a refusal; the rest are counted. */
+const SHOW = 20;
+
+export interface WorktreeState {
+  /** Index entries as read (null: no index file). */
+  index: IndexEntry[] | null;
+  /** Whole-second mtime of the index file: entries at or after it are racily clean and get hashed. */
+  indexMtime: number;
+}
+
+export interface WorktreePlan {
+  /** Paths to remove (files, symlinks, gitlink dirs). */
+  removes: string[];
+  /** Paths to write or re-mode, with their new entry. */
+  writes: Array<{ path: string; entry: FlatEntry; modeOnly: boolean }>;
+  /** What every index entry was found to be on disk (for entries kept as they are). */
+  listing: Map<string, Entry>;
+}
+
+function refuse(reason: string, paths: string[], hint?: string): never {
+  const shown = paths.slice(0, SHOW).map((p) => `\n  ${p}`).join('');
+  const more = paths.length > SHOW ? `\n  … and ${paths.length - SHOW} more` : '';
+  throw new WsyncError('E_GIT_REJECTED', `${reason}${shown}${more}`, { hint });
+}
+
+/** Directory listings of every ancestor of `paths`, as path -> entry of each child. Missing dirs list nothing. */
+async function listAround(t: Transport, paths: Iterable<string>): Promise<{ entries: Map<string, Entry>; listed: Set<string> }> {
+  const dirs = new Set<string>(['']);
+  for (const p of paths) for (const a of ancestors(p)) dirs.add(a);
+  const entries = new Map<string, Entry>();
+  const listed = new Set<string>();
+  await mapLimit([...dirs], PARALLEL, async (d) => {
+    const list = await t.readdir(d);
+    if (!list) return;
+    listed.add(d);
+    for (const { name, entry } of list) entries.set(d ? `${d}/${name}` : name, entry);
+  });
+  return { entries, listed };
+}
+
+function sameKind(e: Entry, mode: number): boolean {
+  if (mode === MODE_LINK) return e.type === 'symlink';
+  if (mode === MODE_GITLINK) return e.type === 'dir';
+  return e.type === 'file';
+}
+
+/**
+ * Refuses, with git's reasons, when updating from `oldTree` to `newTree` could lose anything: unmerged or staged
+ * index entries, tracked files changed on disk, untracked files where the new tree puts something.
+ * `gitDir` is skipped when listing (it is never part of the work tree).
+ */
+export async function planWorktreeUpdate(
+  t: Transport,
+  state: WorktreeState,
+  oldTree: FlatTree,
+  newTree: FlatTree,
+  opts: { gitDirName: string; hint?: string },
+): Promise<WorktreePlan> {
+  const index = state.index ?? [];
+  const unmerged = index.filter((e) => e.stage !== 0).map((e) => e.path);
+  if (unmerged.length) refuse('the remote work tree has unmerged paths (a merge in progress):', [...new Set(unmerged)], opts.hint);
+
+  // diff-index --cached: the index must be the old commit's tree.
+  const staged: string[] = [];
+  const byPath = new Map(index.map((e) => [e.path, e]));
+  for (const e of index) {
+    const t0 = oldTree.get(e.path);
+    if (!t0) staged.push(`new file: ${e.path}`);
+    else if (t0.oid !== e.oid || t0.mode !== e.mode || e.intentToAdd) staged.push(`modified: ${e.path}`);
+  }
+  for (const p of oldTree.keys()) if (!byPath.has(p)) staged.push(`deleted: ${p}`);
+  if (staged.length) refuse('Working directory has staged changes:', staged, opts.hint);
+
+  const changed = new Set<string>();
+  for (const [p, e] of newTree) {
+    const o = oldTree.get(p);
+    if (!o || o.oid !== e.oid || o.mode !== e.mode) changed.add(p);
+  }
+  for (const p of oldTree.keys()) if (!newTree.has(p)) changed.add(p);
+
+  const { entries: disk, listed } = await listAround(t, [...byPath.keys(), ...changed]);
+
+  // update-index --refresh + diff-files: every tracked path must still be what the index says.
+  const suspects: IndexEntry[] = [];
+  const unstaged: string[] = [];
+  for (const e of index) {
+    if (e.mode === MODE_GITLINK || e.skipWorktree) continue;
+    const d = disk.get(e.path);
+    if (!d || !sameKind(d, e.mode)) {
+      unstaged.push(`${d ? 'typechange' : 'deleted'}: ${e.path}`);
+      continue;
+    }
+    if (e.mode !== MODE_LINK && ((d.mode & 0o100) !== 0) !== (e.mode === MODE_EXEC)) {
+      unstaged.push(`mode changed: ${e.path}`);
+      continue;
+    }
+    const size = e.mode === MODE_LINK ? Buffer.byteLength(d.target ?? '') : d.size;
+    if (size !== e.size) {
+      unstaged.push(`modified: ${e.path}`);
+      continue;
+    }
+    if (d.mtime !== e.mtimeSeconds || d.mtime >= state.indexMtime) suspects.push(e);
+  }
+  await mapLimit(suspects, PARALLEL, async (e) => {
+    const d = disk.get(e.path)!;
+    const body = e.mode === MODE_LINK ? Buffer.from(d.target ?? '') : await t.readFile(e.path);
+    if (!body || hashObject('blob', body) !== e.oid) unstaged.push(`modified: ${e.path}`);
+  });
+  if (unstaged.length) refuse('Working directory has unstaged changes:', unstaged.sort(), opts.hint);
+
+  // read-tree -u -m: nothing untracked may be overwritten or lost.
+  const tracked = (p: string) => byPath.has(p);
+  const untrackedUnder = (dir: string, out: string[]): void => {
+    for (const [p, e] of disk) {
+      if (parentOf(p) !== dir || p === opts.gitDirName) continue;
+      if (e.type === 'dir' && byPath.get(p)?.mode !== MODE_GITLINK) {
+        if (listed.has(p)) untrackedUnder(p, out);
+        else out.push(`${p}/`);
+      } else if (!tracked(p)) out.push(p);
+    }
+  };
+  const inTheWay: string[] = [];
+  for (const p of changed) {
+    const n = newTree.get(p);
+    if (!n) continue;
+    const d = disk.get(p);
+    if (d && !tracked(p)) {
+      if (d.type === 'dir' && n.mode !== MODE_GITLINK) {
+        // A tracked directory becoming a file: fine when it holds only tracked files (all deleted by the update).
+        const lost: string[] = [];
+        if (listed.has(p)) untrackedUnder(p, lost);
+        else lost.push(`${p}/`);
+        inTheWay.push(...lost);
+      } else if (!(d.type === 'dir' && n.mode === MODE_GITLINK)) {
+        inTheWay.push(p);
+      }
+    }
+    for (const a of ancestors(p)) {
+      const da = disk.get(a);
+      if (da && da.type !== 'dir' && !tracked(a)) inTheWay.push(a);
+    }
+  }
+  if (inTheWay.length) refuse('untracked working tree files would be overwritten or lost:', [...new Set(inTheWay)].sort(), opts.hint);
+
+  const removes: string[] = [];
+  const writes: WorktreePlan['writes'] = [];
+  for (const p of changed) {
+    const o = oldTree.get(p);
+    const n = newTree.get(p);
+    if (!n) {
+      removes.push(p);
+      continue;
+    }
+    // A file replacing a gitlink directory, or the reverse, goes through a removal first.
+    if (o && (o.mode === MODE_GITLINK) !== (n.mode === MODE_GITLINK)) removes.push(p);
+    const modeOnly = !!o && o.oid === n.oid && o.mode !== n.mode && o.mode !== MODE_LINK && n.mode !== MODE_LINK && o.mode !== MODE_GITLINK && n.mode !== MODE_GITLINK;
+    writes.push({ path: p, entry: n, modeOnly });
+  }
+  // A tracked file where the new tree needs a directory is removed too.
+  for (const w of writes) for (const a of ancestors(w.path)) if (oldTree.has(a) && !newTree.has(a) && !removes.includes(a)) removes.push(a);
+  return { removes, writes, listing: disk };
+}
+
+/**
+ * Applies a plan and returns the new index entries. Files get mtime one second before `now`: git treats an entry
+ * whose mtime is not older than the index file as racily clean and re-hashes it; one second back avoids that
+ * without hiding edits (an edit after this run gets a newer mtime).
+ */
+export async function applyWorktreeUpdate(t: Transport, state: WorktreeState, plan: WorktreePlan, src: ObjectSource, now = Math.floor(Date.now() / 1000)): Promise<IndexEntry[]> {
+  const mtime = now - 1;
+  const removeSet = new Set(plan.removes);
+  await mapLimit(plan.removes, PARALLEL, async (p) => {
+    const d = plan.listing.get(p);
+    await t.remove(p, d?.type === 'dir' ? 'dir' : 'file').catch((err) => {
+      if (d?.type !== 'dir') throw err;
+    });
+  });
+  // Directories emptied by the removals go too, deepest first; one still holding untracked files stays, as in git.
+  const emptied = new Set<string>();
+  for (const p of removeSet) for (const a of ancestors(p)) emptied.add(a);
+  const newDirs = new Set<string>();
+  for (const w of plan.writes) for (const a of ancestors(w.path)) newDirs.add(a);
+  for (const d of [...emptied].filter((d) => !newDirs.has(d)).sort((a, b) => b.length - a.length)) {
+    await t.remove(d, 'dir').catch(() => undefined);
+  }
+  // Directories needed by the new tree whose path is a directory that was just freed, or never existed.
+  for (const d of [...newDirs].sort((a, b) => a.split('/').length - b.split('/').length)) {
+    const on = plan.listing.get(d);
+    if (on?.type === 'dir' && !removeSet.has(d)) continue;
+    await t.mkdir(d, 0o755);
+  }
+
+  const written = new Map<string, IndexEntry>();
+  await mapLimit(plan.writes, PARALLEL, async ({ path, entry, modeOnly }) => {
+    const base = { path, oid: entry.oid, mode: entry.mode, dev: 0, ino: 0, uid: 0, gid: 0, stage: 0, assumeValid: false, skipWorktree: false, intentToAdd: false, mtimeNanoseconds: 0, ctimeNanoseconds: 0 };
+    if (entry.mode === MODE_GITLINK) {
+      await t.mkdir(path, 0o755);
+      written.set(path, { ...base, size: 0, mtimeSeconds: 0, ctimeSeconds: 0 });
+      return;
+    }
+    if (modeOnly) {
+      const d = plan.listing.get(path)!;
+      await t.setMeta(path, { mode: entry.mode === MODE_EXEC ? 0o755 : 0o644 });
+      written.set(path, { ...base, size: d.size, mtimeSeconds: d.mtime, ctimeSeconds: d.mtime });
+      return;
+    }
+    const obj = await src.read(entry.oid);
+    if (obj.type !== 'blob') throw new WsyncError('E_GIT_CORRUPT', `${path}: ${entry.oid} is a ${obj.type}, not a blob`);
+    if (entry.mode === MODE_LINK) {
+      await t.symlink(path, obj.body.toString('utf8'));
+      const st = await t.lstat(path);
+      written.set(path, { ...base, size: obj.body.length, mtimeSeconds: st?.mtime ?? 0, ctimeSeconds: st?.mtime ?? 0 });
+      return;
+    }
+    const mode = entry.mode === MODE_EXEC ? 0o755 : 0o644;
+    await t.writeFile(path, (async function* () { yield obj.body; })(), { mode, mtime, size: obj.body.length });
+    written.set(path, { ...base, size: obj.body.length, mtimeSeconds: mtime, ctimeSeconds: mtime });
+  });
+
+  const out = new Map<string, IndexEntry>();
+  for (const e of state.index ?? []) if (!removeSet.has(e.path)) out.set(e.path, e);
+  for (const [p, e] of written) out.set(p, e);
+  return [...out.values()];
+}

@@ -1,0 +1,89 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { startSshd, type TestServer } from '../support/sshd.js';
+import { runCli } from '../support/cli.js';
+import { tempDir } from '../support/trees.js';
+import { commit, git, initRepo } from '../support/git.js';
+
+describe('wsync git CLI against a real sshd', () => {
+  let srv: TestServer;
+  let work: string;
+  beforeAll(async () => {
+    srv = await startSshd();
+    work = tempDir('wsync-gitcli-');
+  });
+  afterAll(async () => {
+    await srv?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('prints help for git and its commands', async () => {
+    const top = await runCli(['git', '--help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toMatch(/push <remote> \[branch\]/);
+    expect(top.stdout).toMatch(/fetch <remote> \[branch\]/);
+    expect((await runCli(['git', 'push', '--help'])).stdout).toMatch(/--force/);
+    expect((await runCli(['git', 'fetch', '--help'])).stdout).toMatch(/--ff/);
+  });
+
+  it('push, a refused push (exit 3), fetch listing new commits, --json, --ff', async () => {
+    const local = initRepo(join(work, 'repo'));
+    const remote = join(work, 'vm/app');
+    const target = `${srv.alias}:${remote}`;
+    commit(local, { 'a.txt': 'a\n' }, 'first');
+    const p1 = await runCli(['git', 'push', target, '-F', srv.sshConfig], { cwd: local });
+    expect(p1.stderr).toBe('');
+    expect(p1.code).toBe(0);
+    expect(p1.stdout).toMatch(/\* \[new branch\]\s+main -> main/);
+    expect(git(remote, 'status', '--porcelain')).toBe('');
+    // The tracking ref is named after the host alias.
+    expect(git(local, 'rev-parse', `refs/remotes/${srv.alias}/main`)).toBe(git(local, 'rev-parse', 'main'));
+
+    commit(local, { 'a.txt': 'a2\n' }, 'second');
+    writeFileSync(join(remote, 'a.txt'), 'the agent edited this\n');
+    const refused = await runCli(['git', 'push', target, '-F', srv.sshConfig], { cwd: local });
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toMatch(/unstaged changes:\s+modified: a.txt/);
+    expect(refused.stderr).toMatch(/^hint: /m);
+    git(remote, 'checkout', '--', 'a.txt');
+    const p2 = await runCli(['git', 'push', target, '-F', srv.sshConfig, '--json'], { cwd: local });
+    expect(p2.code).toBe(0);
+    const summary = JSON.parse(p2.stdout.trim().split('\n').pop()!);
+    expect(summary).toMatchObject({ type: 'summary', status: 'fast-forward', branch: 'main', commits: 1 });
+
+    commit(remote, { 'agent.txt': 'made on the VM\n' }, 'agent: add a file');
+    commit(remote, { 'agent.txt': 'changed on the VM\n' }, 'agent: change it');
+    const f = await runCli(['git', 'fetch', target, '-F', srv.sshConfig, '--remote-name', 'vm'], { cwd: local });
+    expect(f.code).toBe(0);
+    const agentLog = git(remote, 'log', '--format=%h %s', '-2').trim();
+    expect(f.stdout).toContain(agentLog.split('\n').map((l) => `${l.slice(0, 7)}${l.slice(l.indexOf(' '))}`).join('\n'));
+    expect(f.stdout).toMatch(/main -> vm\/main/);
+    expect(git(local, 'rev-parse', 'refs/remotes/vm/main')).toBe(git(remote, 'rev-parse', 'main'));
+
+    const ff = await runCli(['git', 'fetch', target, 'main', '-F', srv.sshConfig, '--remote-name', 'vm', '--ff', '--json'], { cwd: local });
+    expect(ff.code).toBe(0);
+    expect(JSON.parse(ff.stdout)).toMatchObject({ ff: 'fast-forward', commits: [] });
+    expect(git(local, 'rev-parse', 'main')).toBe(git(remote, 'rev-parse', 'main'));
+    expect(git(local, 'status', '--porcelain')).toBe('');
+
+    commit(local, { 'l.txt': 'l' }, 'local');
+    commit(remote, { 'r.txt': 'r' }, 'remote');
+    const div = await runCli(['git', 'fetch', target, '-F', srv.sshConfig, '--remote-name', 'vm', '--ff'], { cwd: local });
+    expect(div.code).toBe(3);
+    expect(div.stderr).toMatch(/diverged/);
+  });
+
+  it('outside a repository, or with a bad branch name: exit 1 and one clear line', async () => {
+    const plain = join(work, 'not-a-repo');
+    mkdirSync(plain, { recursive: true });
+    const r = await runCli(['git', 'push', `${srv.alias}:${join(work, 'x')}`, '-F', srv.sshConfig, '--repo', plain]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/not inside a git repository/);
+    const local = initRepo(join(work, 'repo2'));
+    commit(local, { a: 'a' }, 'a');
+    const bad = await runCli(['git', 'push', `${srv.alias}:${join(work, 'x')}`, 'bad..name', '-F', srv.sshConfig], { cwd: local });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/not a valid branch name/);
+  });
+});
