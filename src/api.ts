@@ -4,8 +4,7 @@ import { formatTarget, parseTarget, type Target } from './target.js';
 import { ChunkCache, cacheFileFor, defaultCacheDir } from './transfer/chunkcache.js';
 import { prewarmChunks } from './transfer/prewarm.js';
 import { LocalTransport } from './transport/local/local.js';
-import { SftpTransport } from './transport/sftp/sftp.js';
-import type { Transport } from './transport/types.js';
+import { openTarget } from './transport/open.js';
 import type { HostKeyPrompt } from './ssh/connect.js';
 import type { AuthPrompt } from './ssh/auth.js';
 import { runSync, type Direction, type SyncEvent, type SyncResult } from './transfer/engine.js';
@@ -47,34 +46,7 @@ export interface SyncOptions {
 }
 
 export type { SyncResult, SyncEvent };
-
-export async function openTarget(target: Target | string, o: SyncOptions): Promise<Transport> {
-  const t = typeof target === 'string' ? parseTarget(target) : target;
-  if (t.kind === 'local') return new LocalTransport(t.path);
-  // Loaded on demand: a local target needs none of the SSH code.
-  const { connect } = await import('./ssh/connect.js');
-  const session = await connect(t.host, {
-    configFile: o.sshConfig,
-    user: t.user,
-    port: t.port,
-    identity: o.identity,
-    acceptNew: o.acceptNew,
-    interactive: o.interactive ?? false,
-    hostKeyPrompt: o.hostKeyPrompt,
-    authPrompt: o.authPrompt,
-    channels: o.channels,
-    compress: o.compress,
-    useSshBinary: o.useSshBinary,
-  });
-  try {
-    const root = await SftpTransport.resolveRoot(session.channels[0], t.path);
-    const label = `${session.host.user}@${session.host.alias}`;
-    return new SftpTransport(session.channels, root, label, session.close);
-  } catch (err) {
-    await session.close();
-    throw err;
-  }
-}
+export { openTarget };
 
 async function run(direction: Direction, localDir: string, target: Target | string, o: SyncOptions): Promise<SyncResult> {
   if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');

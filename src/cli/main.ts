@@ -1,5 +1,5 @@
 import yargs, { type Argv } from 'yargs';
-import { push, pull, type SyncOptions } from '../api.js';
+import type { SyncOptions } from '../api.js';
 import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
@@ -86,6 +86,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     authPrompt,
     onEvent: renderer.onEvent,
   };
+  const { push, pull } = await import('../api.js');
   const result = direction === 'push' ? await push(a.local, a.remote, opts) : await pull(a.local, a.remote, opts);
   renderer.summary(result);
   if (process.env.WSYNC_DEBUG) process.stderr.write(`timings (ms since start): ${JSON.stringify(result.timings)}\n`);

@@ -3,12 +3,12 @@
  * objects the local repository has, copy only the missing ones (loose files, or ranged reads out of packs after a
  * remote `git gc`), verify every id, then set refs/remotes/<name>/<branch> and optionally fast-forward.
  */
-import { openTarget } from '../api.js';
+import { openTarget } from '../transport/open.js';
 import { WsyncError } from '../errors.js';
 import { parseTarget, type Target } from '../target.js';
 import { mapLimit } from '../util/limit.js';
 import { FileRepo } from './filerepo.js';
-import { LocalRepo } from './local.js';
+import type { LocalRepo } from './local.js';
 import { parseCommit, parseTag, parseTree, type GitObject } from './objects.js';
 import { revList } from './objects-to-send.js';
 import { PackWriter } from './pack.js';
@@ -47,9 +47,18 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
   const timings: Record<string, number> = {};
   const mark = (k: string) => (timings[k] = Date.now() - t0);
   const spec = typeof target === 'string' ? parseTarget(target) : target;
-  const local = await LocalRepo.open(o.repo ?? '.');
-  const identity = await local.identity();
-  const t = await openTarget(spec, o);
+  const connecting = openTarget(spec, o);
+  connecting.catch(() => undefined);
+  let local: LocalRepo, identity: string;
+  try {
+    const { LocalRepo } = await import('./local.js');
+    local = await LocalRepo.open(o.repo ?? '.');
+    identity = await local.identity();
+  } catch (err) {
+    void connecting.then((t) => t.close()).catch(() => undefined);
+    throw err;
+  }
+  const t = await connecting;
   mark('connect');
   try {
     const repo = await FileRepo.open(t);

@@ -5,7 +5,7 @@
  * LocalTransport, so those get git's locks and reflogs too.
  */
 import { WsyncError } from '../errors.js';
-import type { Transport } from '../transport/types.js';
+import type { ExclusiveFile, Transport } from '../transport/types.js';
 import { mapLimit } from '../util/limit.js';
 import { ancestors } from '../util/paths.js';
 import { decodeLoose, encodeLoose, hashObject, isOid, type GitObject, type ObjectType } from './objects.js';
@@ -21,27 +21,20 @@ export interface RepoLayout {
 
 const PARALLEL = 64;
 
-/** Lock files wsync holds; released in `finally` by whoever took them. */
+/** A git lock file wsync holds (kept open, as git does); released in `finally` by whoever took it. */
 export class RefLock {
-  private held = true;
   constructor(
     private readonly repo: FileRepo,
     /** The file the lock guards, relative to the git dir. */
     readonly file: string,
+    private readonly handle: ExclusiveFile,
   ) {}
-  get lockPath(): string {
-    return `${this.file}.lock`;
-  }
   /** Writes the new content into the lock, then renames it over the file: git's commit_lock_file. */
   async commit(content: Buffer): Promise<void> {
-    await this.repo.t.writeSmall(this.repo.p(this.lockPath), content);
-    await this.repo.t.rename(this.repo.p(this.lockPath), this.repo.p(this.file));
-    this.held = false;
+    await this.handle.commit(content, this.repo.p(this.file));
   }
   async release(): Promise<void> {
-    if (!this.held) return;
-    this.held = false;
-    await this.repo.t.remove(this.repo.p(this.lockPath), 'file').catch(() => undefined);
+    await this.handle.abort();
   }
 }
 
@@ -70,21 +63,21 @@ export class FileRepo {
    * Null when there is none. Refuses repository formats this code would corrupt.
    */
   static async open(t: Transport): Promise<FileRepo | null> {
-    const [dotgit, head, config] = await Promise.all([t.lstat('.git'), t.lstat('HEAD'), t.readFile('config')]);
+    // The common case, a work tree with a .git directory, in one round of requests.
+    const [cfg, dotgit] = await Promise.all([t.readFile('.git/config').catch(() => null), t.lstat('.git')]);
     let layout: RepoLayout;
     if (dotgit?.type === 'dir') {
-      const cfg = await t.readFile('.git/config');
       layout = { gitDir: '.git', bare: false, config: parseGitConfig(cfg?.toString('utf8') ?? '') };
     } else if (dotgit?.type === 'file') {
       throw new WsyncError('E_GIT_UNSUPPORTED', `${t.describe('.git')} is a file (a linked worktree or submodule); wsync needs a .git directory`, {
         hint: 'push to the main work tree of that repository instead',
       });
-    } else if (!dotgit && head?.type === 'file' && config) {
-      const cfg = parseGitConfig(config.toString('utf8'));
-      if (!configBool(cfg.get('core.bare'), false)) return null;
-      layout = { gitDir: '', bare: true, config: cfg };
     } else {
-      return null;
+      const [head, config] = await Promise.all([t.lstat('HEAD'), t.readFile('config')]);
+      if (dotgit || head?.type !== 'file' || !config) return null;
+      const c = parseGitConfig(config.toString('utf8'));
+      if (!configBool(c.get('core.bare'), false)) return null;
+      layout = { gitDir: '', bare: true, config: c };
     }
     if (!layout.bare) layout.bare = configBool(layout.config.get('core.bare'), false);
     checkFormat(t, layout);
@@ -100,9 +93,9 @@ export class FileRepo {
   static async init(t: Transport, branch: string): Promise<FileRepo> {
     await t.ensureRoot();
     await t.mkdir('.git', 0o755);
-    for (const d of ['objects', 'objects/pack', 'objects/info', 'refs', 'refs/heads', 'refs/tags', 'info', 'logs', 'logs/refs', 'logs/refs/heads']) {
-      await t.mkdir(`.git/${d}`, 0o755);
-    }
+    // A level at a time, each level's directories at once.
+    const levels = [['objects', 'refs', 'info', 'logs'], ['objects/pack', 'objects/info', 'refs/heads', 'refs/tags', 'logs/refs'], ['logs/refs/heads']];
+    for (const level of levels) await Promise.all(level.map((d) => t.mkdir(`.git/${d}`, 0o755)));
     const config = [
       '[core]',
       '\trepositoryformatversion = 0',
@@ -115,10 +108,13 @@ export class FileRepo {
       '\tdenyCurrentBranch = updateInstead',
       '',
     ].join('\n');
-    await t.writeSmall('.git/config', Buffer.from(config), { exclusive: true });
-    await t.writeSmall('.git/description', Buffer.from('Unnamed repository; edit this file to name it.\n'), { exclusive: true });
-    await t.writeSmall('.git/HEAD', Buffer.from(`ref: refs/heads/${branch}\n`), { exclusive: true });
-    const repo = await FileRepo.open(t);
+    // All exclusive: of two racing inits, each file comes from one of them, and both write the same.
+    const [, , head] = await Promise.all([
+      t.writeSmall('.git/config', Buffer.from(config), { exclusive: true }),
+      t.writeSmall('.git/description', Buffer.from('Unnamed repository; edit this file to name it.\n'), { exclusive: true }),
+      t.writeSmall('.git/HEAD', Buffer.from(`ref: refs/heads/${branch}\n`), { exclusive: true }),
+    ]);
+    const repo = head ? new FileRepo(t, { gitDir: '.git', bare: false, config: parseGitConfig(config) }) : await FileRepo.open(t);
     if (!repo) throw new WsyncError('E_REMOTE_IO', `created a repository at ${t.describe('.git')} but cannot read it back`);
     return repo;
   }
@@ -126,6 +122,11 @@ export class FileRepo {
   async readHead(): Promise<RefContent | null> {
     const data = await this.t.readFile(this.p('HEAD'));
     return data ? parseRefFile(data) : null;
+  }
+
+  /** Reads made speculatively alongside open(), before the layout was known; they stand until forget(). */
+  prime(p: { packedRefs?: Buffer | null }): void {
+    if (p.packedRefs !== undefined) this.packed = Promise.resolve(parsePackedRefs(p.packedRefs));
   }
 
   private packedRefs(): Promise<PackedRefs> {
@@ -143,6 +144,10 @@ export class FileRepo {
       throw new WsyncError('E_GIT_CORRUPT', `${this.describe(name)} does not hold an object id`);
     }
     return packed.refs.get(name) ?? null;
+  }
+
+  async listPackedRefs(): Promise<PackedRefs> {
+    return this.packedRefs();
   }
 
   forget(): void {
@@ -179,8 +184,8 @@ export class FileRepo {
    * server, or to one that crashed: either way it is not ours to remove.
    */
   async lock(file: string): Promise<RefLock> {
-    const created = await this.withParents(`${file}.lock`, () => this.t.createExclusive(this.p(`${file}.lock`), Buffer.alloc(0)));
-    if (created) return new RefLock(this, file);
+    const handle = await this.withParents(`${file}.lock`, () => this.t.openExclusive(this.p(`${file}.lock`)));
+    if (handle) return new RefLock(this, file, handle);
     const st = await this.t.lstat(this.p(`${file}.lock`)).catch(() => null);
     const age = st ? Math.max(0, Math.floor(Date.now() / 1000) - st.mtime) : undefined;
     throw new WsyncError('E_LOCKED', `${this.describe(`${file}.lock`)} exists${age !== undefined ? ` (${formatAge(age)} old)` : ''}: another git process is using the repository`, {
@@ -207,23 +212,21 @@ export class FileRepo {
   // ---- objects in ----
 
   /** Loose objects, as git's receive-pack writes them below its unpack limit. Existing ones are left alone. */
-  async writeLoose(objects: readonly { oid: string; type: ObjectType; body: Buffer }[]): Promise<number> {
-    const dirs = [...new Set(objects.map((o) => o.oid.slice(0, 2)))];
-    await mapLimit(dirs, PARALLEL, (d) => this.t.mkdir(this.p(`objects/${d}`), 0o755));
+  async writeLoose(objects: readonly { oid: string; type: ObjectType; body: Buffer }[], existingDirs?: ReadonlySet<string>): Promise<number> {
     let bytes = 0;
     await mapLimit(objects, PARALLEL, async (o) => {
       const data = encodeLoose(o.type, o.body);
       bytes += data.length;
+      const dir = o.oid.slice(0, 2);
       // No-replace rename: an object already there is the same object.
-      await this.t.writeSmall(this.p(`objects/${o.oid.slice(0, 2)}/${o.oid.slice(2)}`), data, { exclusive: true, mode: 0o444 });
+      await this.t.writeSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { exclusive: true, mode: 0o444, parents: !existingDirs?.has(dir) });
     });
     return bytes;
   }
 
   /** The pack first, the idx last: an idx is what makes git look inside a pack. */
   async writePack(name: string, pack: Buffer, idx: Buffer): Promise<void> {
-    await this.t.mkdir(this.p('objects/pack'), 0o755);
-    await this.t.writeSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { exclusive: true, mode: 0o444 });
+    await this.t.writeSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { exclusive: true, mode: 0o444, parents: true });
     await this.t.writeSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { exclusive: true, mode: 0o444 });
   }
 

@@ -2,14 +2,15 @@
  * `wsync git push`: send the objects the remote lacks (judged from its refs as they are now), then move its branch
  * with compare-and-swap, bringing a checked-out work tree along the way git's updateInstead does.
  */
-import { openTarget, type SyncOptions } from '../api.js';
+import type { SyncOptions } from '../api.js';
+import { openTarget } from '../transport/open.js';
 import { WsyncError } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
 import { FileRepo } from './filerepo.js';
-import { LocalRepo } from './local.js';
+import type { LocalRepo } from './local.js';
 import { objectsToSend, revList, type ObjectToSend } from './objects-to-send.js';
 import { PackWriter } from './pack.js';
-import { isValidBranchName } from './refs.js';
+import { isValidBranchName, parseRefFile, type RefContent } from './refs.js';
 import { peelToCommit } from './tree.js';
 import { setRef, updateBranch, type UpdateHooks } from './update.js';
 
@@ -31,7 +32,7 @@ export interface GitPushOptions extends GitConnectOptions {
   /** Name for refs/remotes/<name>/ in the local repository (default: derived from the target). */
   remoteName?: string;
   /** Test hooks. */
-  hooks?: UpdateHooks & { afterObjects?: () => Promise<void> | void };
+  hooks?: UpdateHooks;
 }
 
 export interface GitPushResult {
@@ -81,8 +82,8 @@ class ObjectSink {
       this.loose = [];
     }
   }
-  async upload(repo: FileRepo): Promise<{ bytes: number; packed: boolean }> {
-    if (!this.pack) return { bytes: await repo.writeLoose(this.loose), packed: false };
+  async upload(repo: FileRepo, existingDirs?: ReadonlySet<string>): Promise<{ bytes: number; packed: boolean }> {
+    if (!this.pack) return { bytes: await repo.writeLoose(this.loose, existingDirs), packed: false };
     const { pack, idx, name } = this.pack.finish();
     await repo.writePack(name, pack, idx);
     return { bytes: pack.length + idx.length, packed: true };
@@ -94,21 +95,56 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
   const timings: Record<string, number> = {};
   const mark = (k: string) => (timings[k] = Date.now() - t0);
   const spec = typeof target === 'string' ? parseTarget(target) : target;
-  const local = await LocalRepo.open(o.repo ?? '.');
-  const branch = await resolveBranch(local, o.branch);
+  // Connecting takes many round trips; the local repository is read meanwhile.
+  const connecting = openTarget(spec, o);
+  connecting.catch(() => undefined);
+  let local: LocalRepo, branch: string, newOid: string | null, identity: string;
+  try {
+    // isomorphic-git loads while the SSH handshake waits on the network.
+    const { LocalRepo } = await import('./local.js');
+    local = await LocalRepo.open(o.repo ?? '.');
+    branch = await resolveBranch(local, o.branch);
+    newOid = await local.resolve(`refs/heads/${branch}`);
+    if (!newOid) throw new WsyncError('E_GIT_REPO', `no branch ${branch} in ${local.dir}`);
+    identity = await local.identity();
+  } catch (err) {
+    void connecting.then((t) => t.close()).catch(() => undefined);
+    throw err;
+  }
   const ref = `refs/heads/${branch}`;
-  const newOid = await local.resolve(ref);
-  if (!newOid) throw new WsyncError('E_GIT_REPO', `no branch ${branch} in ${local.dir}`);
-  const identity = await local.identity();
-  const t = await openTarget(spec, o);
+  const t = await connecting;
   mark('connect');
   try {
-    let repo = await FileRepo.open(t);
-    const initialized = !repo;
-    repo ??= await FileRepo.init(t, branch);
-    const remoteRefs = await repo.listRefs();
+    // One round of reads for the usual layout (a work tree with .git), made before knowing it is that.
+    const soft = <T>(p: Promise<T>) => p.catch(() => null);
+    const [found, headData, packedData, looseData, objectDirs] = await Promise.all([
+      FileRepo.open(t),
+      soft(t.readFile(`.git/HEAD`)),
+      soft(t.readFile(`.git/packed-refs`)),
+      soft(t.readFile(`.git/${ref}`)),
+      soft(t.readdir(`.git/objects`)),
+    ]);
+    let repo: FileRepo;
+    let head: RefContent | null;
+    let oldOid: string | null;
+    let existingDirs: Set<string>;
+    const initialized = !found;
+    if (!found) {
+      repo = await FileRepo.init(t, branch);
+      head = { symref: ref };
+      oldOid = null;
+      existingDirs = new Set();
+    } else {
+      repo = found;
+      const speculated = repo.gitDir === '.git';
+      if (speculated) repo.prime({ packedRefs: packedData });
+      head = speculated ? headData && parseRefFile(headData) : await repo.readHead();
+      const loose = speculated && looseData ? parseRefFile(looseData) : null;
+      oldOid = loose?.oid ?? (await repo.readRef(ref));
+      const dirs = speculated ? objectDirs : await t.readdir(repo.p('objects'));
+      existingDirs = new Set((dirs ?? []).filter((d) => d.entry.type === 'dir').map((d) => d.name));
+    }
     mark('refs');
-    const oldOid = remoteRefs.refs.get(ref) ?? null;
     const result: GitPushResult = {
       target: t.describe(),
       branch,
@@ -140,20 +176,12 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     }
     result.status = !oldOid ? 'created' : o.force && !(oldKnown && (await local.isAncestor(oldOid, newOid))) ? 'forced' : 'fast-forward';
 
-    // Haves are the remote's refs as they are now, never local remote-tracking refs: those may be stale.
-    const haves = new Set<string>();
-    for (const [name, oid] of remoteRefs.refs) {
-      const v = remoteRefs.peeled.get(name) ?? oid;
-      if (await local.has(v)) haves.add(await peelToCommit(local, v).catch(() => v));
-    }
-    const commits = await revList(local, newOid, [...haves]);
+    const haves = await remoteHaves(repo, local, oldKnown ? oldOid : null);
+    const commits = await revList(local, newOid, haves);
     const sink = new ObjectSink();
     await objectsToSend(local, commits, (obj) => sink.add(obj));
+    Object.assign(result, { commits: commits.length, objects: sink.count });
     mark('plan');
-    const up = await sink.upload(repo);
-    mark('objects');
-    Object.assign(result, { commits: commits.length, objects: sink.count, bytes: up.bytes, packed: up.packed });
-    await o.hooks?.afterObjects?.();
 
     const oldSrc = oldOid && !oldKnown ? await repo.objectReader() : undefined;
     try {
@@ -163,6 +191,12 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
         newOid,
         src: local,
         oldSrc,
+        head,
+        upload: async () => {
+          const up = await sink.upload(repo, existingDirs);
+          Object.assign(result, { bytes: up.bytes, packed: up.packed });
+          mark('objects');
+        },
         identity,
         message: 'push',
         hint: 'commit, stash or discard the changes on the remote (or move the untracked files away), then push again',
@@ -179,4 +213,19 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
   } finally {
     await t.close();
   }
+}
+
+/**
+ * Commits the remote has, as far as the local repository knows them: the branch's old value when known here,
+ * else every remote ref (one more listing). Refs are read as they are now on the remote, never from local
+ * remote-tracking refs, which may be stale.
+ */
+async function remoteHaves(repo: FileRepo, local: LocalRepo, knownOld: string | null): Promise<string[]> {
+  const haves = new Set<string>(knownOld ? [knownOld] : []);
+  const { refs, peeled } = knownOld ? await repo.listPackedRefs() : await repo.listRefs();
+  for (const [name, oid] of refs) {
+    const v = peeled.get(name) ?? oid;
+    if (await local.has(v)) haves.add(await peelToCommit(local, v).catch(() => v));
+  }
+  return [...haves];
 }

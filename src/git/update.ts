@@ -7,10 +7,11 @@
 import { WsyncError } from '../errors.js';
 import { configBool, reflogLine } from './refs.js';
 import { FileRepo, type RefLock } from './filerepo.js';
-import { IndexFormatError, parseIndex, serializeIndex } from './index-file.js';
+import type { RefContent } from './refs.js';
+import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
 import { ZERO_OID } from './objects.js';
 import { commitTree, flattenTree, type FlatTree, type ObjectSource } from './tree.js';
-import { applyWorktreeUpdate, planWorktreeUpdate } from './worktree.js';
+import { applyWorktreeUpdate, listWorktree, planWorktreeUpdate } from './worktree.js';
 
 export interface BranchUpdate {
   branch: string;
@@ -21,6 +22,13 @@ export interface BranchUpdate {
   src: ObjectSource;
   /** Objects of the old commit when `src` may lack them (a forced push over commits only the remote has). */
   oldSrc?: ObjectSource;
+  /** HEAD as already read (undefined: read it here). */
+  head?: RefContent | null;
+  /**
+   * Puts the objects the new commit needs in place. It runs alongside the locking and the work tree checks,
+   * and nothing refers to the new commit until it has finished.
+   */
+  upload?: () => Promise<void>;
   identity: string;
   message: string;
   /** Shown with refusals: how to resolve them on that side. */
@@ -41,11 +49,6 @@ export interface BranchUpdateResult {
   worktree: { written: number; removed: number } | null;
 }
 
-async function indexMtimeOf(repo: FileRepo): Promise<number> {
-  const st = await repo.t.lstat(repo.p('index'));
-  return st?.mtime ?? 0;
-}
-
 /** Linked worktrees keep their own HEAD and index: wsync updates only the main one, so a branch used there is refused. */
 async function checkLinkedWorktrees(repo: FileRepo, ref: string): Promise<void> {
   const list = await repo.t.readdir(repo.p('worktrees'));
@@ -60,20 +63,65 @@ async function checkLinkedWorktrees(repo: FileRepo, ref: string): Promise<void> 
   }
 }
 
+function parseIndexOrRefuse(repo: FileRepo, data: Buffer | null): IndexEntry[] | null {
+  if (!data) return null;
+  try {
+    return parseIndex(data).entries;
+  } catch (err) {
+    if (err instanceof IndexFormatError) {
+      throw new WsyncError('E_GIT_UNSUPPORTED', `${repo.describe('index')}: ${err.message}`, {
+        hint: 'on that side run: git update-index --index-version 2 --no-split-index (and git sparse-checkout disable)',
+      });
+    }
+    throw err;
+  }
+}
+
+/** Takes the locks together; if one is refused, the other is given back. */
+async function takeLocks(repo: FileRepo, files: string[]): Promise<RefLock[]> {
+  const got = await Promise.allSettled(files.map((f) => repo.lock(f)));
+  const failed = got.find((g) => g.status === 'rejected') as PromiseRejectedResult | undefined;
+  if (failed) {
+    await Promise.all(got.map((g) => (g.status === 'fulfilled' ? g.value.release() : undefined)));
+    throw failed.reason;
+  }
+  return got.map((g) => (g as PromiseFulfilledResult<RefLock>).value);
+}
+
+/**
+ * Round trips decide the time here, so the independent steps overlap: the upload, the locks and the reads
+ * under them, and the listing of the work tree (from the trees, known locally) all run at once. The checks that
+ * need the locks (the ref's value, the index) are made on what was read after taking them.
+ */
 export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<BranchUpdateResult> {
   const ref = `refs/heads/${u.branch}`;
-  const head = await repo.readHead();
+  const head = u.head !== undefined ? u.head : await repo.readHead();
   const checkedOut = !repo.layout.bare && head?.symref === ref;
-  await checkLinkedWorktrees(repo, ref);
   await u.hooks?.beforeLock?.();
-  // index.lock first, as git commit takes them: a git process on the other side then fails cleanly, never half-way.
-  const locks: RefLock[] = [];
+  const upload = (u.upload ?? (async () => undefined))();
+  const oldSrc = u.oldSrc ?? u.src;
+  const trees = checkedOut
+    ? Promise.all([
+        u.oldOid ? commitTree(oldSrc, u.oldOid).then((t) => flattenTree(oldSrc, t)) : Promise.resolve<FlatTree>(new Map()),
+        commitTree(u.src, u.newOid).then((t) => flattenTree(u.src, t)),
+      ])
+    : undefined;
+  const listing = trees?.then(([o, n]) => listWorktree(repo.t, o, n));
+  // Settled in any case before returning: nothing may still be writing when the caller closes the connection.
+  const pending = [upload, trees, listing].filter(Boolean) as Promise<unknown>[];
+  for (const p of pending) p.catch(() => undefined);
+  let locks: RefLock[] = [];
   try {
-    if (checkedOut) locks.push(await repo.lock('index'));
-    const refLock = await repo.lock(ref);
-    locks.push(refLock);
+    // index.lock as well as the ref's, as git commit takes them: a git process there then fails cleanly.
+    locks = await takeLocks(repo, checkedOut ? ['index', ref] : [ref]);
+    const refLock = locks[locks.length - 1];
     repo.forget();
-    const current = await repo.readRef(ref);
+    const [current, indexData, indexSt] = await Promise.all([
+      repo.readRef(ref),
+      checkedOut ? repo.t.readFile(repo.p('index')) : null,
+      checkedOut ? repo.t.lstat(repo.p('index')) : null,
+      checkLinkedWorktrees(repo, ref),
+    ]);
     if (current !== u.oldOid) {
       throw new WsyncError('E_GIT_REJECTED', `${ref} at ${repo.describe()} moved while this ran (now ${current ?? 'missing'}, expected ${u.oldOid ?? 'missing'}): stale info`, {
         hint: 'fetch, integrate the new commits, and try again',
@@ -81,42 +129,31 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     }
     await u.hooks?.locked?.();
     let worktree: BranchUpdateResult['worktree'] = null;
+    const commits: Promise<void>[] = [];
     if (checkedOut) {
-      const [indexData, indexMtime] = await Promise.all([repo.t.readFile(repo.p('index')), indexMtimeOf(repo)]);
-      let index = null;
-      if (indexData) {
-        try {
-          index = parseIndex(indexData).entries;
-        } catch (err) {
-          if (err instanceof IndexFormatError) {
-            throw new WsyncError('E_GIT_UNSUPPORTED', `${repo.describe('index')}: ${err.message}`, {
-              hint: 'on that side run: git update-index --index-version 2 --no-split-index (and git sparse-checkout disable)',
-            });
-          }
-          throw err;
-        }
-      }
-      const oldSrc = u.oldSrc ?? u.src;
-      const [oldTree, newTree] = await Promise.all([
-        u.oldOid ? commitTree(oldSrc, u.oldOid).then((t) => flattenTree(oldSrc, t)) : Promise.resolve<FlatTree>(new Map()),
-        commitTree(u.src, u.newOid).then((t) => flattenTree(u.src, t)),
-      ]);
-      const state = { index, indexMtime: indexMtime || Number.MAX_SAFE_INTEGER };
-      const plan = await planWorktreeUpdate(repo.t, state, oldTree, newTree, { gitDirName: repo.gitDir, hint: u.hint });
+      const [oldTree, newTree] = await trees!;
+      const state = { index: parseIndexOrRefuse(repo, indexData), indexMtime: indexSt?.mtime || Number.MAX_SAFE_INTEGER };
+      const plan = await planWorktreeUpdate(repo.t, state, oldTree, newTree, { gitDirName: repo.gitDir, hint: u.hint, listing: await listing! });
+      await upload;
       const entries = await applyWorktreeUpdate(repo.t, state, plan, u.src);
-      await refLock.commit(Buffer.from(`${u.newOid}\n`));
-      await locks[0].commit(serializeIndex(entries));
+      commits.push(locks[0].commit(serializeIndex(entries)));
       worktree = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length };
     } else {
-      await refLock.commit(Buffer.from(`${u.newOid}\n`));
+      await upload;
     }
+    commits.push(refLock.commit(Buffer.from(`${u.newOid}\n`)));
     if (configBool(repo.layout.config.get('core.logallrefupdates'), !repo.layout.bare)) {
       const line = reflogLine(u.oldOid ?? ZERO_OID, u.newOid, u.identity, u.message);
-      await Promise.all([repo.appendReflog(ref, line), head?.symref === ref ? repo.appendReflog('HEAD', line) : undefined]);
+      commits.push(repo.appendReflog(ref, line));
+      if (head?.symref === ref) commits.push(repo.appendReflog('HEAD', line));
     }
+    const settled = await Promise.allSettled(commits);
+    const failed = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) throw failed.reason;
     return { worktree };
   } finally {
     await Promise.all(locks.map((l) => l.release()));
+    await Promise.allSettled(pending);
   }
 }
 

@@ -39,10 +39,24 @@ function refuse(reason: string, paths: string[], hint?: string): never {
   throw new WsyncError('E_GIT_REJECTED', `${reason}${shown}${more}`, { hint });
 }
 
-/** Directory listings of every ancestor of `paths`, as path -> entry of each child. Missing dirs list nothing. */
-async function listAround(t: Transport, paths: Iterable<string>): Promise<{ entries: Map<string, Entry>; listed: Set<string> }> {
+export interface WorktreeListing {
+  /** Every child of the listed directories, by path. */
+  entries: Map<string, Entry>;
+  /** Directories that exist and were listed. */
+  listed: Set<string>;
+}
+
+/**
+ * Lists, in parallel, every directory that holds a path of either tree: that is what the checks need (tracked
+ * files, and whatever sits where the new tree puts something). The trees are known before the index is read.
+ */
+export async function listWorktree(t: Transport, oldTree: FlatTree, newTree: FlatTree): Promise<WorktreeListing> {
   const dirs = new Set<string>(['']);
-  for (const p of paths) for (const a of ancestors(p)) dirs.add(a);
+  const add = (p: string) => {
+    for (const a of ancestors(p)) dirs.add(a);
+  };
+  for (const p of oldTree.keys()) add(p);
+  for (const [p, e] of newTree) if (oldTree.get(p)?.oid !== e.oid || oldTree.get(p)?.mode !== e.mode) add(p);
   const entries = new Map<string, Entry>();
   const listed = new Set<string>();
   await mapLimit([...dirs], PARALLEL, async (d) => {
@@ -70,7 +84,7 @@ export async function planWorktreeUpdate(
   state: WorktreeState,
   oldTree: FlatTree,
   newTree: FlatTree,
-  opts: { gitDirName: string; hint?: string },
+  opts: { gitDirName: string; hint?: string; listing?: WorktreeListing },
 ): Promise<WorktreePlan> {
   const index = state.index ?? [];
   const unmerged = index.filter((e) => e.stage !== 0).map((e) => e.path);
@@ -94,7 +108,8 @@ export async function planWorktreeUpdate(
   }
   for (const p of oldTree.keys()) if (!newTree.has(p)) changed.add(p);
 
-  const { entries: disk, listed } = await listAround(t, [...byPath.keys(), ...changed]);
+  // The staged check above ensures the index holds exactly the old tree's paths, so the listing covers it.
+  const { entries: disk, listed } = opts.listing ?? (await listWorktree(t, oldTree, newTree));
 
   // update-index --refresh + diff-files: every tracked path must still be what the index says.
   const suspects: IndexEntry[] = [];
@@ -200,11 +215,14 @@ export async function applyWorktreeUpdate(t: Transport, state: WorktreeState, pl
     await t.remove(d, 'dir').catch(() => undefined);
   }
   // Directories needed by the new tree whose path is a directory that was just freed, or never existed.
-  for (const d of [...newDirs].sort((a, b) => a.split('/').length - b.split('/').length)) {
+  const byDepth = new Map<number, string[]>();
+  for (const d of newDirs) {
     const on = plan.listing.get(d);
     if (on?.type === 'dir' && !removeSet.has(d)) continue;
-    await t.mkdir(d, 0o755);
+    const depth = d.split('/').length;
+    byDepth.set(depth, [...(byDepth.get(depth) ?? []), d]);
   }
+  for (const depth of [...byDepth.keys()].sort((a, b) => a - b)) await mapLimit(byDepth.get(depth)!, PARALLEL, (d) => t.mkdir(d, 0o755));
 
   const written = new Map<string, IndexEntry>();
   await mapLimit(plan.writes, PARALLEL, async ({ path, entry, modeOnly }) => {

@@ -36,6 +36,8 @@ export interface WriteOptions {
   backupTo?: string;
   /** Fail instead of replacing when the final path exists. */
   exclusive?: boolean;
+  /** Create missing parent directories (0755) first; over SFTP they are sent ahead of the write, unawaited. */
+  parents?: boolean;
 }
 
 /**
@@ -58,6 +60,17 @@ export interface OldVersion {
  * contract lets the caller verify what it reads against chunk ids as the bytes go by.
  */
 export type LiteralSource = (dstOffset: number, length: number) => Promise<Buffer>;
+
+/**
+ * A file created with O_EXCL and kept open, the way git holds a `.lock` file: taking it costs one round trip, and
+ * committing it one more for the data, fsync and close, then the rename.
+ */
+export interface ExclusiveFile {
+  /** Writes `data`, fsyncs, closes, then (with `renameTo`) renames it over that path atomically. */
+  commit(data: Buffer, renameTo?: string): Promise<void>;
+  /** Closes and removes it (idempotent; does nothing after a commit). */
+  abort(): Promise<void>;
+}
 
 /** Random access to one open file. */
 export interface FileReader {
@@ -107,12 +120,14 @@ export interface Transport {
    */
   rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
   /** Writes a small file atomically; with exclusive, returns false when the name already exists. */
-  writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number }): Promise<boolean>;
+  writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number; parents?: boolean }): Promise<boolean>;
   /**
    * Creates a new file with O_EXCL semantics in one round trip; false when the name exists. The content may land
    * just after the promise resolves (lock files: a reader treats empty content as held by someone unknown).
    */
   createExclusive(rel: string, data: Buffer): Promise<boolean>;
+  /** O_EXCL create kept open until commit or abort; null when the name exists. */
+  openExclusive(rel: string): Promise<ExclusiveFile | null>;
   /**
    * Appends to a file with O_APPEND, creating it (mode 0644) when missing: each call lands whole at the end even
    * when another process appends too, which is how git writes reflogs.

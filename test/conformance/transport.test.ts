@@ -121,6 +121,37 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect((await t.readdir('many'))!.length).toBe(250);
     });
 
+    it('holds an exclusive file open until it is committed over a path or aborted', async () => {
+      mkdirSync(join(root, 'ex'), { recursive: true });
+      writeFileSync(join(root, 'ex/ref'), 'old\n');
+      const a = await t.openExclusive('ex/ref.lock');
+      expect(a).not.toBeNull();
+      expect(await t.openExclusive('ex/ref.lock')).toBeNull();
+      await a!.commit(Buffer.from('new\n'), 'ex/ref');
+      expect(readFileSync(join(root, 'ex/ref'), 'utf8')).toBe('new\n');
+      expect(existsSync(join(root, 'ex/ref.lock'))).toBe(false);
+      await a!.abort(); // after a commit: nothing to do, and the ref stays
+      expect(readFileSync(join(root, 'ex/ref'), 'utf8')).toBe('new\n');
+      const b = (await t.openExclusive('ex/ref.lock'))!;
+      await b.abort();
+      expect(existsSync(join(root, 'ex/ref.lock'))).toBe(false);
+      const big = randomBytes(300_000);
+      const c = (await t.openExclusive('ex/big'))!;
+      await c.commit(big);
+      expect(readFileSync(join(root, 'ex/big')).equals(big)).toBe(true);
+      await expect(t.openExclusive('ex/missing/x.lock')).rejects.toBeInstanceOf(WsyncError);
+    });
+
+    it('creates missing parents for a write when asked, and only then', async () => {
+      await expect(t.writeSmall('par/a/b/c.txt', Buffer.from('x'))).rejects.toBeInstanceOf(WsyncError);
+      expect(await t.writeSmall('par/a/b/c.txt', Buffer.from('x'), { parents: true })).toBe(true);
+      expect(readFileSync(join(root, 'par/a/b/c.txt'), 'utf8')).toBe('x');
+      expect(lstatSync(join(root, 'par/a')).isDirectory()).toBe(true);
+      // Parents that exist already are fine, and exclusive still refuses an existing name.
+      expect(await t.writeSmall('par/a/b/c.txt', Buffer.from('y'), { parents: true, exclusive: true })).toBe(false);
+      expect(readFileSync(join(root, 'par/a/b/c.txt'), 'utf8')).toBe('x');
+    });
+
     it('appends whole records, creating the file when missing', async () => {
       await expect(t.appendFile('log/x', Buffer.from('one\n'))).rejects.toBeInstanceOf(WsyncError); // no parent
       mkdirSync(join(root, 'log'), { recursive: true });

@@ -2,7 +2,7 @@ import { promises as fsp, constants as C, readdirSync, lstatSync, readlinkSync }
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, ExclusiveFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { WsyncError } from '../../errors.js';
 import { ancestors, localJoin, tempNameFor } from '../../util/paths.js';
 import { checkRebuildOps, outsideEdit } from '../rebuild.js';
@@ -223,6 +223,13 @@ export class LocalTransport implements Transport {
   }
 
   async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    if (opts.parents) {
+      for (const d of ancestors(rel)) {
+        await fsp.mkdir(this.abs(d), 0o755).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw ioError(err, `cannot create ${this.abs(d)}`);
+        });
+      }
+    }
     await this.assertRealParents(rel);
     const tmp = this.abs(tempNameFor(rel));
     const fh = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
@@ -340,10 +347,10 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number } = {}): Promise<boolean> {
+  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number; parents?: boolean } = {}): Promise<boolean> {
     const mode = opts.mode ?? 0o644;
     try {
-      await this.writeFile(rel, (async function* () { yield data; })(), { mode, mtime: Math.floor(Date.now() / 1000), size: data.length }, { exclusive: opts.exclusive });
+      await this.writeFile(rel, (async function* () { yield data; })(), { mode, mtime: Math.floor(Date.now() / 1000), size: data.length }, { exclusive: opts.exclusive, parents: opts.parents });
       return true;
     } catch (err) {
       if (opts.exclusive && err instanceof WsyncError && (err.cause as NodeJS.ErrnoException)?.code === 'EEXIST') return false;
@@ -375,6 +382,45 @@ export class LocalTransport implements Transport {
     } catch (err) {
       throw ioError(err, `cannot append to ${this.abs(rel)}`);
     }
+  }
+
+  async openExclusive(rel: string): Promise<ExclusiveFile | null> {
+    await this.assertRealParents(rel);
+    const abs = this.abs(rel);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+      throw ioError(err, `cannot create ${abs}`);
+    }
+    let state: 'open' | 'closed' | 'done' = 'open';
+    return {
+      commit: async (data, renameTo) => {
+        if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
+        state = 'closed';
+        try {
+          await writeAll(fh, data, 0);
+          await fh.sync();
+        } catch (err) {
+          throw ioError(err, `cannot write ${abs}`);
+        } finally {
+          await fh.close();
+        }
+        if (renameTo !== undefined) {
+          await fsp.rename(abs, this.abs(renameTo)).catch((err) => {
+            throw ioError(err, `cannot move ${abs} into place`);
+          });
+        }
+        state = 'done';
+      },
+      abort: async () => {
+        if (state === 'done') return;
+        if (state === 'open') await fh.close().catch(() => undefined);
+        state = 'done';
+        await fsp.unlink(abs).catch(() => undefined);
+      },
+    };
   }
 
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, ExclusiveFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { checkRebuildOps, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
@@ -378,6 +378,7 @@ export class SftpTransport implements Transport {
     return this.onChannel(async (slot) => {
       const { ch } = slot;
       const tmp = this.abs(tempNameFor(rel));
+      if (opts.parents) this.sendMkdirs(ch, parentOf(rel));
       let h: Buffer;
       try {
         h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
@@ -526,6 +527,18 @@ export class SftpTransport implements Transport {
     }
   }
 
+  /**
+   * Sends mkdir for each ancestor not known to exist, without waiting: the server handles a channel's requests in
+   * order, so a request sent next on this channel finds them. Failures (mostly "exists") are left to that request.
+   */
+  private sendMkdirs(ch: SftpChannel, relDir: string): void {
+    if (relDir === '' || this.knownDirs.has(relDir)) return;
+    for (const d of [...ancestors(relDir), relDir]) {
+      if (this.knownDirs.has(d)) continue;
+      ch.mkdir(this.abs(d), 0o755).catch(() => undefined);
+    }
+  }
+
   private async moveAside(ch: SftpChannel, rel: string, backupTo: string): Promise<void> {
     await this.mkdirs(ch, parentOf(backupTo));
     await ch.posixRename(this.abs(rel), this.abs(backupTo)).catch((err) => {
@@ -533,13 +546,13 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number } = {}): Promise<boolean> {
+  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number; parents?: boolean } = {}): Promise<boolean> {
     try {
       await this.writeFile(rel, (async function* () { yield data; })(), {
         mode: opts.mode ?? 0o644,
         mtime: Math.floor(Date.now() / 1000),
         size: data.length,
-      }, { exclusive: opts.exclusive });
+      }, { exclusive: opts.exclusive, parents: opts.parents });
       return true;
     } catch (err) {
       // The no-replace rename fails with a bare FAILURE when the name exists (OpenSSH: link() + EEXIST).
@@ -573,15 +586,54 @@ export class SftpTransport implements Transport {
       } catch (err) {
         throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
       }
-      try {
-        // OpenSSH opens with O_APPEND, so the offsets are ignored and each write lands at the current end.
-        for (let off = 0; off < data.length; off += ch.maxWrite) await ch.write(h, data.subarray(off, off + ch.maxWrite), 0);
-      } catch (err) {
-        throw mapSftpError(err, `cannot append to ${this.describe(rel)}`);
-      } finally {
-        await ch.close(h).catch(() => undefined);
-      }
+      // OpenSSH opens with O_APPEND, so the offsets are ignored and each write lands at the current end; the
+      // close goes behind the writes without waiting for them.
+      const ops: Promise<unknown>[] = [];
+      for (let off = 0; off < data.length; off += ch.maxWrite) ops.push(ch.write(h, data.subarray(off, off + ch.maxWrite), 0));
+      ops.push(ch.close(h));
+      const failed = (await Promise.allSettled(ops)).find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+      if (failed) throw mapSftpError(failed.reason, `cannot append to ${this.describe(rel)}`);
     });
+  }
+
+  async openExclusive(rel: string): Promise<ExclusiveFile | null> {
+    // Held for a while (a git lock file): it takes no file slot, and everything it does stays on this one channel,
+    // where the server applies requests in order.
+    const { ch } = this.pick();
+    const abs = this.abs(rel);
+    let h: Buffer;
+    try {
+      h = await ch.open(abs, 'wx', { mode: 0o644 });
+    } catch (err) {
+      if (sftpCode(err) === SFTP_STATUS.FAILURE && (await ch.lstat(abs).catch(() => null))) return null;
+      throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+    }
+    let state: 'open' | 'closed' | 'done' = 'open';
+    return {
+      commit: async (data, renameTo) => {
+        if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
+        state = 'closed';
+        const ops: Promise<unknown>[] = [];
+        for (let off = 0; off < data.length; off += ch.maxWrite) ops.push(ch.write(h, data.subarray(off, off + ch.maxWrite), off));
+        if (ch.has('fsync@openssh.com')) ops.push(ch.fsync(h));
+        ops.push(ch.close(h));
+        const settled = await Promise.allSettled(ops);
+        const failed = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+        if (failed) throw mapSftpError(failed.reason, `cannot write ${this.describe(rel)}`);
+        if (renameTo !== undefined) {
+          await ch.posixRename(abs, this.abs(renameTo)).catch((err) => {
+            throw mapSftpError(err, `cannot move ${this.describe(rel)} into place`);
+          });
+        }
+        state = 'done';
+      },
+      abort: async () => {
+        if (state === 'done') return;
+        if (state === 'open') await ch.close(h).catch(() => undefined);
+        state = 'done';
+        await ch.unlink(abs).catch(() => undefined);
+      },
+    };
   }
 
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {

@@ -1,0 +1,38 @@
+import { parseTarget, type Target } from '../target.js';
+import type { SyncOptions } from '../api.js';
+import { LocalTransport } from './local/local.js';
+import { SftpTransport } from './sftp/sftp.js';
+import type { Transport } from './types.js';
+
+/** A transport for a target: the local filesystem, or SFTP over a new SSH connection (host keys checked). */
+export async function openTarget(
+  target: Target | string,
+  o: Pick<SyncOptions, 'sshConfig' | 'identity' | 'acceptNew' | 'interactive' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'compress' | 'useSshBinary'>,
+): Promise<Transport> {
+  const t = typeof target === 'string' ? parseTarget(target) : target;
+  if (t.kind === 'local') return new LocalTransport(t.path);
+  // Loaded on demand: a local target needs none of the SSH code.
+  const { connect } = await import('../ssh/connect.js');
+  const session = await connect(t.host, {
+    configFile: o.sshConfig,
+    user: t.user,
+    port: t.port,
+    identity: o.identity,
+    acceptNew: o.acceptNew,
+    interactive: o.interactive ?? false,
+    hostKeyPrompt: o.hostKeyPrompt,
+    authPrompt: o.authPrompt,
+    channels: o.channels,
+    compress: o.compress,
+    useSshBinary: o.useSshBinary,
+  });
+  try {
+    const root = await SftpTransport.resolveRoot(session.channels[0], t.path);
+    const label = `${session.host.user}@${session.host.alias}`;
+    return new SftpTransport(session.channels, root, label, session.close);
+  } catch (err) {
+    await session.close();
+    throw err;
+  }
+}
+
