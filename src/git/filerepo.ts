@@ -186,11 +186,22 @@ export class FileRepo {
   async lock(file: string): Promise<RefLock> {
     const handle = await this.withParents(`${file}.lock`, () => this.t.openExclusive(this.p(`${file}.lock`)));
     if (handle) return new RefLock(this, file, handle);
+    throw await this.lockedError(file);
+  }
+
+  private async lockedError(file: string): Promise<WsyncError> {
     const st = await this.t.lstat(this.p(`${file}.lock`)).catch(() => null);
     const age = st ? Math.max(0, Math.floor(Date.now() / 1000) - st.mtime) : undefined;
-    throw new WsyncError('E_LOCKED', `${this.describe(`${file}.lock`)} exists${age !== undefined ? ` (${formatAge(age)} old)` : ''}: another git process is using the repository`, {
+    return new WsyncError('E_LOCKED', `${this.describe(`${file}.lock`)} exists${age !== undefined ? ` (${formatAge(age)} old)` : ''}: another git process is using the repository`, {
       hint: 'wait for it to finish; if no git process is running there, the lock was left by a crash and can be removed',
     });
+  }
+
+  /** lock() without creating missing directories: for a guess at the layout that must not leave traces. */
+  async lockHere(file: string): Promise<RefLock> {
+    const handle = await this.t.openExclusive(this.p(`${file}.lock`));
+    if (handle) return new RefLock(this, file, handle);
+    throw await this.lockedError(file);
   }
 
   async appendReflog(ref: string, line: Buffer): Promise<void> {

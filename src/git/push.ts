@@ -8,11 +8,11 @@ import { WsyncError } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
 import { FileRepo } from './filerepo.js';
 import type { LocalRepo } from './local.js';
-import { objectsToSend, revList, type ObjectToSend } from './objects-to-send.js';
+import { objectsToSend, revList, type CommitInfo, type ObjectToSend } from './objects-to-send.js';
 import { PackWriter } from './pack.js';
 import { isValidBranchName, parseRefFile, type RefContent } from './refs.js';
 import { peelToCommit } from './tree.js';
-import { setRef, updateBranch, type UpdateHooks } from './update.js';
+import { lockAndRead, setRef, updateBranch, type LockedRead, type UpdateHooks } from './update.js';
 
 /** Below this many objects they go loose, as git's receive.unpackLimit does: no pack to index or repack. */
 export const UNPACK_LIMIT = 100;
@@ -112,37 +112,74 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     throw err;
   }
   const ref = `refs/heads/${branch}`;
-  const t = await connecting;
+  const tracking = `refs/remotes/${o.remoteName ?? defaultRemoteName(spec)}/${branch}`;
+  // While connecting, plan as if the remote branch were where this repository last saw it (its remote-tracking
+  // ref); used only if that turns out to be true, or if there is no repository there yet and no such ref.
+  const guessedOld = await local.resolve(tracking);
+  const speculation = planObjects(local, newOid, guessedOld && (await local.has(guessedOld)) ? [guessedOld] : []);
+  speculation.catch(() => undefined);
+  const t = await connecting.catch(async (err) => {
+    await speculation.catch(() => undefined);
+    throw err;
+  });
   mark('connect');
   try {
-    // One round of reads for the usual layout (a work tree with .git), made before knowing it is that.
+    // One round of requests for the usual layout (a work tree with .git), made before knowing it is that: where
+    // the transport keeps request order, the locks are taken and what they protect read in that same round.
     const soft = <T>(p: Promise<T>) => p.catch(() => null);
+    const guess = new FileRepo(t, { gitDir: '.git', bare: false, config: new Map() });
+    if (t.pinned) await o.hooks?.beforeLock?.();
+    const early = t.pinned ? lockAndRead(guess, ref, true, { parents: false }) : undefined;
+    early?.catch(() => undefined);
     const [found, headData, packedData, looseData, objectDirs] = await Promise.all([
       FileRepo.open(t),
-      soft(t.readFile(`.git/HEAD`)),
+      early ? null : soft(t.readFile(`.git/HEAD`)),
       soft(t.readFile(`.git/packed-refs`)),
-      soft(t.readFile(`.git/${ref}`)),
+      early ? null : soft(t.readFile(`.git/${ref}`)),
       soft(t.readdir(`.git/objects`)),
-    ]);
+    ]).catch(async (err) => {
+      // E.g. a repository format we refuse: give back the locks taken on the guess.
+      const h = await early?.catch(() => undefined);
+      if (h) await Promise.all([h.ref.release(), h.index?.release()]);
+      throw err;
+    });
+    let locked: LockedRead | undefined;
+    const held = await early?.catch((err) => {
+      // A lock held by someone else is an answer; a missing directory only means the guess was wrong.
+      if (found?.gitDir === '.git' && err instanceof WsyncError && err.code === 'E_LOCKED') throw err;
+      return undefined;
+    });
     let repo: FileRepo;
     let head: RefContent | null;
     let oldOid: string | null;
     let existingDirs: Set<string>;
     const initialized = !found;
-    if (!found) {
-      repo = await FileRepo.init(t, branch);
-      head = { symref: ref };
-      oldOid = null;
-      existingDirs = new Set();
-    } else {
-      repo = found;
-      const speculated = repo.gitDir === '.git';
-      if (speculated) repo.prime({ packedRefs: packedData });
-      head = speculated ? headData && parseRefFile(headData) : await repo.readHead();
-      const loose = speculated && looseData ? parseRefFile(looseData) : null;
-      oldOid = loose?.oid ?? (await repo.readRef(ref));
-      const dirs = speculated ? objectDirs : await t.readdir(repo.p('objects'));
-      existingDirs = new Set((dirs ?? []).filter((d) => d.entry.type === 'dir').map((d) => d.name));
+    if (held && found?.gitDir !== '.git') await Promise.all([held.ref.release(), held.index?.release()]);
+    else locked = held;
+    try {
+      if (!found) {
+        repo = await FileRepo.init(t, branch);
+        head = { symref: ref };
+        oldOid = null;
+        existingDirs = new Set();
+      } else {
+        repo = found;
+        const speculated = repo.gitDir === '.git';
+        if (speculated) repo.prime({ packedRefs: packedData });
+        if (locked) {
+          head = locked.head;
+          oldOid = locked.current;
+        } else {
+          head = speculated ? headData && parseRefFile(headData) : await repo.readHead();
+          const loose = speculated && looseData ? parseRefFile(looseData) : null;
+          oldOid = loose?.oid ?? (await repo.readRef(ref));
+        }
+        const dirs = speculated ? objectDirs : await t.readdir(repo.p('objects'));
+        existingDirs = new Set((dirs ?? []).filter((d) => d.entry.type === 'dir').map((d) => d.name));
+      }
+    } catch (err) {
+      if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
+      throw err;
     }
     mark('refs');
     const result: GitPushResult = {
@@ -159,60 +196,75 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       worktree: null,
       timings,
     };
-    if (oldOid === newOid) return result;
-
-    const oldKnown = oldOid ? await local.has(oldOid) : false;
-    if (oldOid && !o.force) {
-      if (!oldKnown) {
-        throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} has commits this repository does not have (fetch first)`, {
-          hint: `wsync git fetch ${formatTarget(spec)} ${branch}, integrate them, then push again (or --force to drop them)`,
-        });
-      }
-      if (!(await local.isAncestor(oldOid, newOid))) {
-        throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} is not an ancestor of the local ${branch} (non-fast-forward)`, {
-          hint: 'fetch and integrate the remote commits, or use --force to replace them',
-        });
-      }
-    }
-    result.status = !oldOid ? 'created' : o.force && !(oldKnown && (await local.isAncestor(oldOid, newOid))) ? 'forced' : 'fast-forward';
-
-    const haves = await remoteHaves(repo, local, oldKnown ? oldOid : null);
-    const commits = await revList(local, newOid, haves);
-    const sink = new ObjectSink();
-    await objectsToSend(local, commits, (obj) => sink.add(obj));
-    Object.assign(result, { commits: commits.length, objects: sink.count });
-    mark('plan');
-
-    const oldSrc = oldOid && !oldKnown ? await repo.objectReader() : undefined;
+    // From here the locks (if taken early) are updateBranch's to release, or released here on the way out.
+    let handedOver = false;
     try {
-      const r = await updateBranch(repo, {
-        branch,
-        oldOid,
-        newOid,
-        src: local,
-        oldSrc,
-        head,
-        upload: async () => {
-          const up = await sink.upload(repo, existingDirs);
-          Object.assign(result, { bytes: up.bytes, packed: up.packed });
-          mark('objects');
-        },
-        identity,
-        message: 'push',
-        hint: 'commit, stash or discard the changes on the remote (or move the untracked files away), then push again',
-        hooks: o.hooks,
-      });
-      result.worktree = r.worktree;
+      if (oldOid === newOid) return result;
+
+      const oldKnown = oldOid ? await local.has(oldOid) : false;
+      if (oldOid && !o.force) {
+        if (!oldKnown) {
+          throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} has commits this repository does not have (fetch first)`, {
+            hint: `wsync git fetch ${formatTarget(spec)} ${branch}, integrate them, then push again (or --force to drop them)`,
+          });
+        }
+        if (!(await local.isAncestor(oldOid, newOid))) {
+          throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} is not an ancestor of the local ${branch} (non-fast-forward)`, {
+            hint: 'fetch and integrate the remote commits, or use --force to replace them',
+          });
+        }
+      }
+      result.status = !oldOid ? 'created' : o.force && !(oldKnown && (await local.isAncestor(oldOid, newOid))) ? 'forced' : 'fast-forward';
+
+      // The speculative plan sends everything not reachable from the guess: right whenever the guess is the
+      // remote's value, or an empty remote (a superset of what other remote refs would allow, never less).
+      const reuse = guessedOld ? guessedOld === oldOid : initialized;
+      const { commits, sink } = reuse ? await speculation : await planObjects(local, newOid, await remoteHaves(repo, local, oldKnown ? oldOid : null));
+      Object.assign(result, { commits: commits.length, objects: sink.count });
+      mark('plan');
+
+      const oldSrc = oldOid && !oldKnown ? await repo.objectReader() : undefined;
+      try {
+        handedOver = true;
+        const r = await updateBranch(repo, {
+          branch,
+          oldOid,
+          newOid,
+          src: local,
+          oldSrc,
+          head,
+          locked,
+          upload: async () => {
+            const up = await sink.upload(repo, existingDirs);
+            Object.assign(result, { bytes: up.bytes, packed: up.packed });
+            mark('objects');
+          },
+          identity,
+          message: 'push',
+          hint: 'commit, stash or discard the changes on the remote (or move the untracked files away), then push again',
+          hooks: o.hooks,
+        });
+        result.worktree = r.worktree;
+      } finally {
+        await oldSrc?.close();
+      }
+      mark('update');
     } finally {
-      await oldSrc?.close();
+      if (!handedOver && locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
     }
-    mark('update');
-    await setRef(local.files, `refs/remotes/${o.remoteName ?? defaultRemoteName(spec)}/${branch}`, newOid, identity, 'update by push');
+    await setRef(local.files, tracking, newOid, identity, 'update by push');
     mark('done');
     return result;
   } finally {
     await t.close();
   }
+}
+
+async function planObjects(local: LocalRepo, tip: string, haves: string[]): Promise<{ commits: CommitInfo[]; sink: ObjectSink }> {
+  const commits = await revList(local, tip, haves);
+  const sink = new ObjectSink();
+  await objectsToSend(local, commits, (obj) => sink.add(obj));
+  return { commits, sink };
 }
 
 /**

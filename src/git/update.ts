@@ -24,6 +24,8 @@ export interface BranchUpdate {
   oldSrc?: ObjectSource;
   /** HEAD as already read (undefined: read it here). */
   head?: RefContent | null;
+  /** Locks already taken by lockAndRead (they are released here in any case). */
+  locked?: LockedRead;
   /**
    * Puts the objects the new commit needs in place. It runs alongside the locking and the work tree checks,
    * and nothing refers to the new commit until it has finished.
@@ -77,15 +79,53 @@ function parseIndexOrRefuse(repo: FileRepo, data: Buffer | null): IndexEntry[] |
   }
 }
 
-/** Takes the locks together; if one is refused, the other is given back. */
-async function takeLocks(repo: FileRepo, files: string[]): Promise<RefLock[]> {
-  const got = await Promise.allSettled(files.map((f) => repo.lock(f)));
+/** The locks for a branch update, and what was read after taking them. */
+export interface LockedRead {
+  ref: RefLock;
+  index: RefLock | null;
+  /** HEAD, the branch's value and the index, as they are under the locks. */
+  head: RefContent | null;
+  current: string | null;
+  indexData: Buffer | null;
+  indexMtime: number;
+}
+
+/**
+ * Takes the branch's lock (and index.lock, as git commit takes them both: a git process there then fails cleanly),
+ * then reads what they protect. Over a transport that keeps request order, the reads go out right behind the lock
+ * requests: one round trip for both. If a lock is refused, the other is given back.
+ */
+export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolean, opts: { parents?: boolean } = {}): Promise<LockedRead> {
+  const view = repo.t.pinned?.();
+  const r = view ? new FileRepo(view, repo.layout) : repo;
+  const take = (f: string) => (opts.parents === false ? r.lockHere(f) : r.lock(f));
+  const locks = (withIndex ? ['index', ref] : [ref]).map(take);
+  for (const l of locks) l.catch(() => undefined);
+  const readAll = () =>
+    Promise.all([
+      r.readHead(),
+      r.readRef(ref),
+      withIndex ? r.t.readFile(r.p('index')) : null,
+      withIndex ? r.t.lstat(r.p('index')) : null,
+    ]);
+  let reads = view ? readAll() : undefined;
+  reads?.catch(() => undefined);
+  const got = await Promise.allSettled(locks);
   const failed = got.find((g) => g.status === 'rejected') as PromiseRejectedResult | undefined;
   if (failed) {
     await Promise.all(got.map((g) => (g.status === 'fulfilled' ? g.value.release() : undefined)));
+    await reads?.catch(() => undefined);
     throw failed.reason;
   }
-  return got.map((g) => (g as PromiseFulfilledResult<RefLock>).value);
+  const held = got.map((g) => (g as PromiseFulfilledResult<RefLock>).value);
+  try {
+    reads ??= readAll();
+    const [head, current, indexData, indexSt] = await reads;
+    return { ref: held[held.length - 1], index: withIndex ? held[0] : null, head, current, indexData, indexMtime: indexSt?.mtime || Number.MAX_SAFE_INTEGER };
+  } catch (err) {
+    await Promise.all(held.map((l) => l.release()));
+    throw err;
+  }
 }
 
 /**
@@ -95,9 +135,9 @@ async function takeLocks(repo: FileRepo, files: string[]): Promise<RefLock[]> {
  */
 export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<BranchUpdateResult> {
   const ref = `refs/heads/${u.branch}`;
-  const head = u.head !== undefined ? u.head : await repo.readHead();
+  const head = u.locked ? u.locked.head : u.head !== undefined ? u.head : await repo.readHead();
   const checkedOut = !repo.layout.bare && head?.symref === ref;
-  await u.hooks?.beforeLock?.();
+  if (!u.locked) await u.hooks?.beforeLock?.();
   const upload = (u.upload ?? (async () => undefined))();
   const oldSrc = u.oldSrc ?? u.src;
   const trees = checkedOut
@@ -107,23 +147,20 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       ])
     : undefined;
   const listing = trees?.then(([o, n]) => listWorktree(repo.t, o, n));
+  const linked = checkLinkedWorktrees(repo, ref);
   // Settled in any case before returning: nothing may still be writing when the caller closes the connection.
-  const pending = [upload, trees, listing].filter(Boolean) as Promise<unknown>[];
+  const pending = [upload, trees, listing, linked].filter(Boolean) as Promise<unknown>[];
   for (const p of pending) p.catch(() => undefined);
-  let locks: RefLock[] = [];
+  let locked: LockedRead | undefined = u.locked;
   try {
-    // index.lock as well as the ref's, as git commit takes them: a git process there then fails cleanly.
-    locks = await takeLocks(repo, checkedOut ? ['index', ref] : [ref]);
-    const refLock = locks[locks.length - 1];
-    repo.forget();
-    const [current, indexData, indexSt] = await Promise.all([
-      repo.readRef(ref),
-      checkedOut ? repo.t.readFile(repo.p('index')) : null,
-      checkedOut ? repo.t.lstat(repo.p('index')) : null,
-      checkLinkedWorktrees(repo, ref),
-    ]);
-    if (current !== u.oldOid) {
-      throw new WsyncError('E_GIT_REJECTED', `${ref} at ${repo.describe()} moved while this ran (now ${current ?? 'missing'}, expected ${u.oldOid ?? 'missing'}): stale info`, {
+    locked ??= await lockAndRead(repo, ref, checkedOut);
+    if (!checkedOut && locked.index) {
+      await locked.index.release();
+      locked.index = null;
+    }
+    await linked;
+    if (locked.current !== u.oldOid) {
+      throw new WsyncError('E_GIT_REJECTED', `${ref} at ${repo.describe()} moved while this ran (now ${locked.current ?? 'missing'}, expected ${u.oldOid ?? 'missing'}): stale info`, {
         hint: 'fetch, integrate the new commits, and try again',
       });
     }
@@ -132,16 +169,18 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     const commits: Promise<void>[] = [];
     if (checkedOut) {
       const [oldTree, newTree] = await trees!;
-      const state = { index: parseIndexOrRefuse(repo, indexData), indexMtime: indexSt?.mtime || Number.MAX_SAFE_INTEGER };
+      const state = { index: parseIndexOrRefuse(repo, locked.indexData), indexMtime: locked.indexMtime };
       const plan = await planWorktreeUpdate(repo.t, state, oldTree, newTree, { gitDirName: repo.gitDir, hint: u.hint, listing: await listing! });
-      await upload;
-      const entries = await applyWorktreeUpdate(repo.t, state, plan, u.src);
-      commits.push(locks[0].commit(serializeIndex(entries)));
+      // The work tree is written while the objects still upload: only the index and the ref refer to them. As in
+      // git's updateInstead, a failure after this point can leave the work tree ahead of the index; `git status`
+      // there then shows it, and the next push refuses until it is resolved.
+      const [entries] = await Promise.all([applyWorktreeUpdate(repo.t, state, plan, u.src), upload]);
+      commits.push(locked.index!.commit(serializeIndex(entries)));
       worktree = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length };
     } else {
       await upload;
     }
-    commits.push(refLock.commit(Buffer.from(`${u.newOid}\n`)));
+    commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`)));
     if (configBool(repo.layout.config.get('core.logallrefupdates'), !repo.layout.bare)) {
       const line = reflogLine(u.oldOid ?? ZERO_OID, u.newOid, u.identity, u.message);
       commits.push(repo.appendReflog(ref, line));
@@ -152,7 +191,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     if (failed) throw failed.reason;
     return { worktree };
   } finally {
-    await Promise.all(locks.map((l) => l.release()));
+    if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
     await Promise.allSettled(pending);
   }
 }

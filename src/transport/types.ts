@@ -80,6 +80,12 @@ export interface FileReader {
   readonly stamp: string;
   /** Exactly `length` bytes at `pos`; E_CHANGED_DURING_SYNC if the file ends first. */
   read(pos: number, length: number): Promise<Buffer>;
+  /**
+   * A view whose requests reach the server in the order they are issued (one SFTP channel, where sftp-server
+   * handles requests in turn). Lets a reader take a lock and read what it protects in the same round trip.
+   * Absent where the order is not kept (local: operations run on a thread pool).
+   */
+  pinned?(): Transport;
   close(): Promise<void>;
 }
 
@@ -139,5 +145,11 @@ export interface Transport {
   remove(rel: string, type: 'file' | 'dir'): Promise<void>;
   /** Atomic replace-rename (posix-rename). Creates the destination's parent directories. */
   rename(from: string, to: string): Promise<void>;
+  /**
+   * A view whose requests reach the server in the order they are issued (one SFTP channel, where sftp-server
+   * handles requests in turn). Lets a reader take a lock and read what it protects in the same round trip.
+   * Absent where the order is not kept (local: operations run on a thread pool).
+   */
+  pinned?(): Transport;
   close(): Promise<void>;
 }

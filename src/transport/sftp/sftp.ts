@@ -688,6 +688,14 @@ export class SftpTransport implements Transport {
     });
   }
 
+  pinned(): Transport {
+    const slot = this.pick();
+    const view = Object.create(this) as SftpTransport;
+    // Every request of the view goes to this one channel; requests are sent as they are issued.
+    (view as unknown as { pick: () => ChannelSlot }).pick = () => slot;
+    return view;
+  }
+
   async close(): Promise<void> {
     await this.onClose();
   }
