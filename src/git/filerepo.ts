@@ -38,6 +38,28 @@ export class RefLock {
   }
 }
 
+/** Objects in place under temp names: visible to git only after commit(). */
+export interface StagedObjects {
+  bytes: number;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Runs the jobs (at most PARALLEL at once) to the end, collecting what succeeded and the first failure. */
+async function settleAll<T>(jobs: Array<() => Promise<T>>): Promise<{ ok: T[]; failed?: unknown }> {
+  const ok: T[] = [];
+  let failed: unknown;
+  await mapLimit(jobs, PARALLEL, async (job) => {
+    if (failed) return;
+    try {
+      ok.push(await job());
+    } catch (err) {
+      failed ??= err;
+    }
+  });
+  return { ok, failed };
+}
+
 export class FileRepo {
   private packed?: Promise<PackedRefs>;
   constructor(
@@ -222,23 +244,72 @@ export class FileRepo {
 
   // ---- objects in ----
 
-  /** Loose objects, as git's receive-pack writes them below its unpack limit. Existing ones are left alone. */
-  async writeLoose(objects: readonly { oid: string; type: ObjectType; body: Buffer }[], existingDirs?: ReadonlySet<string>): Promise<number> {
+  /**
+   * Loose objects, as git's receive-pack writes them below its unpack limit, staged: written under temp names and
+   * only renamed into place by commit(). Until then git does not see them, and abort() leaves no trace: the
+   * quarantine receive-pack keeps a push's objects in until the push is accepted.
+   */
+  async stageLoose(objects: readonly { oid: string; type: ObjectType; body: Buffer }[], existingDirs?: ReadonlySet<string>): Promise<StagedObjects> {
     let bytes = 0;
-    await mapLimit(objects, PARALLEL, async (o) => {
-      const data = encodeLoose(o.type, o.body);
-      bytes += data.length;
-      const dir = o.oid.slice(0, 2);
-      // No-replace rename: an object already there is the same object.
-      await this.t.writeSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { exclusive: true, mode: 0o444, parents: !existingDirs?.has(dir) });
-    });
-    return bytes;
+    const newDirs = new Set<string>();
+    const staged = await settleAll(
+      objects.map((o) => {
+        const data = encodeLoose(o.type, o.body);
+        bytes += data.length;
+        const dir = o.oid.slice(0, 2);
+        if (!existingDirs?.has(dir)) newDirs.add(dir);
+        return () => this.t.stageSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { mode: 0o444, parents: !existingDirs?.has(dir) });
+      }),
+    );
+    const dropDirs = () => Promise.all([...newDirs].map((d) => this.t.remove(this.p(`objects/${d}`), 'dir').catch(() => undefined)));
+    if (staged.failed) {
+      await Promise.all(staged.ok.map((f) => f.abort()));
+      await dropDirs();
+      throw staged.failed;
+    }
+    return {
+      bytes,
+      // No-replace renames: an object already there is the same object.
+      commit: async () => {
+        await mapLimit(staged.ok, PARALLEL, (f) => f.commit({ exclusive: true }));
+      },
+      abort: async () => {
+        await Promise.all(staged.ok.map((f) => f.abort()));
+        await dropDirs();
+      },
+    };
   }
 
-  /** The pack first, the idx last: an idx is what makes git look inside a pack. */
+  /** A pack and its idx, staged; commit() moves the pack first and the idx last: an idx is what makes git look inside. */
+  async stagePack(name: string, pack: Buffer, idx: Buffer): Promise<StagedObjects> {
+    const staged = await settleAll([
+      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { mode: 0o444, parents: true }),
+      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { mode: 0o444, parents: true }),
+    ]);
+    if (staged.failed) {
+      await Promise.all(staged.ok.map((f) => f.abort()));
+      throw staged.failed;
+    }
+    const [p, i] = staged.ok;
+    return {
+      bytes: pack.length + idx.length,
+      commit: async () => {
+        await p.commit({ exclusive: true });
+        await i.commit({ exclusive: true });
+      },
+      abort: async () => {
+        await Promise.all([p.abort(), i.abort()]);
+      },
+    };
+  }
+
+  /** Objects written and made visible at once (fetch into the local repository: nothing to withdraw). */
+  async writeLoose(objects: readonly { oid: string; type: ObjectType; body: Buffer }[]): Promise<void> {
+    await (await this.stageLoose(objects)).commit();
+  }
+
   async writePack(name: string, pack: Buffer, idx: Buffer): Promise<void> {
-    await this.t.writeSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { exclusive: true, mode: 0o444, parents: true });
-    await this.t.writeSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { exclusive: true, mode: 0o444 });
+    await (await this.stagePack(name, pack, idx)).commit();
   }
 
   // ---- objects out ----

@@ -6,7 +6,7 @@ import type { SyncOptions } from '../api.js';
 import { openTarget } from '../transport/open.js';
 import { WsyncError } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
-import { FileRepo } from './filerepo.js';
+import { FileRepo, type StagedObjects } from './filerepo.js';
 import type { LocalRepo } from './local.js';
 import { objectsToSend, revList, type CommitInfo, type ObjectToSend } from './objects-to-send.js';
 import { PackWriter } from './pack.js';
@@ -82,11 +82,11 @@ class ObjectSink {
       this.loose = [];
     }
   }
-  async upload(repo: FileRepo, existingDirs?: ReadonlySet<string>): Promise<{ bytes: number; packed: boolean }> {
-    if (!this.pack) return { bytes: await repo.writeLoose(this.loose, existingDirs), packed: false };
+  /** Staged: nothing is visible to git on the remote until the push is accepted and commit() runs. */
+  async upload(repo: FileRepo, existingDirs?: ReadonlySet<string>): Promise<StagedObjects & { packed: boolean }> {
+    if (!this.pack) return { ...(await repo.stageLoose(this.loose, existingDirs)), packed: false };
     const { pack, idx, name } = this.pack.finish();
-    await repo.writePack(name, pack, idx);
-    return { bytes: pack.length + idx.length, packed: true };
+    return { ...(await repo.stagePack(name, pack, idx)), packed: true };
   }
 }
 
@@ -235,9 +235,10 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
           head,
           locked,
           upload: async () => {
-            const up = await sink.upload(repo, existingDirs);
-            Object.assign(result, { bytes: up.bytes, packed: up.packed });
+            const staged = await sink.upload(repo, existingDirs);
+            Object.assign(result, { bytes: staged.bytes, packed: staged.packed });
             mark('objects');
+            return staged;
           },
           identity,
           message: 'push',

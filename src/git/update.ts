@@ -6,7 +6,7 @@
  */
 import { WsyncError } from '../errors.js';
 import { configBool, reflogLine } from './refs.js';
-import { FileRepo, type RefLock } from './filerepo.js';
+import { FileRepo, type RefLock, type StagedObjects } from './filerepo.js';
 import type { RefContent } from './refs.js';
 import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
 import { ZERO_OID } from './objects.js';
@@ -27,10 +27,10 @@ export interface BranchUpdate {
   /** Locks already taken by lockAndRead (they are released here in any case). */
   locked?: LockedRead;
   /**
-   * Puts the objects the new commit needs in place. It runs alongside the locking and the work tree checks,
-   * and nothing refers to the new commit until it has finished.
+   * Stages the objects the new commit needs. It runs alongside the locking and the work tree checks; the objects
+   * are committed (made visible) only once the update is accepted, and withdrawn if it is refused.
    */
-  upload?: () => Promise<void>;
+  upload?: () => Promise<StagedObjects>;
   identity: string;
   message: string;
   /** Shown with refusals: how to resolve them on that side. */
@@ -138,7 +138,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
   const head = u.locked ? u.locked.head : u.head !== undefined ? u.head : await repo.readHead();
   const checkedOut = !repo.layout.bare && head?.symref === ref;
   if (!u.locked) await u.hooks?.beforeLock?.();
-  const upload = (u.upload ?? (async () => undefined))();
+  const upload = u.upload?.() ?? Promise.resolve(undefined);
   const oldSrc = u.oldSrc ?? u.src;
   const trees = checkedOut
     ? Promise.all([
@@ -152,6 +152,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
   const pending = [upload, trees, listing, linked].filter(Boolean) as Promise<unknown>[];
   for (const p of pending) p.catch(() => undefined);
   let locked: LockedRead | undefined = u.locked;
+  let accepted = false;
   try {
     locked ??= await lockAndRead(repo, ref, checkedOut);
     if (!checkedOut && locked.index) {
@@ -174,11 +175,13 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       // The work tree is written while the objects still upload: only the index and the ref refer to them. As in
       // git's updateInstead, a failure after this point can leave the work tree ahead of the index; `git status`
       // there then shows it, and the next push refuses until it is resolved.
-      const [entries] = await Promise.all([applyWorktreeUpdate(repo.t, state, plan, u.src), upload]);
+      accepted = true;
+      const [entries] = await Promise.all([applyWorktreeUpdate(repo.t, state, plan, u.src), upload.then((st) => st?.commit())]);
       commits.push(locked.index!.commit(serializeIndex(entries)));
       worktree = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length };
     } else {
-      await upload;
+      accepted = true;
+      await (await upload)?.commit();
     }
     commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`)));
     if (configBool(repo.layout.config.get('core.logallrefupdates'), !repo.layout.bare)) {
@@ -191,8 +194,10 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     if (failed) throw failed.reason;
     return { worktree };
   } finally {
-    if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
     await Promise.allSettled(pending);
+    // Refused: the staged objects go too, so the remote is left as it was.
+    if (!accepted) await (await upload.catch(() => undefined))?.abort();
+    if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
   }
 }
 

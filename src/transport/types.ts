@@ -72,6 +72,14 @@ export interface ExclusiveFile {
   abort(): Promise<void>;
 }
 
+/** Data written under a temp name next to its final path, not yet visible there. */
+export interface StagedFile {
+  /** Renames it into place; with exclusive, resolves false (and removes the temp) when the name already exists. */
+  commit(opts?: { exclusive?: boolean }): Promise<boolean>;
+  /** Removes the temp (idempotent). */
+  abort(): Promise<void>;
+}
+
 /** Random access to one open file. */
 export interface FileReader {
   /** Size when opened. */
@@ -132,6 +140,11 @@ export interface Transport {
    * just after the promise resolves (lock files: a reader treats empty content as held by someone unknown).
    */
   createExclusive(rel: string, data: Buffer): Promise<boolean>;
+  /**
+   * writeSmall in two halves: the data, mode and fsync now, the rename on commit(). Lets a caller put data in
+   * place and still withdraw it without a trace (git's quarantine of a push's objects until it is accepted).
+   */
+  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; parents?: boolean }): Promise<StagedFile>;
   /** O_EXCL create kept open until commit or abort; null when the name exists. */
   openExclusive(rel: string): Promise<ExclusiveFile | null>;
   /**

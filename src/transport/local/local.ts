@@ -2,7 +2,7 @@ import { promises as fsp, constants as C, readdirSync, lstatSync, readlinkSync }
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, ExclusiveFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { WsyncError } from '../../errors.js';
 import { ancestors, localJoin, tempNameFor } from '../../util/paths.js';
 import { checkRebuildOps, outsideEdit } from '../rebuild.js';
@@ -223,6 +223,35 @@ export class LocalTransport implements Transport {
   }
 
   async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    const tmp = await this.writeTemp(rel, data, meta, opts);
+    await this.commit(tmp, rel, opts);
+  }
+
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; parents?: boolean } = {}): Promise<StagedFile> {
+    const meta = { mode: opts.mode ?? 0o644, mtime: Math.floor(Date.now() / 1000), size: data.length };
+    const tmp = await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts);
+    let done = false;
+    return {
+      commit: async (o = {}) => {
+        done = true;
+        try {
+          await this.commit(tmp, rel, { exclusive: o.exclusive });
+          return true;
+        } catch (err) {
+          if (o.exclusive && err instanceof WsyncError && (err.cause as NodeJS.ErrnoException)?.code === 'EEXIST') return false;
+          throw err;
+        }
+      },
+      abort: async () => {
+        if (done) return;
+        done = true;
+        await fsp.unlink(tmp).catch(() => undefined);
+      },
+    };
+  }
+
+  /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
+  private async writeTemp(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
     if (opts.parents) {
       for (const d of ancestors(rel)) {
         await fsp.mkdir(this.abs(d), 0o755).catch((err: NodeJS.ErrnoException) => {
@@ -257,7 +286,7 @@ export class LocalTransport implements Transport {
       await fh.close().catch(() => undefined);
       if (!ok) await fsp.unlink(tmp).catch(() => undefined);
     }
-    await this.commit(tmp, rel, opts);
+    return tmp;
   }
 
   async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, ExclusiveFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { checkRebuildOps, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
@@ -376,52 +376,81 @@ export class SftpTransport implements Transport {
 
   async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
     return this.onChannel(async (slot) => {
-      const { ch } = slot;
-      const tmp = this.abs(tempNameFor(rel));
-      if (opts.parents) this.sendMkdirs(ch, parentOf(rel));
-      let h: Buffer;
-      try {
-        h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
-      } catch (err) {
-        throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
-      }
-      const inflight: Promise<void>[] = [];
-      let failed: unknown;
-      const track = (p: Promise<void>) => {
-        p.catch((err) => (failed ??= err));
-        inflight.push(p);
-      };
-      let pos = 0;
-      try {
-        for await (const chunk of data) {
-          if (failed) break;
-          for (let off = 0; off < chunk.length; off += ch.maxWrite) {
-            const piece = chunk.subarray(off, Math.min(chunk.length, off + ch.maxWrite));
-            await slot.bytes.acquire(piece.length);
-            const w = ch.write(h, piece, pos);
-            w.finally(() => slot.bytes.release(piece.length)).catch(() => undefined);
-            track(w);
-            pos += piece.length;
-          }
-        }
-        if (pos !== meta.size && !failed) {
-          throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel}: expected ${meta.size} bytes, read ${pos}`);
-        }
-        // Sent behind the writes without waiting: the server applies them in order, after the data.
-        track(ch.fsetstat(h, { mode: meta.mode & 0o7777, atime: meta.mtime, mtime: meta.mtime }));
-        if (ch.has('fsync@openssh.com')) track(ch.fsync(h));
-        const closed = ch.close(h);
-        track(closed);
-        await Promise.allSettled(inflight);
-        if (failed) throw mapSftpError(failed, `cannot write ${this.describe(rel)}`);
-      } catch (err) {
-        await Promise.allSettled(inflight);
-        await ch.close(h).catch(() => undefined);
-        await ch.unlink(tmp).catch(() => undefined);
-        throw err instanceof WsyncError ? err : mapSftpError(err, `cannot write ${this.describe(rel)}`);
-      }
-      await this.commit(ch, tmp, rel, opts);
+      const tmp = await this.writeTemp(slot, rel, data, meta, opts);
+      await this.commit(slot.ch, tmp, rel, opts);
     });
+  }
+
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; parents?: boolean } = {}): Promise<StagedFile> {
+    const meta = { mode: opts.mode ?? 0o644, mtime: Math.floor(Date.now() / 1000), size: data.length };
+    const { ch, tmp } = await this.onChannel(async (slot) => ({ ch: slot.ch, tmp: await this.writeTemp(slot, rel, (async function* () { yield data; })(), meta, opts) }));
+    let done = false;
+    return {
+      commit: async (o = {}) => {
+        done = true;
+        try {
+          await this.commit(ch, tmp, rel, { exclusive: o.exclusive });
+          return true;
+        } catch (err) {
+          if (o.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) return false;
+          throw err;
+        }
+      },
+      abort: async () => {
+        if (done) return;
+        done = true;
+        await ch.unlink(tmp).catch(() => undefined);
+      },
+    };
+  }
+
+  /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
+  private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
+    const { ch } = slot;
+    const tmp = this.abs(tempNameFor(rel));
+    if (opts.parents) this.sendMkdirs(ch, parentOf(rel));
+    let h: Buffer;
+    try {
+      h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
+    } catch (err) {
+      throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+    }
+    const inflight: Promise<void>[] = [];
+    let failed: unknown;
+    const track = (p: Promise<void>) => {
+      p.catch((err) => (failed ??= err));
+      inflight.push(p);
+    };
+    let pos = 0;
+    try {
+      for await (const chunk of data) {
+        if (failed) break;
+        for (let off = 0; off < chunk.length; off += ch.maxWrite) {
+          const piece = chunk.subarray(off, Math.min(chunk.length, off + ch.maxWrite));
+          await slot.bytes.acquire(piece.length);
+          const w = ch.write(h, piece, pos);
+          w.finally(() => slot.bytes.release(piece.length)).catch(() => undefined);
+          track(w);
+          pos += piece.length;
+        }
+      }
+      if (pos !== meta.size && !failed) {
+        throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel}: expected ${meta.size} bytes, read ${pos}`);
+      }
+      // Sent behind the writes without waiting: the server applies them in order, after the data.
+      track(ch.fsetstat(h, { mode: meta.mode & 0o7777, atime: meta.mtime, mtime: meta.mtime }));
+      if (ch.has('fsync@openssh.com')) track(ch.fsync(h));
+      const closed = ch.close(h);
+      track(closed);
+      await Promise.allSettled(inflight);
+      if (failed) throw mapSftpError(failed, `cannot write ${this.describe(rel)}`);
+    } catch (err) {
+      await Promise.allSettled(inflight);
+      await ch.close(h).catch(() => undefined);
+      await ch.unlink(tmp).catch(() => undefined);
+      throw err instanceof WsyncError ? err : mapSftpError(err, `cannot write ${this.describe(rel)}`);
+    }
+    return tmp;
   }
 
   /**
