@@ -6,18 +6,21 @@
  * (a) initial push, (b) no-op re-push, (c) re-push after ~50 edits. Wall time is spawn → exit of the tool's process;
  * wire bytes are the proxy's counters; every run is then verified by comparing the remote tree with the local one.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync } from 'node:fs';
-import { tmpdir, cpus, totalmem, release, platform } from 'node:os';
-import { join, dirname, resolve, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { join, resolve, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startSshd, type TestServer } from '../test/support/sshd.js';
 import { startProxy, type Proxy } from './proxy.js';
 import { generateTree, applyEdits, BASE_MTIME, EDIT_MTIME, type TreeSummary } from './tree.js';
 import { compareTrees, describeMismatch, countFiles } from './verify.js';
+import {
+  REPO, type Cell, benchEnv, numSetting, firstUsefulLine, killCurrent, runMeasured, shortPath, fmtBytes, timeCell, bytesCell,
+  ratioCell, versionOf, sshVersion, gitRev, machineFacts, writeProxyConfig, linkDescription, privateHomeEnv,
+} from './harness.js';
 
 type Tool = 'wsync' | 'rsync' | 'scp';
 type CaseId = 'initial' | 'noop' | 'edit' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
@@ -48,18 +51,6 @@ interface Settings {
   wsyncBin: string;
   keep: boolean;
 }
-
-interface Cell {
-  status: 'ok' | 'fail' | 'timeout' | 'mismatch' | 'na' | 'skipped';
-  secs?: number;
-  up?: number;
-  down?: number;
-  note?: string;
-  /** Full stderr/stdout tail, for the failures section. */
-  detail?: string;
-}
-
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function settings(): Settings {
   const { values } = parseArgs({
@@ -97,14 +88,8 @@ function settings(): Settings {
     );
     process.exit(0);
   }
-  const env = (name: string) => process.env[`WSYNC_BENCH_${name}`];
-  const num = (flag: string | undefined, name: string, dflt: number): number => {
-    const raw = flag ?? env(name);
-    if (raw === undefined || raw === '') return dflt;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`bad value for ${name}: ${raw}`);
-    return n;
-  };
+  const env = benchEnv;
+  const num = numSetting;
   const toolList = (values.tools ?? env('TOOLS') ?? 'wsync,rsync,scp').split(',').map((t) => t.trim());
   for (const t of toolList) if (!['wsync', 'rsync', 'scp'].includes(t)) throw new Error(`unknown tool: ${t}`);
   return {
@@ -121,171 +106,6 @@ function settings(): Settings {
     wsyncBin: resolve(REPO, values['wsync-bin'] ?? env('WSYNC_BIN') ?? 'bin/wsync.js'),
     keep: values.keep ?? env('KEEP') === '1',
   };
-}
-
-/** First line that explains a failure; Node puts "file:line" and source excerpts before the actual error. */
-function firstUsefulLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
-  const err = lines.find((l) => /^([A-Z]\w*Error|Error|error|fatal|wsync:)\b/.test(l) || /\berror\b/i.test(l));
-  return err ?? lines[0] ?? '';
-}
-
-let current: ChildProcess | undefined;
-
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    child.kill('SIGKILL');
-  }
-}
-
-interface RunOutcome {
-  code: number | null;
-  signal: string | null;
-  secs: number;
-  timedOut: boolean;
-  stdout: string;
-  stderr: string;
-  up: number;
-  down: number;
-}
-
-/**
- * Runs one tool invocation with the proxy counters zeroed. Asynchronous on purpose: the proxy lives in this
- * process, and a blocking spawnSync would freeze the emulated link.
- */
-async function runMeasured(
-  proxy: Proxy,
-  cmd: string,
-  args: string[],
-  opts: { timeoutS: number; env: NodeJS.ProcessEnv; log: string },
-): Promise<RunOutcome> {
-  await quiesce(proxy);
-  proxy.resetCounters();
-  const cap = 256 * 1024;
-  let stdout = '';
-  let stderr = '';
-  const t0 = performance.now();
-  // detached: own process group, so a timeout also stops the ssh children rsync/scp spawn.
-  const child = spawn(cmd, args, { cwd: REPO, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  current = child;
-  child.stdout!.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-cap)));
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-cap)));
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup(child);
-  }, opts.timeoutS * 1000);
-  const { code, signal, secs } = await new Promise<{ code: number | null; signal: string | null; secs: number }>(
-    (res) => {
-      child.once('error', (e) => {
-        stderr += `\nspawn failed: ${e.message}`;
-        res({ code: -1, signal: null, secs: (performance.now() - t0) / 1000 });
-      });
-      child.once('exit', (c, s) => res({ code: c, signal: s, secs: (performance.now() - t0) / 1000 }));
-    },
-  );
-  clearTimeout(timer);
-  killGroup(child); // leftovers (e.g. an ssh the tool forgot) must not keep moving bytes into the next run
-  current = undefined;
-  // The tool's last bytes (disconnect, FIN) may still be in the emulated link; count them before reading.
-  await quiesce(proxy);
-  writeFileSync(opts.log, `$ ${cmd} ${args.join(' ')}\n--- exit ${code} ${signal ?? ''} ${secs.toFixed(3)} s\n--- stdout\n${stdout}\n--- stderr\n${stderr}\n`);
-  return { code, signal, secs, timedOut, stdout, stderr, up: proxy.bytesUp(), down: proxy.bytesDown() };
-}
-
-async function quiesce(proxy: Proxy): Promise<void> {
-  const until = Date.now() + 5000;
-  while (proxy.activeConnections() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-}
-
-function shortPath(p: string): string {
-  const r = relative(REPO, p);
-  return r.startsWith('..') ? p : r;
-}
-
-function fmtBytes(n: number): string {
-  if (n < 1000) return `${n} B`;
-  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
-  if (n < 1e9) return `${(n / 1e6).toFixed(2)} MB`;
-  return `${(n / 1e9).toFixed(2)} GB`;
-}
-
-const cellEscape = (s: string) => s.replace(/\|/g, '\\|').replace(/\s+/g, ' ').slice(0, 140);
-
-function timeCell(c: Cell | undefined): string {
-  if (!c) return '—';
-  switch (c.status) {
-    case 'ok':
-      return c.secs!.toFixed(2);
-    case 'na':
-    case 'skipped':
-      return cellEscape(c.note ?? 'n/a');
-    case 'timeout':
-      return cellEscape(`>${Math.round(c.secs!)} s (stopped${c.note ? '; ' + c.note : ''})`);
-    case 'mismatch':
-      return cellEscape(`MISMATCH (${c.secs!.toFixed(2)} s): ${c.note ?? ''}`);
-    case 'fail':
-      return cellEscape(`FAIL: ${c.note ?? ''}`);
-  }
-}
-
-function bytesCell(c: Cell | undefined): string {
-  if (!c || c.up === undefined || c.down === undefined) return c?.status === 'na' ? 'n/a' : '—';
-  return `${fmtBytes(c.up + c.down)} (↑${fmtBytes(c.up)} ↓${fmtBytes(c.down)})`;
-}
-
-function ratioCell(w: Cell | undefined, r: Cell | undefined): string {
-  if (w?.status !== 'ok' || r?.status !== 'ok') return 'n/a';
-  return `${(w.secs! / r.secs!).toFixed(2)}×`;
-}
-
-function versionOf(cmd: string, args: string[]): string {
-  try {
-    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    return out.split('\n')[0]!.trim().replace(/\s+/g, ' ');
-  } catch (e) {
-    const err = e as { stderr?: string };
-    return (err.stderr ?? '').split('\n')[0]!.trim() || 'unknown';
-  }
-}
-
-function sshVersion(): string {
-  try {
-    // `ssh -V` prints to stderr.
-    const r = execFileSync('sh', ['-c', 'ssh -V 2>&1'], { encoding: 'utf8' });
-    return r.trim();
-  } catch {
-    return 'unknown';
-  }
-}
-
-function gitRev(): string {
-  try {
-    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8', stdio: 'pipe' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: REPO, encoding: 'utf8', stdio: 'pipe' });
-    return dirty.trim() ? `${rev} (src/bin modified)` : rev;
-  } catch {
-    return 'no commit yet';
-  }
-}
-
-/** The tests' ssh_config, re-pointed at the proxy, with a known_hosts entry for the proxy's host:port. */
-function writeProxyConfig(srv: TestServer, proxyPort: number, dir: string): string {
-  const hostKey = readFileSync(srv.hostKeyPub, 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
-  const knownHosts = join(dir, 'known_hosts');
-  writeFileSync(knownHosts, `[127.0.0.1]:${proxyPort} ${hostKey}\n`);
-  const cfg = readFileSync(srv.sshConfig, 'utf8')
-    .replace(/^(\s*Port)\s+\d+\s*$/m, `$1 ${proxyPort}`)
-    .replace(/^(\s*UserKnownHostsFile)\s+.*$/m, `$1 ${knownHosts}`);
-  if (!cfg.includes(`Port ${proxyPort}`) || !cfg.includes(knownHosts)) {
-    throw new Error(`could not re-point ${srv.sshConfig} at the proxy; its format changed:\n${cfg}`);
-  }
-  const path = join(dir, 'ssh_config');
-  writeFileSync(path, cfg);
-  return path;
 }
 
 function commandFor(tool: Tool, local: string, alias: string, remote: string, cfg: string, s: Settings): [string, string[]] {
@@ -348,7 +168,7 @@ async function main(): Promise<void> {
   let srv: TestServer | undefined;
   let proxy: Proxy | undefined;
   const cleanup = async () => {
-    if (current) killGroup(current);
+    killCurrent();
     await proxy?.close();
     await srv?.stop();
     if (!s.keep) rmSync(work, { recursive: true, force: true });
@@ -363,7 +183,7 @@ async function main(): Promise<void> {
     const delayMs = s.rttMs / 2;
     proxy = await startProxy({ targetPort: srv.port, delayMs, rateBitsPerSec: s.rateMbit * 1e6 });
     const cfg = writeProxyConfig(srv, proxy.port, work);
-    const link = `RTT ${s.rttMs} ms (${delayMs} ms each way), ${s.rateMbit > 0 ? `${s.rateMbit} Mbit/s` : 'unlimited'} per direction, TCP handshake emulated`;
+    const link = linkDescription(s.rttMs, s.rateMbit);
     console.log(`sshd on 127.0.0.1:${srv.port}, proxy on 127.0.0.1:${proxy.port}: ${link}`);
 
     const probe = await runMeasured(proxy, 'ssh', ['-F', cfg, '-o', 'BatchMode=yes', srv.alias, 'true'], {
@@ -390,18 +210,7 @@ async function main(): Promise<void> {
 
     // A private HOME per tool: no state from earlier bench runs or from the user's real config leaks in. wsync
     // keeps its chunk cache there across the cases, as it would for a user.
-    const envFor = (tool: Tool): NodeJS.ProcessEnv => {
-      const home = join(work, `home-${tool}`);
-      mkdirSync(home, { recursive: true });
-      return {
-        ...process.env,
-        HOME: home,
-        XDG_CONFIG_HOME: join(home, '.config'),
-        XDG_CACHE_HOME: join(home, '.cache'),
-        XDG_STATE_HOME: join(home, '.local/state'),
-        NO_COLOR: '1',
-      };
-    };
+    const envFor = (tool: Tool): NodeJS.ProcessEnv => privateHomeEnv(join(work, `home-${tool}`));
 
     /** Runs one tool on one case, verifies the remote, records the cell. */
     const runCase = async (tool: Tool, c: { id: CaseId; label: string }, local: string, remote: string, fileCount: number, initialId: CaseId): Promise<void> => {
@@ -549,10 +358,9 @@ async function main(): Promise<void> {
       }
     }
 
-    const cpu = cpus();
     const facts = [
       `- date: ${started.toISOString()}`,
-      `- machine: ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${platform()} ${release()}`,
+      `- machine: ${machineFacts()}`,
       `- node ${process.version}; ${sshVersion()} (client and sshd, same host); ${versionOf('rsync', ['--version'])}`,
       `- wsync: ${gitRev()}`,
       `- link: ${link}; user-space proxy in the harness process`,

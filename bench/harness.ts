@@ -1,0 +1,236 @@
+/**
+ * What the benchmarks (bench/run.ts: directories, bench/git.ts: git branches) share: running one tool invocation
+ * through the proxy with its counters zeroed, table cells, flag/env parsing and the facts about the machine.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem, release, platform } from 'node:os';
+import { join, dirname, resolve, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import type { TestServer } from '../test/support/sshd.js';
+import type { Proxy } from './proxy.js';
+
+/** The repository root (this file runs from dist-bench/bench/). */
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface Cell {
+  status: 'ok' | 'fail' | 'timeout' | 'mismatch' | 'na' | 'skipped';
+  secs?: number;
+  up?: number;
+  down?: number;
+  note?: string;
+  /** Full stderr/stdout tail, for the failures section. */
+  detail?: string;
+}
+
+/** A numeric setting from `--flag` or else `WSYNC_BENCH_<NAME>`; non-negative. */
+export function numSetting(flag: string | undefined, name: string, dflt: number): number {
+  const raw = flag ?? benchEnv(name);
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`bad value for ${name}: ${raw}`);
+  return n;
+}
+
+export const benchEnv = (name: string): string | undefined => process.env[`WSYNC_BENCH_${name}`];
+
+/** First line that explains a failure; Node puts "file:line" and source excerpts before the actual error. */
+export function firstUsefulLine(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const err = lines.find((l) => /^([A-Z]\w*Error|Error|error|fatal|wsync:)\b/.test(l) || /\berror\b/i.test(l));
+  return err ?? lines[0] ?? '';
+}
+
+let current: ChildProcess | undefined;
+
+export function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+}
+
+/** Stops the tool invocation in progress, if any (for SIGINT cleanup). */
+export function killCurrent(): void {
+  if (current) killGroup(current);
+}
+
+export interface RunOutcome {
+  code: number | null;
+  signal: string | null;
+  secs: number;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  up: number;
+  down: number;
+}
+
+/**
+ * Runs one tool invocation with the proxy counters zeroed. Asynchronous on purpose: the proxy lives in this
+ * process, and a blocking spawnSync would freeze the emulated link.
+ */
+export async function runMeasured(
+  proxy: Proxy,
+  cmd: string,
+  args: string[],
+  opts: { timeoutS: number; env: NodeJS.ProcessEnv; log: string; cwd?: string },
+): Promise<RunOutcome> {
+  await quiesce(proxy);
+  proxy.resetCounters();
+  const cap = 256 * 1024;
+  let stdout = '';
+  let stderr = '';
+  const t0 = performance.now();
+  // detached: own process group, so a timeout also stops the ssh children rsync/scp/git spawn.
+  const child = spawn(cmd, args, { cwd: opts.cwd ?? REPO, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  current = child;
+  child.stdout!.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-cap)));
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-cap)));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup(child);
+  }, opts.timeoutS * 1000);
+  const { code, signal, secs } = await new Promise<{ code: number | null; signal: string | null; secs: number }>(
+    (res) => {
+      child.once('error', (e) => {
+        stderr += `\nspawn failed: ${e.message}`;
+        res({ code: -1, signal: null, secs: (performance.now() - t0) / 1000 });
+      });
+      child.once('exit', (c, s) => res({ code: c, signal: s, secs: (performance.now() - t0) / 1000 }));
+    },
+  );
+  clearTimeout(timer);
+  killGroup(child); // leftovers (e.g. an ssh the tool forgot) must not keep moving bytes into the next run
+  current = undefined;
+  // The tool's last bytes (disconnect, FIN) may still be in the emulated link; count them before reading.
+  await quiesce(proxy);
+  writeFileSync(opts.log, `$ ${cmd} ${args.join(' ')}\n--- exit ${code} ${signal ?? ''} ${secs.toFixed(3)} s\n--- stdout\n${stdout}\n--- stderr\n${stderr}\n`);
+  return { code, signal, secs, timedOut, stdout, stderr, up: proxy.bytesUp(), down: proxy.bytesDown() };
+}
+
+export async function quiesce(proxy: Proxy): Promise<void> {
+  const until = Date.now() + 5000;
+  while (proxy.activeConnections() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+}
+
+export function shortPath(p: string): string {
+  const r = relative(REPO, p);
+  return r.startsWith('..') ? p : r;
+}
+
+export function fmtBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(2)} MB`;
+  return `${(n / 1e9).toFixed(2)} GB`;
+}
+
+export const cellEscape = (s: string) => s.replace(/\|/g, '\\|').replace(/\s+/g, ' ').slice(0, 140);
+
+export function timeCell(c: Cell | undefined): string {
+  if (!c) return '—';
+  switch (c.status) {
+    case 'ok':
+      return c.secs!.toFixed(2);
+    case 'na':
+    case 'skipped':
+      return cellEscape(c.note ?? 'n/a');
+    case 'timeout':
+      return cellEscape(`>${Math.round(c.secs!)} s (stopped${c.note ? '; ' + c.note : ''})`);
+    case 'mismatch':
+      return cellEscape(`MISMATCH (${c.secs!.toFixed(2)} s): ${c.note ?? ''}`);
+    case 'fail':
+      return cellEscape(`FAIL: ${c.note ?? ''}`);
+  }
+}
+
+export function bytesCell(c: Cell | undefined): string {
+  if (!c || c.up === undefined || c.down === undefined) return c?.status === 'na' ? 'n/a' : '—';
+  return `${fmtBytes(c.up + c.down)} (↑${fmtBytes(c.up)} ↓${fmtBytes(c.down)})`;
+}
+
+/** Time ratio w/r of two completed cells. */
+export function ratioCell(w: Cell | undefined, r: Cell | undefined): string {
+  if (w?.status !== 'ok' || r?.status !== 'ok') return 'n/a';
+  return `${(w.secs! / r.secs!).toFixed(2)}×`;
+}
+
+export function versionOf(cmd: string, args: string[]): string {
+  try {
+    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return out.split('\n')[0]!.trim().replace(/\s+/g, ' ');
+  } catch (e) {
+    const err = e as { stderr?: string };
+    return (err.stderr ?? '').split('\n')[0]!.trim() || 'unknown';
+  }
+}
+
+export function sshVersion(): string {
+  try {
+    // `ssh -V` prints to stderr.
+    const r = execFileSync('sh', ['-c', 'ssh -V 2>&1'], { encoding: 'utf8' });
+    return r.trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The benchmarked checkout's commit, flagged when src/ or bin/ differ from it. */
+export function gitRev(checkout = REPO): string {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: checkout, encoding: 'utf8', stdio: 'pipe' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: checkout, encoding: 'utf8', stdio: 'pipe' });
+    return dirty.trim() ? `${rev} (src/bin modified)` : rev;
+  } catch {
+    return 'no commit yet';
+  }
+}
+
+/** "2 × AMD EPYC, 23.5 GiB RAM, linux 6.x" */
+export function machineFacts(): string {
+  const cpu = cpus();
+  return `${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${platform()} ${release()}`;
+}
+
+/** The tests' ssh_config, re-pointed at the proxy, with a known_hosts entry for the proxy's host:port. */
+export function writeProxyConfig(srv: TestServer, proxyPort: number, dir: string): string {
+  const hostKey = readFileSync(srv.hostKeyPub, 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
+  const knownHosts = join(dir, 'known_hosts');
+  writeFileSync(knownHosts, `[127.0.0.1]:${proxyPort} ${hostKey}\n`);
+  const cfg = readFileSync(srv.sshConfig, 'utf8')
+    .replace(/^(\s*Port)\s+\d+\s*$/m, `$1 ${proxyPort}`)
+    .replace(/^(\s*UserKnownHostsFile)\s+.*$/m, `$1 ${knownHosts}`);
+  if (!cfg.includes(`Port ${proxyPort}`) || !cfg.includes(knownHosts)) {
+    throw new Error(`could not re-point ${srv.sshConfig} at the proxy; its format changed:\n${cfg}`);
+  }
+  const path = join(dir, 'ssh_config');
+  writeFileSync(path, cfg);
+  return path;
+}
+
+/** The link description used in the console and the results. */
+export function linkDescription(rttMs: number, rateMbit: number): string {
+  return `RTT ${rttMs} ms (${rttMs / 2} ms each way), ${rateMbit > 0 ? `${rateMbit} Mbit/s` : 'unlimited'} per direction, TCP handshake emulated`;
+}
+
+/**
+ * A private HOME (and XDG dirs) under `dir`: no state from earlier bench runs or from the user's real config
+ * leaks in.
+ */
+export function privateHomeEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  mkdirSync(home, { recursive: true });
+  return {
+    ...process.env,
+    HOME: home,
+    XDG_CONFIG_HOME: join(home, '.config'),
+    XDG_CACHE_HOME: join(home, '.cache'),
+    XDG_STATE_HOME: join(home, '.local/state'),
+    NO_COLOR: '1',
+    ...extra,
+  };
+}
