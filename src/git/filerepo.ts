@@ -29,9 +29,9 @@ export class RefLock {
     readonly file: string,
     private readonly handle: ExclusiveFile,
   ) {}
-  /** Writes the new content into the lock, then renames it over the file: git's commit_lock_file. */
-  async commit(content: Buffer): Promise<void> {
-    await this.handle.commit(content, this.repo.p(this.file));
+  /** Writes the new content into the lock, then (once `after` is done) renames it over the file: git's commit_lock_file. */
+  async commit(content: Buffer, after?: Promise<unknown>): Promise<void> {
+    await this.handle.commit(content, this.repo.p(this.file), after);
   }
   async release(): Promise<void> {
     await this.handle.abort();

@@ -11,8 +11,10 @@ import type { LocalRepo } from './local.js';
 import { objectsToSend, revList, type CommitInfo, type ObjectToSend } from './objects-to-send.js';
 import { PackWriter } from './pack.js';
 import { isValidBranchName, parseRefFile, type RefContent } from './refs.js';
-import { peelToCommit } from './tree.js';
-import { lockAndRead, setRef, updateBranch, type LockedRead, type UpdateHooks } from './update.js';
+import { commitTree, flattenTree, peelToCommit, type FlatTree } from './tree.js';
+import { lockAndRead, setRef, updateBranch, type LockedRead, type Speculation, type UpdateHooks } from './update.js';
+import { listWorktree, stageWorktree } from './worktree.js';
+import type { Transport } from '../transport/types.js';
 
 /** Below this many objects they go loose, as git's receive.unpackLimit does: no pack to index or repack. */
 export const UNPACK_LIMIT = 100;
@@ -71,6 +73,7 @@ export async function resolveBranch(local: LocalRepo, branch: string | undefined
 class ObjectSink {
   private loose: ObjectToSend[] = [];
   private pack?: PackWriter;
+  private finished?: { pack: Buffer; idx: Buffer; name: string };
   count = 0;
   add(o: ObjectToSend): void {
     this.count++;
@@ -85,7 +88,9 @@ class ObjectSink {
   /** Staged: nothing is visible to git on the remote until the push is accepted and commit() runs. */
   async upload(repo: FileRepo, existingDirs?: ReadonlySet<string>): Promise<StagedObjects & { packed: boolean }> {
     if (!this.pack) return { ...(await repo.stageLoose(this.loose, existingDirs)), packed: false };
-    const { pack, idx, name } = this.pack.finish();
+    // Kept: a staging on a wrong guess of the layout is done again with the same bytes.
+    this.finished ??= this.pack.finish();
+    const { pack, idx, name } = this.finished;
     return { ...(await repo.stagePack(name, pack, idx)), packed: true };
   }
 }
@@ -131,6 +136,11 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     if (t.pinned) await o.hooks?.beforeLock?.();
     const early = t.pinned ? lockAndRead(guess, ref, true, { parents: false }) : undefined;
     early?.catch(() => undefined);
+    // Meanwhile, on the same guess as the plan: the objects and the changed work tree files go up under temp
+    // names, and the work tree is listed. All of it is withdrawn if the guess is wrong or the push is refused.
+    const ahead = early ? startAhead(t, guess, local, speculation, guessedOld, newOid) : undefined;
+    let objectsTaken = false;
+    let worktreeTaken = false;
     const [found, headData, packedData, looseData, objectDirs] = await Promise.all([
       FileRepo.open(t),
       early ? null : soft(t.readFile(`.git/HEAD`)),
@@ -138,15 +148,19 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       early ? null : soft(t.readFile(`.git/${ref}`)),
       soft(t.readdir(`.git/objects`)),
     ]).catch(async (err) => {
-      // E.g. a repository format we refuse: give back the locks taken on the guess.
+      // E.g. a repository format we refuse: give back the locks taken on the guess, and what went ahead.
       const h = await early?.catch(() => undefined);
       if (h) await Promise.all([h.ref.release(), h.index?.release()]);
+      await withdraw(ahead);
       throw err;
     });
     let locked: LockedRead | undefined;
-    const held = await early?.catch((err) => {
+    const held = await early?.catch(async (err) => {
       // A lock held by someone else is an answer; a missing directory only means the guess was wrong.
-      if (found?.gitDir === '.git' && err instanceof WsyncError && err.code === 'E_LOCKED') throw err;
+      if (found?.gitDir === '.git' && err instanceof WsyncError && err.code === 'E_LOCKED') {
+        await withdraw(ahead);
+        throw err;
+      }
       return undefined;
     });
     let repo: FileRepo;
@@ -179,6 +193,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       }
     } catch (err) {
       if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
+      await withdraw(ahead);
       throw err;
     }
     mark('refs');
@@ -222,6 +237,9 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       const { commits, sink } = reuse ? await speculation : await planObjects(local, newOid, await remoteHaves(repo, local, oldKnown ? oldOid : null));
       Object.assign(result, { commits: commits.length, objects: sink.count });
       mark('plan');
+      const staged = reuse && repo.gitDir === '.git' ? ahead?.objects : undefined;
+      objectsTaken = !!staged;
+      worktreeTaken = !!ahead;
 
       const oldSrc = oldOid && !oldKnown ? await repo.objectReader() : undefined;
       try {
@@ -234,11 +252,13 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
           oldSrc,
           head,
           locked,
+          speculation: ahead?.worktree,
           upload: async () => {
-            const staged = await sink.upload(repo, existingDirs);
-            Object.assign(result, { bytes: staged.bytes, packed: staged.packed });
+            // Staged ahead, unless that failed (no repository there yet): then now, into the one just made.
+            const up = staged ? await staged.catch(() => sink.upload(repo, existingDirs)) : await sink.upload(repo, existingDirs);
+            Object.assign(result, { bytes: up.bytes, packed: up.packed });
             mark('objects');
-            return staged;
+            return up;
           },
           identity,
           message: 'push',
@@ -252,6 +272,9 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       mark('update');
     } finally {
       if (!handedOver && locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
+      // Work done ahead that nobody took over is withdrawn.
+      if (ahead && !objectsTaken) await (await ahead.objects.catch(() => undefined))?.abort();
+      if (ahead && !worktreeTaken) await (await ahead.worktree.staged.catch(() => undefined))?.abort();
     }
     await setRef(local.files, tracking, newOid, identity, 'update by push');
     mark('done');
@@ -259,6 +282,31 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
   } finally {
     await t.close();
   }
+}
+
+interface Ahead {
+  objects: Promise<StagedObjects & { packed: boolean }>;
+  worktree: Speculation;
+}
+
+/** Starts, on the guessed old value, what does not depend on the remote's answers (see gitPush). */
+function startAhead(t: Transport, guess: FileRepo, local: LocalRepo, plan: Promise<{ sink: ObjectSink }>, guessedOld: string | null, newOid: string): Ahead {
+  const objects = plan.then(({ sink }) => sink.upload(guess));
+  const trees = Promise.all([
+    guessedOld ? commitTree(local, guessedOld).then((tr) => flattenTree(local, tr)) : Promise.resolve<FlatTree>(new Map()),
+    commitTree(local, newOid).then((tr) => flattenTree(local, tr)),
+  ]);
+  const listing = trees.then(([o, n]) => listWorktree(t, o, n));
+  const mtime = Math.floor(Date.now() / 1000) - 1;
+  // Only over an existing work tree: an initial push's files are written once the repository exists.
+  const staged = guessedOld ? trees.then(([o, n]) => stageWorktree(t, o, n, local, mtime)).catch(() => undefined) : Promise.resolve(undefined);
+  for (const p of [objects, trees, listing, staged]) p.catch(() => undefined);
+  return { objects, worktree: { oldOid: guessedOld, trees, listing, staged } };
+}
+
+async function withdraw(ahead: Ahead | undefined): Promise<void> {
+  if (!ahead) return;
+  await Promise.all([ahead.objects.then((s) => s.abort()).catch(() => undefined), ahead.worktree.staged.then((s) => s?.abort()).catch(() => undefined)]);
 }
 
 async function planObjects(local: LocalRepo, tip: string, haves: string[]): Promise<{ commits: CommitInfo[]; sink: ObjectSink }> {

@@ -11,7 +11,7 @@ import type { RefContent } from './refs.js';
 import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
 import { ZERO_OID } from './objects.js';
 import { commitTree, flattenTree, type FlatTree, type ObjectSource } from './tree.js';
-import { applyWorktreeUpdate, listWorktree, planWorktreeUpdate } from './worktree.js';
+import { applyWorktreeUpdate, indexAfter, listWorktree, planWorktreeUpdate, type StagedWorktree, type WorktreeListing } from './worktree.js';
 
 export interface BranchUpdate {
   branch: string;
@@ -26,6 +26,8 @@ export interface BranchUpdate {
   head?: RefContent | null;
   /** Locks already taken by lockAndRead (they are released here in any case). */
   locked?: LockedRead;
+  /** Work started before the remote's state was known, on a guess of the branch's old value. */
+  speculation?: Speculation;
   /**
    * Stages the objects the new commit needs. It runs alongside the locking and the work tree checks; the objects
    * are committed (made visible) only once the update is accepted, and withdrawn if it is refused.
@@ -37,6 +39,14 @@ export interface BranchUpdate {
   hint?: string;
   /** Test hooks: run at the named point, with the locks held where the name says so. */
   hooks?: UpdateHooks;
+}
+
+export interface Speculation {
+  /** The old value the work assumed; it is used only if that is what the remote holds. */
+  oldOid: string | null;
+  trees: Promise<[FlatTree, FlatTree]>;
+  listing: Promise<WorktreeListing>;
+  staged: Promise<StagedWorktree | undefined>;
 }
 
 export interface UpdateHooks {
@@ -140,19 +150,25 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
   if (!u.locked) await u.hooks?.beforeLock?.();
   const upload = u.upload?.() ?? Promise.resolve(undefined);
   const oldSrc = u.oldSrc ?? u.src;
+  // A speculation made for another old value (or for a work tree that is not checked out) is dropped.
+  const spec = checkedOut && u.speculation?.oldOid === u.oldOid ? u.speculation : undefined;
+  const dropped = u.speculation && !spec ? u.speculation.staged.then((s) => s?.abort()) : undefined;
   const trees = checkedOut
-    ? Promise.all([
+    ? (spec?.trees ??
+      Promise.all([
         u.oldOid ? commitTree(oldSrc, u.oldOid).then((t) => flattenTree(oldSrc, t)) : Promise.resolve<FlatTree>(new Map()),
         commitTree(u.src, u.newOid).then((t) => flattenTree(u.src, t)),
-      ])
+      ]))
     : undefined;
-  const listing = trees?.then(([o, n]) => listWorktree(repo.t, o, n));
+  const listing = spec?.listing ?? trees?.then(([o, n]) => listWorktree(repo.t, o, n));
+  const staged = spec?.staged ?? Promise.resolve(undefined);
   const linked = checkLinkedWorktrees(repo, ref);
   // Settled in any case before returning: nothing may still be writing when the caller closes the connection.
-  const pending = [upload, trees, listing, linked].filter(Boolean) as Promise<unknown>[];
+  const pending = [upload, trees, listing, linked, staged, dropped].filter(Boolean) as Promise<unknown>[];
   for (const p of pending) p.catch(() => undefined);
   let locked: LockedRead | undefined = u.locked;
   let accepted = false;
+  let completed = false;
   try {
     locked ??= await lockAndRead(repo, ref, checkedOut);
     if (!checkedOut && locked.index) {
@@ -168,22 +184,31 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     await u.hooks?.locked?.();
     let worktree: BranchUpdateResult['worktree'] = null;
     const commits: Promise<void>[] = [];
+    // Visible once the update is accepted; the ref waits for them.
+    let objectsIn: Promise<unknown>;
     if (checkedOut) {
       const [oldTree, newTree] = await trees!;
       const state = { index: parseIndexOrRefuse(repo, locked.indexData), indexMtime: locked.indexMtime };
       const plan = await planWorktreeUpdate(repo.t, state, oldTree, newTree, { gitDirName: repo.gitDir, hint: u.hint, listing: await listing! });
-      // The work tree is written while the objects still upload: only the index and the ref refer to them. As in
-      // git's updateInstead, a failure after this point can leave the work tree ahead of the index; `git status`
-      // there then shows it, and the next push refuses until it is resolved.
+      // Past the checks. The work tree is written while the objects still upload: only the index and the ref
+      // refer to them. As in git's updateInstead, a failure after this point can leave the work tree ahead of
+      // the index; `git status` there then shows it, and the next push refuses until it is resolved.
       accepted = true;
-      const [entries] = await Promise.all([applyWorktreeUpdate(repo.t, state, plan, u.src), upload.then((st) => st?.commit())]);
-      commits.push(locked.index!.commit(serializeIndex(entries)));
+      const ahead = await staged.catch(() => undefined);
+      const mtime = ahead?.mtime ?? Math.floor(Date.now() / 1000) - 1;
+      const entries = await indexAfter(state, plan, u.src, mtime);
+      const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead);
+      objectsIn = upload.then((st) => st?.commit());
+      // The lock files get their content now and are renamed over index and ref once what they describe is there.
+      commits.push(applied, objectsIn.then(() => undefined));
+      commits.push(locked.index!.commit(serializeIndex(entries), applied));
       worktree = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length };
+      commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), Promise.all([applied, objectsIn])));
     } else {
       accepted = true;
-      await (await upload)?.commit();
+      objectsIn = upload.then((st) => st?.commit());
+      commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), objectsIn));
     }
-    commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`)));
     if (configBool(repo.layout.config.get('core.logallrefupdates'), !repo.layout.bare)) {
       const line = reflogLine(u.oldOid ?? ZERO_OID, u.newOid, u.identity, u.message);
       commits.push(repo.appendReflog(ref, line));
@@ -192,11 +217,13 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     const settled = await Promise.allSettled(commits);
     const failed = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (failed) throw failed.reason;
+    completed = true;
     return { worktree };
   } finally {
     await Promise.allSettled(pending);
-    // Refused: the staged objects go too, so the remote is left as it was.
+    // Refused: the staged objects and files go too, so the remote is left as it was.
     if (!accepted) await (await upload.catch(() => undefined))?.abort();
+    if (!completed) await (await staged.catch(() => undefined))?.abort();
     if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
   }
 }

@@ -5,13 +5,13 @@
  * Used on the remote work tree for `git push`, and on the local one for `git fetch --ff`.
  */
 import { WsyncError } from '../errors.js';
-import type { Transport } from '../transport/types.js';
+import type { StagedFile, Transport } from '../transport/types.js';
 import type { Entry } from '../types.js';
 import { mapLimit } from '../util/limit.js';
 import { ancestors, parentOf } from '../util/paths.js';
 import { hashObject } from './objects.js';
 import type { IndexEntry } from './index-file.js';
-import { MODE_EXEC, MODE_GITLINK, MODE_LINK, type FlatEntry, type FlatTree, type ObjectSource } from './tree.js';
+import { MODE_EXEC, MODE_FILE, MODE_GITLINK, MODE_LINK, type FlatEntry, type FlatTree, type ObjectSource } from './tree.js';
 
 const PARALLEL = 64;
 /** Paths listed in a refusal; the rest are counted. */
@@ -192,13 +192,90 @@ export async function planWorktreeUpdate(
   return { removes, writes, listing: disk };
 }
 
+/** Files of the new tree written ahead under temp names (before the checks), renamed into place by the update. */
+export interface StagedWorktree {
+  mtime: number;
+  files: Map<string, StagedFile>;
+  abort(): Promise<void>;
+}
+
 /**
- * Applies a plan and returns the new index entries. Files get mtime one second before `now`: git treats an entry
- * whose mtime is not older than the index file as racily clean and re-hashes it; one second back avoids that
- * without hiding edits (an edit after this run gets a newer mtime).
+ * Paths a speculative staging can write ahead: regular files that change content, whose place is not taken by a
+ * directory of the old tree and whose parents are not files of the old tree (those need removals first).
  */
-export async function applyWorktreeUpdate(t: Transport, state: WorktreeState, plan: WorktreePlan, src: ObjectSource, now = Math.floor(Date.now() / 1000)): Promise<IndexEntry[]> {
-  const mtime = now - 1;
+function stageable(oldTree: FlatTree, newTree: FlatTree): Array<[string, FlatEntry]> {
+  const oldDirs = new Set<string>();
+  for (const p of oldTree.keys()) for (const a of ancestors(p)) oldDirs.add(a);
+  const out: Array<[string, FlatEntry]> = [];
+  for (const [p, e] of newTree) {
+    if (e.mode !== MODE_FILE && e.mode !== MODE_EXEC) continue;
+    const o = oldTree.get(p);
+    if (o && o.oid === e.oid) continue;
+    if (oldDirs.has(p) || ancestors(p).some((a) => oldTree.has(a))) continue;
+    out.push([p, e]);
+  }
+  return out;
+}
+
+/**
+ * Writes the changed files of `oldTree` -> `newTree` under temp names next to their places, with the mtime the
+ * index will record. Nothing is visible until the update renames them; abort() removes them again, and the
+ * directories it had to create. Used while the locks and listings are still on their way.
+ */
+export async function stageWorktree(t: Transport, oldTree: FlatTree, newTree: FlatTree, src: ObjectSource, mtime: number): Promise<StagedWorktree> {
+  const files = new Map<string, StagedFile>();
+  const created = new Set<string>();
+  const oldDirs = new Set<string>();
+  for (const p of oldTree.keys()) for (const a of ancestors(p)) oldDirs.add(a);
+  const jobs = stageable(oldTree, newTree);
+  for (const [p] of jobs) for (const a of ancestors(p)) if (!oldDirs.has(a)) created.add(a);
+  const abort = async () => {
+    await Promise.all([...files.values()].map((f) => f.abort()));
+    for (const d of [...created].sort((a, b) => b.length - a.length)) await t.remove(d, 'dir').catch(() => undefined);
+  };
+  try {
+    await mapLimit(jobs, PARALLEL, async ([p, e]) => {
+      const obj = await src.read(e.oid);
+      files.set(p, await t.stageSmall(p, obj.body, { mode: e.mode === MODE_EXEC ? 0o755 : 0o644, mtime, parents: true }));
+    });
+  } catch (err) {
+    await abort();
+    throw err;
+  }
+  return { mtime, files, abort };
+}
+
+function entryFor(path: string, e: FlatEntry, size: number, mtime: number): IndexEntry {
+  return { path, oid: e.oid, mode: e.mode, size, mtimeSeconds: mtime, ctimeSeconds: mtime, mtimeNanoseconds: 0, ctimeNanoseconds: 0, dev: 0, ino: 0, uid: 0, gid: 0, stage: 0, assumeValid: false, skipWorktree: false, intentToAdd: false };
+}
+
+/**
+ * The index after a plan is applied, known before it is: files get `mtime` (set explicitly when written), a
+ * mode-only change keeps the file's mtime, symlinks and gitlinks record 0 (git re-checks such an entry by content
+ * once, which for a symlink is one readlink).
+ */
+export async function indexAfter(state: WorktreeState, plan: WorktreePlan, src: ObjectSource, mtime: number): Promise<IndexEntry[]> {
+  const out = new Map<string, IndexEntry>();
+  const removed = new Set(plan.removes);
+  for (const e of state.index ?? []) if (!removed.has(e.path)) out.set(e.path, e);
+  await mapLimit(plan.writes, PARALLEL, async ({ path, entry, modeOnly }) => {
+    if (entry.mode === MODE_GITLINK) return void out.set(path, entryFor(path, entry, 0, 0));
+    if (modeOnly) {
+      const d = plan.listing.get(path)!;
+      return void out.set(path, entryFor(path, entry, d.size, d.mtime));
+    }
+    const size = (await src.read(entry.oid)).body.length;
+    out.set(path, entryFor(path, entry, size, entry.mode === MODE_LINK ? 0 : mtime));
+  });
+  return [...out.values()];
+}
+
+/**
+ * Applies a plan: removals first, then directories, then the writes (a staged file is just renamed into place).
+ * Files get mtime `mtime`; callers pass one second before now, because git treats an entry whose mtime is not
+ * older than the index file as racily clean and re-hashes it, and an edit after this run still gets a newer mtime.
+ */
+export async function applyWorktreeUpdate(t: Transport, plan: WorktreePlan, src: ObjectSource, mtime: number, staged?: StagedWorktree): Promise<void> {
   const removeSet = new Set(plan.removes);
   await mapLimit(plan.removes, PARALLEL, async (p) => {
     const d = plan.listing.get(p);
@@ -214,45 +291,31 @@ export async function applyWorktreeUpdate(t: Transport, state: WorktreeState, pl
   for (const d of [...emptied].filter((d) => !newDirs.has(d)).sort((a, b) => b.length - a.length)) {
     await t.remove(d, 'dir').catch(() => undefined);
   }
-  // Directories needed by the new tree whose path is a directory that was just freed, or never existed.
+  // Directories needed by the new tree whose path is a directory that was just freed, or never existed (staging
+  // made its own).
+  const made = new Set<string>();
+  for (const p of staged?.files.keys() ?? []) for (const a of ancestors(p)) made.add(a);
   const byDepth = new Map<number, string[]>();
   for (const d of newDirs) {
     const on = plan.listing.get(d);
-    if (on?.type === 'dir' && !removeSet.has(d)) continue;
+    if ((on?.type === 'dir' && !removeSet.has(d)) || made.has(d)) continue;
     const depth = d.split('/').length;
     byDepth.set(depth, [...(byDepth.get(depth) ?? []), d]);
   }
   for (const depth of [...byDepth.keys()].sort((a, b) => a - b)) await mapLimit(byDepth.get(depth)!, PARALLEL, (d) => t.mkdir(d, 0o755));
 
-  const written = new Map<string, IndexEntry>();
   await mapLimit(plan.writes, PARALLEL, async ({ path, entry, modeOnly }) => {
-    const base = { path, oid: entry.oid, mode: entry.mode, dev: 0, ino: 0, uid: 0, gid: 0, stage: 0, assumeValid: false, skipWorktree: false, intentToAdd: false, mtimeNanoseconds: 0, ctimeNanoseconds: 0 };
-    if (entry.mode === MODE_GITLINK) {
-      await t.mkdir(path, 0o755);
-      written.set(path, { ...base, size: 0, mtimeSeconds: 0, ctimeSeconds: 0 });
-      return;
-    }
-    if (modeOnly) {
-      const d = plan.listing.get(path)!;
-      await t.setMeta(path, { mode: entry.mode === MODE_EXEC ? 0o755 : 0o644 });
-      written.set(path, { ...base, size: d.size, mtimeSeconds: d.mtime, ctimeSeconds: d.mtime });
+    if (entry.mode === MODE_GITLINK) return t.mkdir(path, 0o755);
+    if (modeOnly) return t.setMeta(path, { mode: entry.mode === MODE_EXEC ? 0o755 : 0o644 });
+    const ahead = staged?.files.get(path);
+    if (ahead) {
+      await ahead.commit();
       return;
     }
     const obj = await src.read(entry.oid);
     if (obj.type !== 'blob') throw new WsyncError('E_GIT_CORRUPT', `${path}: ${entry.oid} is a ${obj.type}, not a blob`);
-    if (entry.mode === MODE_LINK) {
-      await t.symlink(path, obj.body.toString('utf8'));
-      const st = await t.lstat(path);
-      written.set(path, { ...base, size: obj.body.length, mtimeSeconds: st?.mtime ?? 0, ctimeSeconds: st?.mtime ?? 0 });
-      return;
-    }
+    if (entry.mode === MODE_LINK) return t.symlink(path, obj.body.toString('utf8'));
     const mode = entry.mode === MODE_EXEC ? 0o755 : 0o644;
     await t.writeFile(path, (async function* () { yield obj.body; })(), { mode, mtime, size: obj.body.length });
-    written.set(path, { ...base, size: obj.body.length, mtimeSeconds: mtime, ctimeSeconds: mtime });
   });
-
-  const out = new Map<string, IndexEntry>();
-  for (const e of state.index ?? []) if (!removeSet.has(e.path)) out.set(e.path, e);
-  for (const [p, e] of written) out.set(p, e);
-  return [...out.values()];
 }

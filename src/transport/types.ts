@@ -66,8 +66,11 @@ export type LiteralSource = (dstOffset: number, length: number) => Promise<Buffe
  * committing it one more for the data, fsync and close, then the rename.
  */
 export interface ExclusiveFile {
-  /** Writes `data`, fsyncs, closes, then (with `renameTo`) renames it over that path atomically. */
-  commit(data: Buffer, renameTo?: string): Promise<void>;
+  /**
+   * Writes `data`, fsyncs, closes, then (with `renameTo`) renames it over that path atomically; with `after`, the
+   * rename waits for it (and is not made if it fails), so the data is on its way while other work finishes.
+   */
+  commit(data: Buffer, renameTo?: string, after?: Promise<unknown>): Promise<void>;
   /** Closes and removes it (idempotent; does nothing after a commit). */
   abort(): Promise<void>;
 }
@@ -144,7 +147,7 @@ export interface Transport {
    * writeSmall in two halves: the data, mode and fsync now, the rename on commit(). Lets a caller put data in
    * place and still withdraw it without a trace (git's quarantine of a push's objects until it is accepted).
    */
-  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; parents?: boolean }): Promise<StagedFile>;
+  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean }): Promise<StagedFile>;
   /** O_EXCL create kept open until commit or abort; null when the name exists. */
   openExclusive(rel: string): Promise<ExclusiveFile | null>;
   /**

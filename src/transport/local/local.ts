@@ -227,8 +227,8 @@ export class LocalTransport implements Transport {
     await this.commit(tmp, rel, opts);
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; parents?: boolean } = {}): Promise<StagedFile> {
-    const meta = { mode: opts.mode ?? 0o644, mtime: Math.floor(Date.now() / 1000), size: data.length };
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean } = {}): Promise<StagedFile> {
+    const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const tmp = await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts);
     let done = false;
     return {
@@ -425,7 +425,7 @@ export class LocalTransport implements Transport {
     }
     let state: 'open' | 'closed' | 'done' = 'open';
     return {
-      commit: async (data, renameTo) => {
+      commit: async (data, renameTo, after) => {
         if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
         state = 'closed';
         try {
@@ -436,6 +436,7 @@ export class LocalTransport implements Transport {
         } finally {
           await fh.close();
         }
+        await after;
         if (renameTo !== undefined) {
           await fsp.rename(abs, this.abs(renameTo)).catch((err) => {
             throw ioError(err, `cannot move ${abs} into place`);

@@ -381,8 +381,8 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; parents?: boolean } = {}): Promise<StagedFile> {
-    const meta = { mode: opts.mode ?? 0o644, mtime: Math.floor(Date.now() / 1000), size: data.length };
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean } = {}): Promise<StagedFile> {
+    const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const { ch, tmp } = await this.onChannel(async (slot) => ({ ch: slot.ch, tmp: await this.writeTemp(slot, rel, (async function* () { yield data; })(), meta, opts) }));
     let done = false;
     return {
@@ -639,7 +639,7 @@ export class SftpTransport implements Transport {
     }
     let state: 'open' | 'closed' | 'done' = 'open';
     return {
-      commit: async (data, renameTo) => {
+      commit: async (data, renameTo, after) => {
         if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
         state = 'closed';
         const ops: Promise<unknown>[] = [];
@@ -649,6 +649,7 @@ export class SftpTransport implements Transport {
         const settled = await Promise.allSettled(ops);
         const failed = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
         if (failed) throw mapSftpError(failed.reason, `cannot write ${this.describe(rel)}`);
+        await after;
         if (renameTo !== undefined) {
           await ch.posixRename(abs, this.abs(renameTo)).catch((err) => {
             throw mapSftpError(err, `cannot move ${this.describe(rel)} into place`);
