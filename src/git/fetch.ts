@@ -129,6 +129,7 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
     return result;
   } finally {
     await t.close();
+    await local.close();
   }
 }
 
@@ -172,5 +173,5 @@ async function writeLocally(local: LocalRepo, objects: Map<string, GitObject>): 
     const { pack, idx, name } = w.finish();
     await local.files.writePack(name, pack, idx);
   }
-  local.forgetCache();
+  await local.forgetCache();
 }

@@ -158,7 +158,7 @@ export class FileRepo {
 
   /** Loose shadows packed, as in git. Call `forget()` first when the value must be fresh (a CAS under lock). */
   async readRef(name: string): Promise<string | null> {
-    const [loose, packed] = await Promise.all([this.t.readFile(this.p(name)), this.packedRefs()]);
+    const [loose, packed] = await Promise.all([this.t.readFile(this.p(name), { small: true }), this.packedRefs()]);
     if (loose) {
       const v = parseRefFile(loose);
       if (v?.oid) return v.oid;
@@ -377,7 +377,7 @@ export class RepoObjects {
     if (mem) return mem;
     if (this.loose.has(oid)) {
       const rel = `objects/${oid.slice(0, 2)}/${oid.slice(2)}`;
-      const data = await this.repo.t.readFile(this.repo.p(rel));
+      const data = await this.repo.t.readFile(this.repo.p(rel), { small: true });
       if (data) {
         let obj: GitObject;
         try {

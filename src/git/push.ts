@@ -121,10 +121,14 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
   // While connecting, plan as if the remote branch were where this repository last saw it (its remote-tracking
   // ref); used only if that turns out to be true, or if there is no repository there yet and no such ref.
   const guessedOld = await local.resolve(tracking);
-  const speculation = planObjects(local, newOid, guessedOld && (await local.has(guessedOld)) ? [guessedOld] : []);
+  const guessKnown = guessedOld ? await local.has(guessedOld) : false;
+  const speculation = planObjects(local, newOid, guessKnown ? [guessedOld!] : []);
+  const guessIsAncestor = guessKnown ? local.isAncestor(guessedOld!, newOid) : Promise.resolve(false);
   speculation.catch(() => undefined);
+  guessIsAncestor.catch(() => undefined);
   const t = await connecting.catch(async (err) => {
-    await speculation.catch(() => undefined);
+    await Promise.allSettled([speculation, guessIsAncestor]);
+    await local.close();
     throw err;
   });
   mark('connect');
@@ -138,9 +142,10 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     early?.catch(() => undefined);
     // Meanwhile, on the same guess as the plan: the objects and the changed work tree files go up under temp
     // names, and the work tree is listed. All of it is withdrawn if the guess is wrong or the push is refused.
-    const ahead = early ? startAhead(t, guess, local, speculation, guessedOld, newOid) : undefined;
+    const ahead = early && guessedOld !== newOid ? startAhead(t, guess, local, speculation, guessedOld, newOid) : undefined;
     let objectsTaken = false;
     let worktreeTaken = false;
+    const linked = early ? soft(t.readdir('.git/worktrees')) : undefined;
     const [found, headData, packedData, looseData, objectDirs] = await Promise.all([
       FileRepo.open(t),
       early ? null : soft(t.readFile(`.git/HEAD`)),
@@ -217,19 +222,20 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       if (oldOid === newOid) return result;
 
       const oldKnown = oldOid ? await local.has(oldOid) : false;
+      const isAncestor = (a: string) => (a === guessedOld ? guessIsAncestor : local.isAncestor(a, newOid));
       if (oldOid && !o.force) {
         if (!oldKnown) {
           throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} has commits this repository does not have (fetch first)`, {
             hint: `wsync git fetch ${formatTarget(spec)} ${branch}, integrate them, then push again (or --force to drop them)`,
           });
         }
-        if (!(await local.isAncestor(oldOid, newOid))) {
+        if (!(await isAncestor(oldOid))) {
           throw new WsyncError('E_GIT_REJECTED', `${ref} at ${t.describe()} is not an ancestor of the local ${branch} (non-fast-forward)`, {
             hint: 'fetch and integrate the remote commits, or use --force to replace them',
           });
         }
       }
-      result.status = !oldOid ? 'created' : o.force && !(oldKnown && (await local.isAncestor(oldOid, newOid))) ? 'forced' : 'fast-forward';
+      result.status = !oldOid ? 'created' : o.force && !(oldKnown && (await isAncestor(oldOid))) ? 'forced' : 'fast-forward';
 
       // The speculative plan sends everything not reachable from the guess: right whenever the guess is the
       // remote's value, or an empty remote (a superset of what other remote refs would allow, never less).
@@ -253,6 +259,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
           head,
           locked,
           speculation: ahead?.worktree,
+          worktrees: repo.gitDir === '.git' ? linked : undefined,
           upload: async () => {
             // Staged ahead, unless that failed (no repository there yet): then now, into the one just made.
             const up = staged ? await staged.catch(() => sink.upload(repo, existingDirs)) : await sink.upload(repo, existingDirs);
@@ -264,6 +271,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
           message: 'push',
           hint: 'commit, stash or discard the changes on the remote (or move the untracked files away), then push again',
           hooks: o.hooks,
+          mark,
         });
         result.worktree = r.worktree;
       } finally {
@@ -281,6 +289,8 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     return result;
   } finally {
     await t.close();
+    await Promise.allSettled([speculation, guessIsAncestor]);
+    await local.close();
   }
 }
 

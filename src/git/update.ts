@@ -7,6 +7,7 @@
 import { WsyncError } from '../errors.js';
 import { configBool, reflogLine } from './refs.js';
 import { FileRepo, type RefLock, type StagedObjects } from './filerepo.js';
+import type { DirEntry } from '../transport/types.js';
 import type { RefContent } from './refs.js';
 import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
 import { ZERO_OID } from './objects.js';
@@ -28,6 +29,8 @@ export interface BranchUpdate {
   locked?: LockedRead;
   /** Work started before the remote's state was known, on a guess of the branch's old value. */
   speculation?: Speculation;
+  /** The listing of the git dir's worktrees/, if already asked for. */
+  worktrees?: Promise<DirEntry[] | null>;
   /**
    * Stages the objects the new commit needs. It runs alongside the locking and the work tree checks; the objects
    * are committed (made visible) only once the update is accepted, and withdrawn if it is refused.
@@ -39,6 +42,8 @@ export interface BranchUpdate {
   hint?: string;
   /** Test hooks: run at the named point, with the locks held where the name says so. */
   hooks?: UpdateHooks;
+  /** Records when a phase ends (result.timings). */
+  mark?: (phase: string) => void;
 }
 
 export interface Speculation {
@@ -62,8 +67,8 @@ export interface BranchUpdateResult {
 }
 
 /** Linked worktrees keep their own HEAD and index: wsync updates only the main one, so a branch used there is refused. */
-async function checkLinkedWorktrees(repo: FileRepo, ref: string): Promise<void> {
-  const list = await repo.t.readdir(repo.p('worktrees'));
+async function checkLinkedWorktrees(repo: FileRepo, ref: string, listing?: Promise<DirEntry[] | null>): Promise<void> {
+  const list = await (listing ?? repo.t.readdir(repo.p('worktrees')));
   for (const w of list ?? []) {
     if (w.entry.type !== 'dir') continue;
     const head = await repo.t.readFile(repo.p(`worktrees/${w.name}/HEAD`));
@@ -162,7 +167,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     : undefined;
   const listing = spec?.listing ?? trees?.then(([o, n]) => listWorktree(repo.t, o, n));
   const staged = spec?.staged ?? Promise.resolve(undefined);
-  const linked = checkLinkedWorktrees(repo, ref);
+  const linked = checkLinkedWorktrees(repo, ref, u.worktrees);
   // Settled in any case before returning: nothing may still be writing when the caller closes the connection.
   const pending = [upload, trees, listing, linked, staged, dropped].filter(Boolean) as Promise<unknown>[];
   for (const p of pending) p.catch(() => undefined);
@@ -181,6 +186,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
         hint: 'fetch, integrate the new commits, and try again',
       });
     }
+    u.mark?.('locked');
     await u.hooks?.locked?.();
     let worktree: BranchUpdateResult['worktree'] = null;
     const commits: Promise<void>[] = [];
@@ -188,16 +194,20 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     let objectsIn: Promise<unknown>;
     if (checkedOut) {
       const [oldTree, newTree] = await trees!;
+      u.mark?.('trees');
       const state = { index: parseIndexOrRefuse(repo, locked.indexData), indexMtime: locked.indexMtime };
-      const plan = await planWorktreeUpdate(repo.t, state, oldTree, newTree, { gitDirName: repo.gitDir, hint: u.hint, listing: await listing! });
+      const lst = await listing!;
+      u.mark?.('listed');
+      const plan = await planWorktreeUpdate(repo.t, state, oldTree, newTree, { gitDirName: repo.gitDir, hint: u.hint, listing: lst });
       // Past the checks. The work tree is written while the objects still upload: only the index and the ref
       // refer to them. As in git's updateInstead, a failure after this point can leave the work tree ahead of
       // the index; `git status` there then shows it, and the next push refuses until it is resolved.
       accepted = true;
+      u.mark?.('checked');
       const ahead = await staged.catch(() => undefined);
       const mtime = ahead?.mtime ?? Math.floor(Date.now() / 1000) - 1;
       const entries = await indexAfter(state, plan, u.src, mtime);
-      const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead);
+      const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead).then(() => u.mark?.('worktree'));
       objectsIn = upload.then((st) => st?.commit());
       // The lock files get their content now and are renamed over index and ref once what they describe is there.
       commits.push(applied, objectsIn.then(() => undefined));

@@ -59,7 +59,8 @@ export async function listWorktree(t: Transport, oldTree: FlatTree, newTree: Fla
   for (const [p, e] of newTree) if (oldTree.get(p)?.oid !== e.oid || oldTree.get(p)?.mode !== e.mode) add(p);
   const entries = new Map<string, Entry>();
   const listed = new Set<string>();
-  await mapLimit([...dirs], PARALLEL, async (d) => {
+  // All at once: each listing is a round trip or two, and the transport bounds what is in flight per channel.
+  await mapLimit([...dirs], 1024, async (d) => {
     const list = await t.readdir(d);
     if (!list) return;
     listed.add(d);

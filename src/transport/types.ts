@@ -112,7 +112,8 @@ export interface Transport {
   readdir(rel: string): Promise<DirEntry[] | null>;
   lstat(rel: string): Promise<Entry | null>;
   /** Whole small file, null when missing. */
-  readFile(rel: string): Promise<Buffer | null>;
+  /** `small`: the caller expects a few KB at most (git refs, loose objects), so no read ahead is asked for. */
+  readFile(rel: string, opts?: { small?: boolean }): Promise<Buffer | null>;
   /** Streams `size` bytes of a file; throws E_CHANGED_DURING_SYNC if it no longer has that size. */
   openRead(rel: string, size: number): AsyncIterable<Buffer>;
   openReader(rel: string): Promise<FileReader>;

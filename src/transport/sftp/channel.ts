@@ -82,7 +82,8 @@ export class SftpChannel {
     return new Promise((res, rej) =>
       this.sftp.read(h, buf, 0, len, pos, (err, n) => {
         if (err) return sftpCode(err) === SFTP_STATUS.EOF ? res(buf.subarray(0, 0)) : rej(err);
-        res(n === len ? buf : buf.subarray(0, n));
+        // A short read keeps a right-sized copy: a view would pin the whole request-sized block in memory.
+        res(n === len ? buf : n > len / 2 ? buf.subarray(0, n) : Buffer.from(buf.subarray(0, n)));
       }),
     );
   }

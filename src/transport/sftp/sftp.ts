@@ -153,7 +153,7 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async readFile(rel: string): Promise<Buffer | null> {
+  async readFile(rel: string, opts: { small?: boolean } = {}): Promise<Buffer | null> {
     return this.onChannel(async ({ ch }) => {
       let h: Buffer;
       try {
@@ -166,7 +166,7 @@ export class SftpTransport implements Transport {
         // Several reads at once: a manifest of a few hundred KB then arrives in one round trip, not one per block.
         const parts: Buffer[] = [];
         let pos = 0;
-        for (let wave = 4; ; wave *= 2) {
+        for (let wave = opts.small ? 1 : 4; ; wave *= 2) {
           const reads = Array.from({ length: wave }, (_, i) => ch.read(h, ch.maxRead, pos + i * ch.maxRead));
           const got = await Promise.all(reads);
           let short = false;
