@@ -19,7 +19,11 @@ export interface RepoLayout {
   config: Map<string, string>;
 }
 
-const PARALLEL = 64;
+/**
+ * Requests in flight for per-object work. Round trips dominate over SFTP, and the transport itself bounds what
+ * each channel has in flight, so this is high: a few hundred small files cost one or two round trips, not ten.
+ */
+const PARALLEL = 512;
 
 /** A git lock file wsync holds (kept open, as git does); released in `finally` by whoever took it. */
 export class RefLock {
@@ -396,7 +400,7 @@ export class RepoObjects {
       const file = this.repo.t.openReader(this.repo.p(`objects/pack/pack-${pack.name}.pack`));
       this.opened.push(file);
       const external = async (base: string) => (this.has(base) ? this.read(base) : null);
-      pack.reader = file.then((ra: RandomAccess) => new PackReader(ra, pack.idx, external));
+      pack.reader = file.then((ra: RandomAccess) => new PackReader(blockCached(ra), pack.idx, external));
     }
     try {
       return await (await pack.reader).read(oid);
@@ -409,6 +413,43 @@ export class RepoObjects {
   async close(): Promise<void> {
     await Promise.all(this.opened.map((p) => p.then((f) => f.close()).catch(() => undefined)));
   }
+}
+
+const BLOCK = 64 * 1024;
+const MAX_BLOCKS = 256;
+
+/**
+ * Reads a remote pack in 64 KiB blocks, kept (up to 16 MiB): git writes a pack newest history first, commits
+ * together, so one block holds the many commits and trees a history walk asks for one after another, and each
+ * step no longer costs a round trip of its own.
+ */
+function blockCached(ra: RandomAccess): RandomAccess {
+  const blocks = new Map<number, Promise<Buffer>>();
+  const block = (b: number): Promise<Buffer> => {
+    let p = blocks.get(b);
+    if (p) {
+      blocks.delete(b);
+      blocks.set(b, p);
+      return p;
+    }
+    p = ra.read(b * BLOCK, Math.min(BLOCK, ra.size - b * BLOCK));
+    p.catch(() => blocks.delete(b));
+    blocks.set(b, p);
+    if (blocks.size > MAX_BLOCKS) blocks.delete(blocks.keys().next().value!);
+    return p;
+  };
+  return {
+    size: ra.size,
+    async read(pos, length) {
+      if (length > 4 * BLOCK) return ra.read(pos, length);
+      const first = Math.floor(pos / BLOCK);
+      const last = Math.floor((pos + length - 1) / BLOCK);
+      const parts = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => block(first + i)));
+      const whole = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+      const start = pos - first * BLOCK;
+      return whole.subarray(start, start + length);
+    },
+  };
 }
 
 function formatAge(s: number): string {
