@@ -4,7 +4,9 @@
  *
  * One deterministic repository (seeded content, fixed commit dates, so every run has the same object ids) is
  * copied twice: one copy for git, one for wsync, each with its own remote path. Cases, in order, each starting from
- * the state the previous one left: (g1) initial push of the whole history, (g2) push of 10 new local commits,
+ * the state the previous one left: (g0) initial push of the whole history into a bare repository (separate remote
+ * paths: objects and the ref only, no work tree), (g1) initial push of the whole history into the checked-out
+ * remote, (g1z) the same with wsync -z (wsync only, another separate path), (g2) push of 10 new local commits,
  * (g3) no-op push, (g4) fetch of 10 commits made on the remote by git, (g5) fetch of 10 more after a remote
  * `git gc`. Wall time is spawn → exit; wire bytes are the proxy's counters; every run is verified with git itself.
  */
@@ -27,7 +29,7 @@ import {
 
 type Tool = 'git' | 'wsync';
 const TOOLS: Tool[] = ['git', 'wsync'];
-type CaseId = 'g1' | 'g2' | 'g3' | 'g4' | 'g5';
+type CaseId = 'g0' | 'g1' | 'g1z' | 'g2' | 'g3' | 'g4' | 'g5';
 type Kind = 'push' | 'fetch';
 
 interface Settings {
@@ -54,6 +56,7 @@ interface GitCell extends Cell {
   summary?: Record<string, unknown>;
 }
 
+/** --remote-name of the cases on the main remotes (g1–g5): their pushes speculate on refs/remotes/bench/main. */
 const REMOTE_NAME = 'bench';
 const BRANCH = 'main';
 
@@ -390,6 +393,24 @@ function verifyPush(remote: string, local: string): string | null {
 }
 
 /**
+ * Checks a push into a bare repository (g0) must pass: the remote is healthy, still bare, its branch the pushed commit,
+ * and nothing of the tree was written next to the git files.
+ */
+function verifyBarePush(remote: string, local: string): string | null {
+  const fsck = gitTry(remote, ['fsck', '--full', '--strict', '--no-dangling', '--no-progress']);
+  if (!fsck.ok) return `remote fsck: ${firstUsefulLine(fsck.out)}`;
+  const bare = gitTry(remote, ['rev-parse', '--is-bare-repository']);
+  if (!bare.ok || bare.out.trim() !== 'true') return `remote is no longer a bare repository (${firstUsefulLine(bare.out)})`;
+  const want = git(local, ['rev-parse', `refs/heads/${BRANCH}`]).trim();
+  const got = gitTry(remote, ['rev-parse', '--verify', '-q', `refs/heads/${BRANCH}`]);
+  if (!got.ok || got.out.trim() !== want) return `remote ${BRANCH} ${got.out.trim().slice(0, 12) || 'missing'} ≠ local ${BRANCH} ${want.slice(0, 12)}`;
+  const tops = git(local, ['ls-tree', '-z', '--name-only', `refs/heads/${BRANCH}`]).split('\0').filter(Boolean);
+  const written = tops.filter((name) => existsSync(join(remote, name)));
+  if (written.length) return `work tree paths written into the bare repository: ${written.slice(0, 3).join(', ')}`;
+  return null;
+}
+
+/**
  * Every path of HEAD's tree, hashed from the disk: `git status` trusts the index's stat data (and wsync's
  * repositories use checkStat=minimal), so a file with the right size and mtime but wrong bytes would pass it.
  */
@@ -442,8 +463,25 @@ function countObjects(dir: string): { count: number; sizePack: number } {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-const CASES: Array<{ id: CaseId; kind: Kind; label: (s: Settings) => string }> = [
+interface BenchCase {
+  id: CaseId;
+  kind: Kind;
+  label: (s: Settings) => string;
+  /**
+   * Which remote the case uses: the main ones (default; g1 creates/fills them and g2–g5 build on that), fresh bare
+   * repositories (g0), or a fresh path for wsync with -z (g1z). The last two are independent of the main cases.
+   */
+  remote?: 'bare' | 'z';
+  /** Tools that run the case (default: both). */
+  only?: Tool;
+  /** git's cell the ratios compare with when git does not run the case itself. */
+  vs?: CaseId;
+}
+
+const CASES: BenchCase[] = [
+  { id: 'g0', kind: 'push', remote: 'bare', label: (s) => `(g0) initial push into a bare repository, ${s.commits} commits` },
   { id: 'g1', kind: 'push', label: (s) => `(g1) initial push, ${s.commits} commits` },
+  { id: 'g1z', kind: 'push', remote: 'z', only: 'wsync', vs: 'g1', label: () => '(g1z) = g1 with wsync -z (ratios vs git\'s g1)' },
   { id: 'g2', kind: 'push', label: (s) => `(g2) push of ${s.newCommits} new commits` },
   { id: 'g3', kind: 'push', label: () => '(g3) no-op push' },
   { id: 'g4', kind: 'fetch', label: (s) => `(g4) fetch of ${s.newCommits} remote commits` },
@@ -534,16 +572,34 @@ async function main(): Promise<void> {
     git(gitRemote, ['init', '-q', '-b', BRANCH]);
     git(gitRemote, ['config', 'receive.denyCurrentBranch', 'updateInstead']);
     // wsync's remote path does not exist: its first push creates the repository.
+    // (g0): fresh bare repositories for both; wsync finds the bare repository at the target root and writes only
+    // objects and the ref. (g1z): a fresh path for wsync -z.
+    const bareRemotes = new Map<Tool, string>([
+      ['git', join(srv.remoteRoot, 'git-bare')],
+      ['wsync', join(srv.remoteRoot, 'wsync-bare')],
+    ]);
+    for (const dir of bareRemotes.values()) {
+      mkdirSync(dir);
+      git(dir, ['init', '-q', '--bare', '-b', BRANCH]);
+    }
+    const zRemote = join(srv.remoteRoot, 'wsync-z');
+    const remoteFor = (tool: Tool, c: BenchCase) => (c.remote === 'bare' ? bareRemotes.get(tool)! : c.remote === 'z' ? zRemote : remotes.get(tool)!);
+    const remoteNameFor = (c: BenchCase) => (c.remote === 'bare' ? 'bench0' : c.remote === 'z' ? 'bench1z' : REMOTE_NAME);
 
     const envs: Record<Tool, NodeJS.ProcessEnv> = {
       git: privateHomeEnv(join(work, 'home-git'), { ...GIT_ENV, GIT_SSH_COMMAND: `ssh -F ${cfg}` }),
       wsync: privateHomeEnv(join(work, 'home-wsync'), GIT_ENV),
     };
-    const commandFor = (tool: Tool, kind: Kind): [string, string[], string] => {
-      const url = `${srv!.alias}:${remotes.get(tool)!}`;
+    const commandFor = (tool: Tool, c: BenchCase): [string, string[], string] => {
+      const url = `${srv!.alias}:${remoteFor(tool, c)}`;
       const local = locals.get(tool)!;
-      if (tool === 'git') return ['git', [kind, url, BRANCH], local];
-      return [process.execPath, [s.wsyncBin, 'git', kind, url, BRANCH, '-F', cfg, '--repo', local, '--remote-name', REMOTE_NAME, '--json', ...s.wsyncArgs], REPO];
+      if (tool === 'git') return ['git', [c.kind, url, BRANCH], local];
+      const extra = c.remote === 'z' && !s.wsyncArgs.some((a) => a === '-z' || a === '--compress') ? ['-z'] : [];
+      return [
+        process.execPath,
+        [s.wsyncBin, 'git', c.kind, url, BRANCH, '-F', cfg, '--repo', local, '--remote-name', remoteNameFor(c), '--json', ...s.wsyncArgs, ...extra],
+        REPO,
+      ];
     };
     const fetchedRef = (tool: Tool) => (tool === 'git' ? 'FETCH_HEAD' : `refs/remotes/${REMOTE_NAME}/${BRANCH}`);
 
@@ -551,12 +607,14 @@ async function main(): Promise<void> {
     const setupProblems = new Map<Tool, string>();
     const notes: string[] = [];
 
-    const runCase = async (tool: Tool, c: (typeof CASES)[number]): Promise<void> => {
+    const runCase = async (tool: Tool, c: BenchCase): Promise<void> => {
+      if (c.only && c.only !== tool) return;
       const cells = results.get(tool)!;
       const label = c.label(s);
       process.stdout.write(`${tool.padEnd(5)} ${label} … `);
       const g1 = cells.get('g1');
-      if (c.id !== 'g1' && g1?.status !== 'ok') {
+      // g2–g5 build on g1's remote; g0 and g1z have remotes of their own.
+      if (c.id !== 'g1' && c.remote === undefined && g1?.status !== 'ok') {
         cells.set(c.id, { status: 'skipped', note: `skipped (g1 ${g1?.status ?? 'missing'})` });
         console.log(timeCell(cells.get(c.id)));
         return;
@@ -571,7 +629,7 @@ async function main(): Promise<void> {
         console.log(timeCell(cells.get(c.id)));
         return;
       }
-      const [cmd, args, cwd] = commandFor(tool, c.kind);
+      const [cmd, args, cwd] = commandFor(tool, c);
       const conns = proxy!.connections();
       const o = await runMeasured(proxy!, cmd, args, { timeoutS: s.timeoutS, env: envs[tool], log: join(logs, `${tool}-${c.id}.log`), cwd });
       const measured: GitCell = { status: 'ok', secs: o.secs, up: o.up, down: o.down, connections: proxy!.connections() - conns };
@@ -594,7 +652,13 @@ async function main(): Promise<void> {
         const why = firstUsefulLine(o.stderr) || firstUsefulLine(o.stdout) || `exit ${o.code ?? o.signal}`;
         cell = { ...measured, status: 'fail', note: why, detail: (o.stderr || o.stdout).trim().split('\n').slice(0, 25).join('\n') };
       } else {
-        const problem = c.kind === 'push' ? verifyPush(remotes.get(tool)!, locals.get(tool)!) : verifyFetch(locals.get(tool)!, fetchedRef(tool), remotes.get(tool)!);
+        const remote = remoteFor(tool, c);
+        const problem =
+          c.kind === 'fetch'
+            ? verifyFetch(locals.get(tool)!, fetchedRef(tool), remote)
+            : c.remote === 'bare'
+              ? verifyBarePush(remote, locals.get(tool)!)
+              : verifyPush(remote, locals.get(tool)!);
         cell = problem ? { ...measured, status: 'mismatch', note: problem } : measured;
       }
       cells.set(c.id, cell);
@@ -643,9 +707,10 @@ async function main(): Promise<void> {
     const header = '| case | git s | wsync s | wsync/git time | git wire bytes | wsync wire bytes | wsync/git bytes |';
     const rows = [header, '|---|---:|---:|---:|---:|---:|---:|'];
     for (const c of CASES) {
-      const g = get('git', c.id);
-      const w = get('wsync', c.id);
-      rows.push(`| ${c.label(s)} | ${timeCell(g)} | ${timeCell(w)} | ${ratioCell(w, g)} | ${bytesCell(g)} | ${bytesCell(w)} | ${bytesRatioCell(w, g)} |`);
+      const g = c.only === 'wsync' ? undefined : get('git', c.id);
+      const gr = c.vs ? get('git', c.vs) : g;
+      const w = c.only === 'git' ? undefined : get('wsync', c.id);
+      rows.push(`| ${c.label(s)} | ${timeCell(g)} | ${timeCell(w)} | ${ratioCell(w, gr)} | ${bytesCell(g)} | ${bytesCell(w)} | ${bytesRatioCell(w, gr)} |`);
     }
     const table = rows.join('\n');
 
@@ -671,13 +736,24 @@ async function main(): Promise<void> {
     const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : '**not met**');
     const targets: string[] = [];
     {
-      const br = ratio(wire(get('wsync', 'g1')), wire(get('git', 'g1')));
-      const g1w = get('wsync', 'g1');
-      const g1g = get('git', 'g1');
-      const tr1 = g1w?.status === 'ok' && g1g?.status === 'ok' ? g1w.secs! / g1g.secs! : undefined;
+      const timeRatio = (w: GitCell | undefined, g: GitCell | undefined) =>
+        w?.status === 'ok' && g?.status === 'ok' ? `${(w.secs! / g.secs!).toFixed(2)}×` : 'n/a';
+      const bytesTarget = (what: string, w: GitCell | undefined, g: GitCell | undefined, extra = '') => {
+        const br = ratio(wire(w), wire(g));
+        return (
+          `- ${what} wire bytes ≤ 1.2× git's: ${verdict(br === undefined ? undefined : br <= 1.2)} ` +
+          `(${br === undefined ? 'no result' : `${fmtBytes(wire(w)!)} vs ${fmtBytes(wire(g)!)} = ${br.toFixed(2)}×`}); time ratio ${timeRatio(w, g)}${extra}`
+        );
+      };
+      targets.push(bytesTarget('(g0) objects only, into a bare repository:', get('wsync', 'g0'), get('git', 'g0')));
+      const g1z = ratio(wire(get('wsync', 'g1z')), wire(get('git', 'g1')));
       targets.push(
-        `- (g1) wire bytes ≤ 1.2× git's: ${verdict(br === undefined ? undefined : br <= 1.2)} (${br === undefined ? 'no result' : `${br.toFixed(2)}×`}); ` +
-          `time ratio ${tr1 === undefined ? 'n/a' : `${tr1.toFixed(2)}×`}`,
+        bytesTarget(
+          '(g1) objects + work tree:',
+          get('wsync', 'g1'),
+          get('git', 'g1'),
+          `; with -z (g1z): ${g1z === undefined ? 'no result' : `${g1z.toFixed(2)}×`} — the remote cannot expand a pack, so wsync also sends the checked-out files (see bench/README.md)`,
+        ),
       );
       const g2w = get('wsync', 'g2');
       const g2g = get('git', 'g2');
@@ -711,9 +787,10 @@ async function main(): Promise<void> {
     ];
     const commands = [
       `- git: \`GIT_SSH_COMMAND="ssh -F <cfg>" git push|fetch wsync-bench:<remote> ${BRANCH}\` in the local repository; the remote was made with ` +
-        '`git init` + `receive.denyCurrentBranch updateInstead`',
+        '`git init` + `receive.denyCurrentBranch updateInstead` (g0: its own remote, made with `git init --bare`)',
       `- wsync: \`node ${shortPath(s.wsyncBin)} git push|fetch wsync-bench:<remote> ${BRANCH} -F <cfg> --repo <local> --remote-name ${REMOTE_NAME} --json${s.wsyncArgs.length ? ' ' + s.wsyncArgs.join(' ') : ''}\`; ` +
-        'the remote path does not exist before (g1)',
+        'the remote path does not exist before (g1); (g0) its own remote made with `git init --bare`, `--remote-name bench0`; ' +
+        '(g1z) its own remote path that does not exist before, `--remote-name bench1z` and `-z`',
     ];
     const md = [
       '# wsync git benchmark: latest run',
@@ -723,6 +800,7 @@ async function main(): Promise<void> {
       'Seconds are wall time from spawn to exit. Wire bytes are TCP payload counted by the proxy (↑ to the server, ↓ back).',
       'Pushes are verified on the remote with `git fsck --full --strict`, `git status --porcelain --untracked-files=all` (must be empty),',
       '`git rev-parse HEAD` (must be the local branch) and every file of HEAD\'s tree hashed from the remote\'s disk (type, exec bit, blob id);',
+      '(g0) into a bare repository with `git fsck --full --strict`, `git rev-parse refs/heads/main` (must be the local branch), still bare, no tree path written;',
       'fetches with a local `git fsck --full --strict`, a clean local `git status`, and the fetched ref (git: FETCH_HEAD, wsync:',
       "refs/remotes/bench/main) equal to the remote's branch. A failed check shows MISMATCH.",
       '',

@@ -262,7 +262,7 @@ export class FileRepo {
         bytes += data.length;
         const dir = o.oid.slice(0, 2);
         if (!existingDirs?.has(dir)) newDirs.add(dir);
-        return () => this.t.stageSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { mode: 0o444, parents: !existingDirs?.has(dir) });
+        return () => this.t.stageSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { mode: 0o444, parents: existingDirs?.has(dir) ? false : 'last' });
       }),
     );
     const dropDirs = () => Promise.all([...newDirs].map((d) => this.t.remove(this.p(`objects/${d}`), 'dir').catch(() => undefined)));
@@ -287,8 +287,8 @@ export class FileRepo {
   /** A pack and its idx, staged; commit() moves the pack first and the idx last: an idx is what makes git look inside. */
   async stagePack(name: string, pack: Buffer, idx: Buffer): Promise<StagedObjects> {
     const staged = await settleAll([
-      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { mode: 0o444, parents: true }),
-      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { mode: 0o444, parents: true }),
+      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { mode: 0o444, parents: 'last' }),
+      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { mode: 0o444, parents: 'last' }),
     ]);
     if (staged.failed) {
       await Promise.all(staged.ok.map((f) => f.abort()));

@@ -189,7 +189,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
           head = locked.head;
           oldOid = locked.current;
         } else {
-          head = speculated ? headData && parseRefFile(headData) : await repo.readHead();
+          head = speculated && headData ? parseRefFile(headData) : await repo.readHead();
           const loose = speculated && looseData ? parseRefFile(looseData) : null;
           oldOid = loose?.oid ?? (await repo.readRef(ref));
         }
@@ -244,12 +244,13 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
       Object.assign(result, { commits: commits.length, objects: sink.count });
       mark('plan');
       const staged = reuse && repo.gitDir === '.git' ? ahead?.objects : undefined;
-      objectsTaken = !!staged;
-      worktreeTaken = !!ahead;
 
       const oldSrc = oldOid && !oldKnown ? await repo.objectReader() : undefined;
       try {
+        // updateBranch releases the locks and withdraws what it was given, whatever happens.
         handedOver = true;
+        objectsTaken = !!staged;
+        worktreeTaken = !!ahead;
         const r = await updateBranch(repo, {
           branch,
           oldOid,

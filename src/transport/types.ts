@@ -36,8 +36,11 @@ export interface WriteOptions {
   backupTo?: string;
   /** Fail instead of replacing when the final path exists. */
   exclusive?: boolean;
-  /** Create missing parent directories (0755) first; over SFTP they are sent ahead of the write, unawaited. */
-  parents?: boolean;
+  /**
+   * Create missing parent directories (0755) first; over SFTP they are sent ahead of the write, unawaited.
+   * 'last': only the immediate parent, so a wrong guess about the layout above it creates nothing.
+   */
+  parents?: boolean | 'last';
 }
 
 /**
@@ -138,7 +141,7 @@ export interface Transport {
    */
   rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
   /** Writes a small file atomically; with exclusive, returns false when the name already exists. */
-  writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number; parents?: boolean }): Promise<boolean>;
+  writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number; parents?: boolean | 'last' }): Promise<boolean>;
   /**
    * Creates a new file with O_EXCL semantics in one round trip; false when the name exists. The content may land
    * just after the promise resolves (lock files: a reader treats empty content as held by someone unknown).
@@ -148,7 +151,7 @@ export interface Transport {
    * writeSmall in two halves: the data, mode and fsync now, the rename on commit(). Lets a caller put data in
    * place and still withdraw it without a trace (git's quarantine of a push's objects until it is accepted).
    */
-  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean }): Promise<StagedFile>;
+  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean | 'last' }): Promise<StagedFile>;
   /** O_EXCL create kept open until commit or abort; null when the name exists. */
   openExclusive(rel: string): Promise<ExclusiveFile | null>;
   /**

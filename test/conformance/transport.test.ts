@@ -150,6 +150,12 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       // Parents that exist already are fine, and exclusive still refuses an existing name.
       expect(await t.writeSmall('par/a/b/c.txt', Buffer.from('y'), { parents: true, exclusive: true })).toBe(false);
       expect(readFileSync(join(root, 'par/a/b/c.txt'), 'utf8')).toBe('x');
+      // 'last' creates the immediate parent only: nothing appears when the one above is missing.
+      await expect(t.writeSmall('par2/a/c.txt', Buffer.from('x'), { parents: 'last' })).rejects.toBeInstanceOf(WsyncError);
+      expect(existsSync(join(root, 'par2'))).toBe(false);
+      const st = await t.stageSmall('par/new/c.txt', Buffer.from('z'), { parents: 'last' });
+      expect(await st.commit({ exclusive: true })).toBe(true);
+      expect(readFileSync(join(root, 'par/new/c.txt'), 'utf8')).toBe('z');
     });
 
     it('appends whole records, creating the file when missing', async () => {

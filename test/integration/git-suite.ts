@@ -241,6 +241,9 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       expect(rb.worktree).toBeNull();
       expect(git(bare, 'rev-parse', 'refs/heads/feature').trim()).toBe(rb.newOid);
       git(bare, 'fsck', '--full', '--strict', '--no-progress');
+      // Work guessed ahead for a work tree (staged files, a .git/) must leave no trace in a bare repository.
+      expect(readdirSync(bare).sort()).toEqual(['HEAD', 'branches', 'config', 'description', 'hooks', 'info', 'objects', 'refs']);
+      expect(readdirSync(join(bare, 'objects')).filter((n) => n.startsWith('.'))).toEqual([]);
     });
 
     it('refuses a sha256 repository without writing to it', async () => {

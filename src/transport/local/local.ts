@@ -227,7 +227,7 @@ export class LocalTransport implements Transport {
     await this.commit(tmp, rel, opts);
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean } = {}): Promise<StagedFile> {
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last' } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const tmp = await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts);
     let done = false;
@@ -253,7 +253,8 @@ export class LocalTransport implements Transport {
   /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
   private async writeTemp(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
     if (opts.parents) {
-      for (const d of ancestors(rel)) {
+      const dirs = ancestors(rel);
+      for (const d of opts.parents === 'last' ? dirs.slice(-1) : dirs) {
         await fsp.mkdir(this.abs(d), 0o755).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== 'EEXIST') throw ioError(err, `cannot create ${this.abs(d)}`);
         });
@@ -376,7 +377,7 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number; parents?: boolean } = {}): Promise<boolean> {
+  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number; parents?: boolean | 'last' } = {}): Promise<boolean> {
     const mode = opts.mode ?? 0o644;
     try {
       await this.writeFile(rel, (async function* () { yield data; })(), { mode, mtime: Math.floor(Date.now() / 1000), size: data.length }, { exclusive: opts.exclusive, parents: opts.parents });

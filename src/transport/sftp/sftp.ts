@@ -381,7 +381,7 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean } = {}): Promise<StagedFile> {
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last' } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const { ch, tmp } = await this.onChannel(async (slot) => ({ ch: slot.ch, tmp: await this.writeTemp(slot, rel, (async function* () { yield data; })(), meta, opts) }));
     let done = false;
@@ -408,7 +408,7 @@ export class SftpTransport implements Transport {
   private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
     const { ch } = slot;
     const tmp = this.abs(tempNameFor(rel));
-    if (opts.parents) this.sendMkdirs(ch, parentOf(rel));
+    if (opts.parents) this.sendMkdirs(ch, parentOf(rel), opts.parents === 'last');
     let h: Buffer;
     try {
       h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
@@ -560,9 +560,9 @@ export class SftpTransport implements Transport {
    * Sends mkdir for each ancestor not known to exist, without waiting: the server handles a channel's requests in
    * order, so a request sent next on this channel finds them. Failures (mostly "exists") are left to that request.
    */
-  private sendMkdirs(ch: SftpChannel, relDir: string): void {
+  private sendMkdirs(ch: SftpChannel, relDir: string, lastOnly = false): void {
     if (relDir === '' || this.knownDirs.has(relDir)) return;
-    for (const d of [...ancestors(relDir), relDir]) {
+    for (const d of lastOnly ? [relDir] : [...ancestors(relDir), relDir]) {
       if (this.knownDirs.has(d)) continue;
       ch.mkdir(this.abs(d), 0o755).catch(() => undefined);
     }
@@ -575,7 +575,7 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number; parents?: boolean } = {}): Promise<boolean> {
+  async writeSmall(rel: string, data: Buffer, opts: { exclusive?: boolean; mode?: number; parents?: boolean | 'last' } = {}): Promise<boolean> {
     try {
       await this.writeFile(rel, (async function* () { yield data; })(), {
         mode: opts.mode ?? 0o644,
