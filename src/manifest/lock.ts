@@ -58,6 +58,11 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<() =
     }
     const raw = await t.readFile(LOCK_PATH);
     if (raw === null && attempt < 20) continue; // released between our attempt and this read
+    // Just created: its content follows the create without being awaited (see createExclusive).
+    if (raw?.length === 0 && attempt < 20) {
+      await new Promise((r) => setTimeout(r, 25));
+      continue;
+    }
     let other: Partial<LockInfo> = {};
     try {
       other = JSON.parse(raw?.toString('utf8') ?? '{}');
