@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { parseArgs } from 'node:util';
 import { EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import type { GitConnectOptions } from '../git/push.js';
@@ -97,6 +98,59 @@ async function runFetch(a: GitArgs): Promise<number> {
     process.stderr.write(`wsync: ${r.branch} and ${tracking} have diverged; not fast-forwarded\nhint: merge or rebase: git merge ${tracking}\n`);
   }
   return code;
+}
+
+/**
+ * `wsync git push|fetch` with plain options, parsed by node:util instead of yargs: yargs and its text-layout
+ * dependencies take a tenth of a second to load, as much as two round trips of the push itself. Anything else
+ * (help, a mistake, an option spelled the yargs way) returns null and goes through yargs, which explains it.
+ */
+export function parseGitFast(argv: string[]): { run: () => Promise<number> } | null {
+  const cmd = argv[1];
+  if (argv[0] !== 'git' || (cmd !== 'push' && cmd !== 'fetch')) return null;
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: argv.slice(2),
+      allowPositionals: true,
+      strict: true,
+      options: {
+        repo: { type: 'string' },
+        'remote-name': { type: 'string' },
+        force: { type: 'boolean' },
+        ff: { type: 'boolean' },
+        json: { type: 'boolean' },
+        quiet: { type: 'boolean', short: 'q' },
+        'ssh-config': { type: 'string', short: 'F' },
+        identity: { type: 'string', short: 'i' },
+        'accept-new': { type: 'boolean' },
+        compress: { type: 'boolean', short: 'z' },
+        channels: { type: 'string' },
+      },
+    });
+  } catch {
+    return null;
+  }
+  const v = parsed.values as Record<string, string | boolean | undefined>;
+  const [remote, branch, ...extra] = parsed.positionals;
+  const channels = v.channels === undefined ? 8 : Number(v.channels);
+  if (!remote || extra.length || !Number.isFinite(channels) || (cmd === 'push' && v.ff !== undefined) || (cmd === 'fetch' && v.force !== undefined)) return null;
+  const a: GitArgs = {
+    remote,
+    branch,
+    repo: v.repo as string | undefined,
+    'remote-name': v['remote-name'] as string | undefined,
+    force: v.force === true,
+    ff: v.ff === true,
+    json: v.json === true,
+    quiet: v.quiet === true,
+    'ssh-config': v['ssh-config'] as string | undefined,
+    identity: v.identity as string | undefined,
+    'accept-new': v['accept-new'] === true,
+    compress: v.compress === true,
+    channels,
+  };
+  return { run: () => (cmd === 'push' ? runPush(a) : runFetch(a)) };
 }
 
 /** `wsync git push|fetch`; `setExit` receives the exit code of the subcommand that ran. */

@@ -1,9 +1,9 @@
-import yargs, { type Argv } from 'yargs';
+import type { Argv } from 'yargs';
 import type { SyncOptions } from '../api.js';
 import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
-import { gitCommand } from './git.js';
+import { gitCommand, parseGitFast } from './git.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
 
 const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
@@ -113,6 +113,15 @@ function reportError(err: unknown, json: boolean): number {
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
   const jsonWanted = argv.includes('--json');
+  const fast = parseGitFast(argv);
+  if (fast) {
+    try {
+      return await fast.run();
+    } catch (err) {
+      return reportError(err, jsonWanted);
+    }
+  }
+  const { default: yargs } = await import('yargs');
   const parser = yargs(argv)
     .scriptName('wsync')
     .usage('$0 <command> [options]\n\nSync a directory to or from a host over SFTP; nothing but sshd needed there.')

@@ -47,8 +47,12 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
   const timings: Record<string, number> = {};
   const mark = (k: string) => (timings[k] = Date.now() - t0);
   const spec = typeof target === 'string' ? parseTarget(target) : target;
-  const connecting = openTarget(spec, o);
-  connecting.catch(() => undefined);
+  // Dial first: the handshake's round trips then overlap the local work below (loading isomorphic-git included).
+  let dialing!: () => void;
+  const dialed = new Promise<void>((resolve) => (dialing = resolve));
+  const connecting = openTarget(spec, { ...o, onDialing: dialing });
+  connecting.catch(() => undefined).finally(dialing);
+  await dialed;
   let local: LocalRepo, identity: string;
   try {
     const { LocalRepo } = await import('./local.js');

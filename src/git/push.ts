@@ -101,8 +101,12 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
   const mark = (k: string) => (timings[k] = Date.now() - t0);
   const spec = typeof target === 'string' ? parseTarget(target) : target;
   // Connecting takes many round trips; the local repository is read meanwhile.
-  const connecting = openTarget(spec, o);
-  connecting.catch(() => undefined);
+  // Dial first: the handshake's round trips then overlap the local work below (loading isomorphic-git included).
+  let dialing!: () => void;
+  const dialed = new Promise<void>((resolve) => (dialing = resolve));
+  const connecting = openTarget(spec, { ...o, onDialing: dialing });
+  connecting.catch(() => undefined).finally(dialing);
+  await dialed;
   let local: LocalRepo, branch: string, newOid: string | null, identity: string;
   try {
     // isomorphic-git loads while the SSH handshake waits on the network.

@@ -37,6 +37,8 @@ export interface ConnectOptions {
   compress?: boolean;
   /** Test hook / advanced: bypass `ssh -G`. */
   useSshBinary?: boolean;
+  /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
+  onDialing?: () => void;
 }
 
 export interface SshSession {
@@ -198,6 +200,8 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     client.once('error', fail);
     client.once('close', () => fail(new Error('connection closed during handshake')));
     client.connect(cfg);
+    // The socket is dialling now (known_hosts and keys were read before it).
+    opts.onDialing?.();
   });
   // ssh2 never sets TCP_NODELAY; without it every small request waits out Nagle + delayed ACK (~40 ms).
   (client as Client & { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);

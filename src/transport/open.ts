@@ -7,7 +7,9 @@ import type { Transport } from './types.js';
 /** A transport for a target: the local filesystem, or SFTP over a new SSH connection (host keys checked). */
 export async function openTarget(
   target: Target | string,
-  o: Pick<SyncOptions, 'sshConfig' | 'identity' | 'acceptNew' | 'interactive' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'compress' | 'useSshBinary'>,
+  o: Pick<SyncOptions, 'sshConfig' | 'identity' | 'acceptNew' | 'interactive' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'compress' | 'useSshBinary'> & {
+    onDialing?: () => void;
+  },
 ): Promise<Transport> {
   const t = typeof target === 'string' ? parseTarget(target) : target;
   if (t.kind === 'local') return new LocalTransport(t.path);
@@ -25,6 +27,7 @@ export async function openTarget(
     channels: o.channels,
     compress: o.compress,
     useSshBinary: o.useSshBinary,
+    onDialing: o.onDialing,
   });
   try {
     const root = await SftpTransport.resolveRoot(session.channels[0], t.path);
