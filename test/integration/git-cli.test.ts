@@ -74,6 +74,24 @@ describe('wsync git CLI against a real sshd', () => {
     expect(div.stderr).toMatch(/diverged/);
   });
 
+  it('mistakes on the command line go to yargs: exit 1 with what was wrong, for git and for push/pull', async () => {
+    for (const args of [
+      ['git', 'push', 'host:x', '--bogus'],
+      ['git', 'fetch', 'host:x', '--force'],
+      ['git', 'push'],
+      ['push', 'a', 'b', '--bogus'],
+      ['pull', 'only-one'],
+    ]) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr, args.join(' ')).toMatch(/Unknown argument|Not enough non-option arguments|Unknown arguments/);
+    }
+    // The negated option the fast parser handles itself still works.
+    const r = await runCli(['push', '-n', '--no-gitignore', join(work, 'nope'), join(work, 'nope2')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/nope/);
+  });
+
   it('outside a repository, or with a bad branch name: exit 1 and one clear line', async () => {
     const plain = join(work, 'not-a-repo');
     mkdirSync(plain, { recursive: true });
