@@ -243,8 +243,10 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
 
       // The speculative plan sends everything not reachable from the guess: right whenever the guess is the
       // remote's value, or an empty remote (a superset of what other remote refs would allow, never less).
-      const reuse = guessedOld ? guessedOld === oldOid : initialized;
-      const { commits, sink } = reuse ? await speculation : await planObjects(local, newOid, await remoteHaves(repo, local, oldKnown ? oldOid : null));
+      // Without a guess, the plan still holds when the remote has nothing this repository knows (an empty one).
+      const haves = guessedOld || initialized ? undefined : await remoteHaves(repo, local, oldKnown ? oldOid : null);
+      const reuse = guessedOld ? guessedOld === oldOid : initialized || haves!.length === 0;
+      const { commits, sink } = reuse ? await speculation : await planObjects(local, newOid, haves ?? (await remoteHaves(repo, local, oldKnown ? oldOid : null)));
       Object.assign(result, { commits: commits.length, objects: sink.count });
       mark('plan');
       const staged = reuse && repo.gitDir === '.git' ? ahead?.objects : undefined;

@@ -13,7 +13,8 @@ import { hashObject } from './objects.js';
 import type { IndexEntry } from './index-file.js';
 import { MODE_EXEC, MODE_FILE, MODE_GITLINK, MODE_LINK, type FlatEntry, type FlatTree, type ObjectSource } from './tree.js';
 
-const PARALLEL = 64;
+/** Round trips dominate over SFTP; the transport bounds what each channel has in flight. */
+const PARALLEL = 512;
 /** Paths listed in a refusal; the rest are counted. */
 const SHOW = 20;
 
@@ -211,7 +212,7 @@ function stageable(oldTree: FlatTree, newTree: FlatTree): Array<[string, FlatEnt
   for (const [p, e] of newTree) {
     if (e.mode !== MODE_FILE && e.mode !== MODE_EXEC) continue;
     const o = oldTree.get(p);
-    if (o && o.oid === e.oid) continue;
+    if (o && (o.oid === e.oid || o.mode === MODE_GITLINK)) continue;
     if (oldDirs.has(p) || ancestors(p).some((a) => oldTree.has(a))) continue;
     out.push([p, e]);
   }
@@ -278,19 +279,31 @@ export async function indexAfter(state: WorktreeState, plan: WorktreePlan, src: 
  */
 export async function applyWorktreeUpdate(t: Transport, plan: WorktreePlan, src: ObjectSource, mtime: number, staged?: StagedWorktree): Promise<void> {
   const removeSet = new Set(plan.removes);
+  // Staged files never sit at or under a path being removed (see stageable), so they go in alongside the removals.
+  const writing = new Set(plan.writes.map((w) => w.path));
+  const ahead = [...(staged?.files ?? [])].filter(([p]) => writing.has(p));
+  const renamed = mapLimit(ahead, PARALLEL, ([, f]) => f.commit());
+  renamed.catch(() => undefined);
   await mapLimit(plan.removes, PARALLEL, async (p) => {
     const d = plan.listing.get(p);
     await t.remove(p, d?.type === 'dir' ? 'dir' : 'file').catch((err) => {
       if (d?.type !== 'dir') throw err;
     });
   });
-  // Directories emptied by the removals go too, deepest first; one still holding untracked files stays, as in git.
+  // Directories emptied by the removals go too, deepest level first; one still holding untracked files stays, as
+  // in git.
   const emptied = new Set<string>();
   for (const p of removeSet) for (const a of ancestors(p)) emptied.add(a);
   const newDirs = new Set<string>();
   for (const w of plan.writes) for (const a of ancestors(w.path)) newDirs.add(a);
-  for (const d of [...emptied].filter((d) => !newDirs.has(d)).sort((a, b) => b.length - a.length)) {
-    await t.remove(d, 'dir').catch(() => undefined);
+  const emptiedByDepth = new Map<number, string[]>();
+  for (const d of emptied) {
+    if (newDirs.has(d)) continue;
+    const depth = d.split('/').length;
+    emptiedByDepth.set(depth, [...(emptiedByDepth.get(depth) ?? []), d]);
+  }
+  for (const depth of [...emptiedByDepth.keys()].sort((a, b) => b - a)) {
+    await mapLimit(emptiedByDepth.get(depth)!, PARALLEL, (d) => t.remove(d, 'dir').catch(() => undefined));
   }
   // Directories needed by the new tree whose path is a directory that was just freed, or never existed (staging
   // made its own).
@@ -306,17 +319,14 @@ export async function applyWorktreeUpdate(t: Transport, plan: WorktreePlan, src:
   for (const depth of [...byDepth.keys()].sort((a, b) => a - b)) await mapLimit(byDepth.get(depth)!, PARALLEL, (d) => t.mkdir(d, 0o755));
 
   await mapLimit(plan.writes, PARALLEL, async ({ path, entry, modeOnly }) => {
-    if (entry.mode === MODE_GITLINK) return t.mkdir(path, 0o755);
+    if (entry.mode === MODE_GITLINK) return void (await t.mkdir(path, 0o755));
     if (modeOnly) return t.setMeta(path, { mode: entry.mode === MODE_EXEC ? 0o755 : 0o644 });
-    const ahead = staged?.files.get(path);
-    if (ahead) {
-      await ahead.commit();
-      return;
-    }
+    if (staged?.files.has(path)) return;
     const obj = await src.read(entry.oid);
     if (obj.type !== 'blob') throw new WsyncError('E_GIT_CORRUPT', `${path}: ${entry.oid} is a ${obj.type}, not a blob`);
     if (entry.mode === MODE_LINK) return t.symlink(path, obj.body.toString('utf8'));
     const mode = entry.mode === MODE_EXEC ? 0o755 : 0o644;
     await t.writeFile(path, (async function* () { yield obj.body; })(), { mode, mtime, size: obj.body.length });
   });
+  await renamed;
 }
