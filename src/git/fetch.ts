@@ -7,7 +7,7 @@ import { openTarget } from '../transport/open.js';
 import { WsyncError } from '../errors.js';
 import { parseTarget, type Target } from '../target.js';
 import { mapLimit } from '../util/limit.js';
-import { FileRepo } from './filerepo.js';
+import { FileRepo, type RepoObjects } from './filerepo.js';
 import type { LocalRepo } from './local.js';
 import { parseCommit, parseTag, parseTree, type GitObject } from './objects.js';
 import { revList } from './objects-to-send.js';
@@ -65,7 +65,25 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
   const t = await connecting;
   mark('connect');
   try {
-    const repo = await FileRepo.open(t);
+    // One round of requests for the usual layout (a work tree with .git), made before knowing it is that: the
+    // branch, the object listing and then every loose object this side lacks.
+    const guess = new FileRepo(t, { gitDir: '.git', bare: false, config: new Map() });
+    const guessedBranch = o.branch ?? (await local.currentBranch()) ?? undefined;
+    const early = {
+      tip: guessedBranch ? guess.readRef(`refs/heads/${guessedBranch}`) : undefined,
+      objects: guess.objectReader().then(async (objs) => {
+        await objs.prefetch(await missingLoose(local, objs));
+        return objs;
+      }),
+    };
+    early.tip?.catch(() => undefined);
+    early.objects.catch(() => undefined);
+    const repo = await FileRepo.open(t).catch(async (err) => {
+      await (await early.objects.catch(() => undefined))?.close();
+      throw err;
+    });
+    const speculated = repo?.gitDir === '.git';
+    if (!speculated) await (await early.objects.catch(() => undefined))?.close();
     if (!repo) throw new WsyncError('E_GIT_REPO', `no git repository at ${t.describe()}`, { hint: 'push a branch there first: wsync git push <remote>' });
     let branch = o.branch;
     if (!branch) {
@@ -74,16 +92,15 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
       branch = current ?? (head?.symref?.startsWith('refs/heads/') ? head.symref.slice(11) : undefined);
     }
     branch = await resolveBranch(local, branch);
-    const tip = await repo.readRef(`refs/heads/${branch}`);
-    if (!tip) throw new WsyncError('E_GIT_REPO', `no branch ${branch} at ${t.describe()}`);
-    const objects = await repo.objectReader();
+    const tip = speculated && branch === guessedBranch && early.tip ? await early.tip : await repo.readRef(`refs/heads/${branch}`);
+    if (!tip) {
+      if (speculated) await (await early.objects.catch(() => undefined))?.close();
+      throw new WsyncError('E_GIT_REPO', `no branch ${branch} at ${t.describe()}`);
+    }
+    const objects = speculated ? await early.objects : await repo.objectReader();
     let fetched: Map<string, GitObject>;
     try {
-      // Loose objects the local side lacks are nearly always the new work: read them all at once rather than
-      // one history step (one round trip) at a time.
-      const wanted: string[] = [];
-      for (const oid of objects.looseOids) if (!(await local.has(oid))) wanted.push(oid);
-      await objects.prefetch(wanted);
+      if (!speculated) await objects.prefetch(await missingLoose(local, objects));
       mark('list');
       fetched = await walk(local, objects, tip);
     } finally {
@@ -135,6 +152,16 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
     await t.close();
     await local.close();
   }
+}
+
+/**
+ * Loose objects the local side lacks are nearly always the new work: they are read all at once rather than one
+ * history step (one round trip) at a time.
+ */
+async function missingLoose(local: LocalRepo, objects: RepoObjects): Promise<string[]> {
+  const wanted: string[] = [];
+  for (const oid of objects.looseOids) if (!(await local.has(oid))) wanted.push(oid);
+  return wanted;
 }
 
 /**
