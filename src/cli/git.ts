@@ -19,6 +19,7 @@ interface GitArgs {
   'accept-new': boolean;
   compress: boolean;
   channels: number;
+  'break-lock': boolean;
 }
 
 function common(y: Argv): Argv {
@@ -33,7 +34,8 @@ function common(y: Argv): Argv {
     .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
     .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
     .option('compress', { alias: 'z', type: 'boolean', default: false, describe: 'compress the SSH stream' })
-    .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' });
+    .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' })
+    .option('break-lock', { type: 'boolean', default: false, describe: 'remove git lock files older than a minute (left by a crash) instead of failing' });
 }
 
 async function connectOptions(a: GitArgs): Promise<GitConnectOptions> {
@@ -55,7 +57,7 @@ const short = (oid: string | null) => (oid ? oid.slice(0, 7) : '');
 
 async function runPush(a: GitArgs): Promise<number> {
   const { gitPush } = await import('../git/push.js');
-  const r = await gitPush(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'] });
+  const r = await gitPush(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'], breakLock: a['break-lock'] });
   if (a.json) {
     process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
     return 0;
@@ -75,7 +77,7 @@ async function runPush(a: GitArgs): Promise<number> {
 
 async function runFetch(a: GitArgs): Promise<number> {
   const { gitFetch } = await import('../git/fetch.js');
-  const r = await gitFetch(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'] });
+  const r = await gitFetch(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'], breakLock: a['break-lock'] });
   const code = r.ff === 'diverged' ? EXIT_CODES.partial : 0;
   if (a.json) {
     process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
@@ -126,6 +128,7 @@ export function parseGitFast(argv: string[]): { run: () => Promise<number> } | n
         'accept-new': { type: 'boolean' },
         compress: { type: 'boolean', short: 'z' },
         channels: { type: 'string' },
+        'break-lock': { type: 'boolean' },
       },
     });
   } catch {
@@ -149,6 +152,7 @@ export function parseGitFast(argv: string[]): { run: () => Promise<number> } | n
     'accept-new': v['accept-new'] === true,
     compress: v.compress === true,
     channels,
+    'break-lock': v['break-lock'] === true,
   };
   return { run: () => (cmd === 'push' ? runPush(a) : runFetch(a)) };
 }

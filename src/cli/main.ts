@@ -177,8 +177,27 @@ function reportError(err: unknown, json: boolean): number {
   return code;
 }
 
+/**
+ * Ctrl-C or SIGTERM: undo what must not outlive the run (lock files on the server), then exit 130. A second signal
+ * exits at once.
+ */
+function exitOnSignals(): void {
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write('\nwsync: interrupted; removing its locks\n');
+    void import('../util/interrupt.js')
+      .then((m) => m.runInterruptTasks(3000))
+      .finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
 /** Runs the CLI; resolves with the exit code (the bin script exits with it). */
 export async function main(argv: string[]): Promise<number> {
+  exitOnSignals();
   let exitCode = 0;
   const jsonWanted = argv.includes('--json');
   const sync = parseSyncFast(argv);

@@ -23,6 +23,8 @@ export interface GitFetchOptions extends GitConnectOptions {
   remoteName?: string;
   /** Also fast-forward the local branch (and its work tree when checked out) when that loses nothing. */
   ff?: boolean;
+  /** Remove local git lock files older than a minute (left by a crash) instead of failing on them. */
+  breakLock?: boolean;
 }
 
 export interface GitFetchResult {
@@ -141,6 +143,7 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
           identity,
           message: `merge ${trackingRef.slice(13)}: Fast-forward`,
           hint: 'commit or stash the local changes (or move the untracked files away), then fetch with --ff again',
+          breakLock: o.breakLock,
         });
         result.worktree = r.worktree;
         result.ff = localTip ? 'fast-forward' : 'created';

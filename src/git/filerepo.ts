@@ -8,6 +8,7 @@ import { WsyncError } from '../errors.js';
 import type { ExclusiveFile, Transport } from '../transport/types.js';
 import { mapLimit } from '../util/limit.js';
 import { ancestors } from '../util/paths.js';
+import { onInterrupt } from '../util/interrupt.js';
 import { decodeLoose, encodeLoose, hashObject, isOid, type GitObject, type ObjectType } from './objects.js';
 import { PackIndex, PackReader, type RandomAccess } from './pack.js';
 import { configBool, parseGitConfig, parsePackedRefs, parseRefFile, type PackedRefs, type RefContent } from './refs.js';
@@ -25,19 +26,31 @@ export interface RepoLayout {
  */
 const PARALLEL = 512;
 
+/** Age from which --break-lock removes a git lock file. */
+export const STALE_LOCK_SECONDS = 60;
+
 /** A git lock file wsync holds (kept open, as git does); released in `finally` by whoever took it. */
 export class RefLock {
+  private readonly forget: () => void;
   constructor(
     private readonly repo: FileRepo,
     /** The file the lock guards, relative to the git dir. */
     readonly file: string,
     private readonly handle: ExclusiveFile,
-  ) {}
+  ) {
+    // Interrupted with the lock held: remove it, or git on the other side stays locked out.
+    this.forget = onInterrupt(() => this.handle.abort());
+  }
   /** Writes the new content into the lock, then (once `after` is done) renames it over the file: git's commit_lock_file. */
   async commit(content: Buffer, after?: Promise<unknown>): Promise<void> {
-    await this.handle.commit(content, this.repo.p(this.file), after);
+    try {
+      await this.handle.commit(content, this.repo.p(this.file), after);
+    } finally {
+      this.forget();
+    }
   }
   async release(): Promise<void> {
+    this.forget();
     await this.handle.abort();
   }
 }
@@ -209,25 +222,45 @@ export class FileRepo {
    * Takes `<file>.lock` the way git does (O_EXCL create). A lock that exists belongs to a git process on the
    * server, or to one that crashed: either way it is not ours to remove.
    */
-  async lock(file: string): Promise<RefLock> {
-    const handle = await this.withParents(`${file}.lock`, () => this.t.openExclusive(this.p(`${file}.lock`)));
-    if (handle) return new RefLock(this, file, handle);
-    throw await this.lockedError(file);
-  }
-
-  private async lockedError(file: string): Promise<WsyncError> {
-    const st = await this.t.lstat(this.p(`${file}.lock`)).catch(() => null);
-    const age = st ? Math.max(0, Math.floor(Date.now() / 1000) - st.mtime) : undefined;
-    return new WsyncError('E_LOCKED', `${this.describe(`${file}.lock`)} exists${age !== undefined ? ` (${formatAge(age)} old)` : ''}: another git process is using the repository`, {
-      hint: 'wait for it to finish; if no git process is running there, the lock was left by a crash and can be removed',
-    });
+  async lock(file: string, opts: { breakStale?: boolean } = {}): Promise<RefLock> {
+    return this.takeLock(file, () => this.withParents(`${file}.lock`, () => this.t.openExclusive(this.p(`${file}.lock`))), opts);
   }
 
   /** lock() without creating missing directories: for a guess at the layout that must not leave traces. */
-  async lockHere(file: string): Promise<RefLock> {
-    const handle = await this.t.openExclusive(this.p(`${file}.lock`));
+  async lockHere(file: string, opts: { breakStale?: boolean } = {}): Promise<RefLock> {
+    return this.takeLock(file, () => this.t.openExclusive(this.p(`${file}.lock`)), opts);
+  }
+
+  private async takeLock(file: string, open: () => Promise<ExclusiveFile | null>, opts: { breakStale?: boolean }): Promise<RefLock> {
+    // The lock file exists on the server before its handle is back here: an interrupt in between must remove it too.
+    let opening = open();
+    let forget = onInterrupt(async () => (await opening.catch(() => null))?.abort());
+    let handle = await opening.finally(forget);
+    if (!handle && opts.breakStale && (await this.breakIfStale(file))) {
+      opening = open();
+      forget = onInterrupt(async () => (await opening.catch(() => null))?.abort());
+      handle = await opening.finally(forget);
+    }
     if (handle) return new RefLock(this, file, handle);
-    throw await this.lockedError(file);
+    const st = await this.t.lstat(this.p(`${file}.lock`)).catch(() => null);
+    const age = st ? Math.max(0, Math.floor(Date.now() / 1000) - st.mtime) : undefined;
+    const young = opts.breakStale ? `; --break-lock removes only locks older than ${STALE_LOCK_SECONDS} s` : '';
+    return Promise.reject(
+      new WsyncError('E_LOCKED', `${this.describe(`${file}.lock`)} exists${age !== undefined ? ` (${formatAge(age)} old)` : ''}: another git process is using the repository${young}`, {
+        hint: 'wait for it to finish; if no git process is running there (a crash left it), run again with --break-lock',
+      }),
+    );
+  }
+
+  /**
+   * A lock older than STALE_LOCK_SECONDS is taken to be left by a crash: git holds its locks for moments, wsync for
+   * one push. Younger ones are never removed.
+   */
+  private async breakIfStale(file: string): Promise<boolean> {
+    const st = await this.t.lstat(this.p(`${file}.lock`));
+    if (!st || Math.floor(Date.now() / 1000) - st.mtime < STALE_LOCK_SECONDS) return false;
+    await this.t.remove(this.p(`${file}.lock`), 'file');
+    return true;
   }
 
   async appendReflog(ref: string, line: Buffer): Promise<void> {

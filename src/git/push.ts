@@ -33,6 +33,8 @@ export interface GitPushOptions extends GitConnectOptions {
   force?: boolean;
   /** Name for refs/remotes/<name>/ in the local repository (default: derived from the target). */
   remoteName?: string;
+  /** Remove git lock files on the remote older than a minute (left by a crash) instead of failing on them. */
+  breakLock?: boolean;
   /** Test hooks. */
   hooks?: UpdateHooks;
 }
@@ -166,7 +168,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     let locked: LockedRead | undefined;
     const held = await early?.catch(async (err) => {
       // A lock held by someone else is an answer; a missing directory only means the guess was wrong.
-      if (found?.gitDir === '.git' && err instanceof WsyncError && err.code === 'E_LOCKED') {
+      if (found?.gitDir === '.git' && err instanceof WsyncError && err.code === 'E_LOCKED' && !o.breakLock) {
         await withdraw(ahead);
         throw err;
       }
@@ -279,6 +281,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
           hint: 'commit, stash or discard the changes on the remote (or move the untracked files away), then push again',
           hooks: o.hooks,
           mark,
+          breakLock: o.breakLock,
         });
         result.worktree = r.worktree;
       } finally {

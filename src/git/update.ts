@@ -44,6 +44,8 @@ export interface BranchUpdate {
   hooks?: UpdateHooks;
   /** Records when a phase ends (result.timings). */
   mark?: (phase: string) => void;
+  /** Remove git lock files older than STALE_LOCK_SECONDS (left by a crash) instead of failing on them. */
+  breakLock?: boolean;
 }
 
 export interface Speculation {
@@ -110,10 +112,10 @@ export interface LockedRead {
  * then reads what they protect. Over a transport that keeps request order, the reads go out right behind the lock
  * requests: one round trip for both. If a lock is refused, the other is given back.
  */
-export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolean, opts: { parents?: boolean } = {}): Promise<LockedRead> {
+export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolean, opts: { parents?: boolean; breakStale?: boolean } = {}): Promise<LockedRead> {
   const view = repo.t.pinned?.();
   const r = view ? new FileRepo(view, repo.layout) : repo;
-  const take = (f: string) => (opts.parents === false ? r.lockHere(f) : r.lock(f));
+  const take = (f: string) => (opts.parents === false ? r.lockHere(f, opts) : r.lock(f, opts));
   const locks = (withIndex ? ['index', ref] : [ref]).map(take);
   for (const l of locks) l.catch(() => undefined);
   const readAll = () =>
@@ -123,7 +125,8 @@ export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolea
       withIndex ? r.t.readFile(r.p('index')) : null,
       withIndex ? r.t.lstat(r.p('index')) : null,
     ]);
-  let reads = view ? readAll() : undefined;
+  // Reads sent behind the lock requests are under the locks; not when a stale lock may be broken and retaken.
+  let reads = view && !opts.breakStale ? readAll() : undefined;
   reads?.catch(() => undefined);
   const got = await Promise.allSettled(locks);
   const failed = got.find((g) => g.status === 'rejected') as PromiseRejectedResult | undefined;
@@ -175,7 +178,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
   let accepted = false;
   let completed = false;
   try {
-    locked ??= await lockAndRead(repo, ref, checkedOut);
+    locked ??= await lockAndRead(repo, ref, checkedOut, { breakStale: u.breakLock });
     if (!checkedOut && locked.index) {
       await locked.index.release();
       locked.index = null;

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import type { Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
+import { onInterrupt } from '../util/interrupt.js';
 import { STATE_DIR } from './manifest.js';
 
 export const LOCK_PATH = `${STATE_DIR}/lock`;
@@ -52,9 +53,12 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<() =
       continue;
     }
     if (took) {
-      return async () => {
+      const release = async () => {
+        forget();
         await t.remove(LOCK_PATH, 'file');
       };
+      const forget = onInterrupt(release);
+      return release;
     }
     const raw = await t.readFile(LOCK_PATH);
     if (raw === null && attempt < 20) continue; // released between our attempt and this read

@@ -1,8 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { rmSync, writeFileSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { startProxy } from '../../bench/proxy.js';
 import { join } from 'node:path';
 import { startSshd, type TestServer } from '../support/sshd.js';
-import { runCli } from '../support/cli.js';
+import { runCli, WSYNC_BIN } from '../support/cli.js';
 import { tempDir } from '../support/trees.js';
 import { commit, git, initRepo } from '../support/git.js';
 
@@ -90,6 +92,45 @@ describe('wsync git CLI against a real sshd', () => {
     const r = await runCli(['push', '-n', '--no-gitignore', join(work, 'nope'), join(work, 'nope2')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/nope/);
+  });
+
+  it('Ctrl-C during a push removes its locks on the remote and exits 130', async () => {
+    const local = initRepo(join(work, 'sigint'));
+    const remote = join(work, 'vm/sigint');
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 300; i++) files[`d${i % 30}/f${i}.txt`] = `file ${i}\n`;
+    commit(local, files, 'first');
+    // A slow link keeps the push inside its locks long enough to interrupt it there.
+    const proxy = await startProxy({ targetPort: srv.port, delayMs: 150, rateBitsPerSec: 0 });
+    try {
+      const cfg = join(work, 'slow_config');
+      const hostKey = readFileSync(srv.knownHosts, 'utf8').trim().split(/\s+/).slice(1).join(' ');
+      writeFileSync(join(work, 'slow_known'), `[127.0.0.1]:${proxy.port} ${hostKey}\n`);
+      const viaProxy = readFileSync(srv.sshConfig, 'utf8')
+        .replace(/^(\s*Port)\s+\d+\s*$/m, `$1 ${proxy.port}`)
+        .replace(/^(\s*UserKnownHostsFile)\s+.*$/m, `$1 ${join(work, 'slow_known')}`);
+      writeFileSync(cfg, viaProxy);
+      const child = spawn(process.execPath, [WSYNC_BIN, 'git', 'push', `${srv.alias}:${remote}`, '-F', cfg], { cwd: local, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      const until = Date.now() + 20_000;
+      while (!existsSync(join(remote, '.git/index.lock')) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      expect(existsSync(join(remote, '.git/index.lock'))).toBe(true);
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+      expect(stderr).toMatch(/interrupted/);
+      expect(existsSync(join(remote, '.git/index.lock'))).toBe(false);
+      expect(existsSync(join(remote, '.git/refs/heads/main.lock'))).toBe(false);
+      // Nothing the interrupted push staged is visible to git, and the next push goes through.
+      git(remote, 'fsck', '--full', '--strict', '--no-progress');
+    } finally {
+      await proxy.close();
+    }
+    const again = await runCli(['git', 'push', `${srv.alias}:${remote}`, '-F', srv.sshConfig], { cwd: local });
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(git(remote, 'status', '--porcelain')).toBe('');
   });
 
   it('outside a repository, or with a bad branch name: exit 1 and one clear line', async () => {

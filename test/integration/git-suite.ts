@@ -221,6 +221,26 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       });
     });
 
+    it('--break-lock removes a git lock left by a crash (over a minute old), never a fresh one', async () => {
+      const { local, remote, spec } = pair('breaklock');
+      commit(local, { 'a.txt': '1' }, 'one');
+      await push(local, spec);
+      commit(local, { 'a.txt': '2' }, 'two');
+      const lock = join(remote, '.git/index.lock');
+      writeFileSync(lock, '');
+      const fresh = await push(local, spec, { breakLock: true }).then(() => null, (e: WsyncError) => e);
+      expect(fresh?.code).toBe('E_LOCKED');
+      expect(fresh?.message).toMatch(/older than 60 s/);
+      expect(existsSync(lock)).toBe(true);
+      const old = new Date(Date.now() - 120_000);
+      utimesSync(lock, old, old);
+      await expect(push(local, spec)).rejects.toThrow(/index.lock exists \(\d+ min old\)/);
+      const r = await push(local, spec, { breakLock: true });
+      expect(r.status).toBe('fast-forward');
+      expect(existsSync(lock)).toBe(false);
+      expectMirrors(local, remote);
+    });
+
     it('only moves the ref when another branch is checked out, or the remote is bare', async () => {
       const { local, remote, spec } = pair('other');
       commit(local, { 'a.txt': '1' }, 'one');
