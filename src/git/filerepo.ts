@@ -131,10 +131,6 @@ export class FileRepo {
    */
   static async init(t: Transport, branch: string): Promise<FileRepo> {
     await t.ensureRoot();
-    await t.mkdir('.git', 0o755);
-    // A level at a time, each level's directories at once.
-    const levels = [['objects', 'refs', 'info', 'logs'], ['objects/pack', 'objects/info', 'refs/heads', 'refs/tags', 'logs/refs'], ['logs/refs/heads']];
-    for (const level of levels) await Promise.all(level.map((d) => t.mkdir(`.git/${d}`, 0o755)));
     const config = [
       '[core]',
       '\trepositoryformatversion = 0',
@@ -147,12 +143,27 @@ export class FileRepo {
       '\tdenyCurrentBranch = updateInstead',
       '',
     ].join('\n');
+    const dirs = ['', 'objects', 'refs', 'info', 'logs', 'objects/pack', 'objects/info', 'refs/heads', 'refs/tags', 'logs/refs', 'logs/refs/heads'];
     // All exclusive: of two racing inits, each file comes from one of them, and both write the same.
-    const [, , head] = await Promise.all([
-      t.writeSmall('.git/config', Buffer.from(config), { exclusive: true }),
-      t.writeSmall('.git/description', Buffer.from('Unnamed repository; edit this file to name it.\n'), { exclusive: true }),
-      t.writeSmall('.git/HEAD', Buffer.from(`ref: refs/heads/${branch}\n`), { exclusive: true }),
-    ]);
+    const files = (via: Transport) => [
+      via.writeSmall('.git/config', Buffer.from(config), { exclusive: true }),
+      via.writeSmall('.git/description', Buffer.from('Unnamed repository; edit this file to name it.\n'), { exclusive: true }),
+      via.writeSmall('.git/HEAD', Buffer.from(`ref: refs/heads/${branch}\n`), { exclusive: true }),
+    ];
+    // On one SFTP channel the server handles requests in the order sent, parents before children and directories
+    // before the files in them: everything in the time of one write. Where order is not kept, step by step.
+    const view = t.pinned?.();
+    let head: boolean;
+    if (view) {
+      const made = dirs.map((d) => view.mkdir(d ? `.git/${d}` : '.git', 0o755));
+      const written = files(view);
+      for (const w of written) w.catch(() => undefined);
+      await Promise.all(made);
+      head = (await Promise.all(written))[2];
+    } else {
+      for (const d of dirs) await t.mkdir(d ? `.git/${d}` : '.git', 0o755);
+      head = (await Promise.all(files(t)))[2];
+    }
     const repo = head ? new FileRepo(t, { gitDir: '.git', bare: false, config: parseGitConfig(config) }) : await FileRepo.open(t);
     if (!repo) throw new WsyncError('E_REMOTE_IO', `created a repository at ${t.describe('.git')} but cannot read it back`);
     return repo;
