@@ -276,6 +276,19 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       expect(snapshotTree(remote)).toEqual(before);
     });
 
+    it('refuses an index it cannot rewrite safely (v4) without touching the remote', async () => {
+      const { local, remote, spec } = pair('indexv4');
+      commit(local, { 'a.txt': '1' }, 'one');
+      await push(local, spec);
+      git(remote, 'update-index', '--index-version', '4');
+      commit(local, { 'a.txt': '2' }, 'two');
+      const before = snapshotTree(remote);
+      const err = await push(local, spec).then(() => null, (e: WsyncError) => e);
+      expect(err?.code).toBe('E_GIT_UNSUPPORTED');
+      expect(err?.hint).toMatch(/--index-version 2/);
+      expect(snapshotTree(remote)).toEqual(before);
+    });
+
     describe('races with git on the remote', () => {
       it('a remote commit while wsync holds the locks fails; the push wins', async () => {
         const { local, remote, spec } = pair('race1');
@@ -360,6 +373,14 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
         commit(remote, { 'after-gc.txt': 'loose again\n' }, 'after gc');
         const r2 = await gitFetch(spec, { ...t.options, repo: local, ff: true });
         expect(r2.commits.map((c) => c.subject)).toEqual(['after gc']);
+        // repack -a -d (no prune of refs): one pack holding everything, with deltas against objects of older commits.
+        commit(remote, { 'a.txt': `repacked ${'y'.repeat(2000)}\n` }, 'before repack');
+        git(remote, 'repack', '-q', '-a', '-d', '-f', '--depth=20');
+        commit(remote, { 'b.txt': 'loose after repack\n' }, 'after repack');
+        const r3 = await gitFetch(spec, { ...t.options, repo: local, ff: true });
+        expect(r3.commits.map((c) => c.subject)).toEqual(['after repack', 'before repack']);
+        git(local, 'fsck', '--strict', '--no-progress');
+        expect(git(local, 'status', '--porcelain')).toBe('');
         expect(r2.ff).toBe('fast-forward');
         git(local, 'fsck', '--strict', '--no-progress');
         expect(git(local, 'rev-parse', 'main')).toBe(git(remote, 'rev-parse', 'main'));
