@@ -459,13 +459,15 @@ export class RepoObjects {
   }
 }
 
-const BLOCK = 64 * 1024;
-const MAX_BLOCKS = 256;
+const BLOCK = 16 * 1024;
+const MAX_BLOCKS = 1024;
 
 /**
- * Reads a remote pack in 64 KiB blocks, kept (up to 16 MiB): git writes a pack newest history first, commits
+ * Reads a remote pack in 16 KiB blocks, kept (up to 16 MiB): git writes a pack newest history first, commits
  * together, so one block holds the many commits and trees a history walk asks for one after another, and each
- * step no longer costs a round trip of its own.
+ * step no longer costs a round trip of its own. Small blocks, because the objects a fetch needs beyond the
+ * commits (and their delta bases) lie scattered through the pack: with 64 KiB blocks a fetch of ten commits read
+ * 798 kB of an 857 kB pack.
  */
 function blockCached(ra: RandomAccess): RandomAccess {
   const blocks = new Map<number, Promise<Buffer>>();
