@@ -90,7 +90,7 @@ export async function planWorktreeUpdate(
 ): Promise<WorktreePlan> {
   const index = state.index ?? [];
   const unmerged = index.filter((e) => e.stage !== 0).map((e) => e.path);
-  if (unmerged.length) refuse('the remote work tree has unmerged paths (a merge in progress):', [...new Set(unmerged)], opts.hint);
+  if (unmerged.length) refuse('the work tree has unmerged paths (a merge in progress):', [...new Set(unmerged)], opts.hint);
 
   // diff-index --cached: the index must be the old commit's tree.
   const staged: string[] = [];
@@ -128,7 +128,8 @@ export async function planWorktreeUpdate(
       continue;
     }
     const size = e.mode === MODE_LINK ? Buffer.byteLength(d.target ?? '') : d.size;
-    if (size !== e.size) {
+    // The index keeps sizes modulo 2^32, as git does.
+    if (size % 0x100000000 !== e.size) {
       unstaged.push(`modified: ${e.path}`);
       continue;
     }
