@@ -8,6 +8,7 @@ import { WsyncError } from '../errors.js';
 import { configBool, reflogLine } from './refs.js';
 import { FileRepo, type RefLock, type StagedObjects } from './filerepo.js';
 import type { DirEntry } from '../transport/types.js';
+import { baseName, isTempName } from '../util/paths.js';
 import type { RefContent } from './refs.js';
 import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
 import { ZERO_OID } from './objects.js';
@@ -211,6 +212,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       const mtime = ahead?.mtime ?? Math.floor(Date.now() / 1000) - 1;
       const entries = await indexAfter(state, plan, u.src, mtime);
       const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead).then(() => u.mark?.('worktree'));
+      commits.push(sweepStaleTemps(repo, lst));
       objectsIn = upload.then((st) => st?.commit());
       // The lock files get their content now and are renamed over index and ref once what they describe is there.
       commits.push(applied, objectsIn.then(() => undefined));
@@ -239,6 +241,19 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     if (!completed) await (await staged.catch(() => undefined))?.abort();
     if (locked) await Promise.all([locked.ref.release(), locked.index?.release()]);
   }
+}
+
+/** A wsync temp file this old in a work tree was left by a run that died (live ones are renamed within moments). */
+const STALE_TEMP_SECONDS = 3600;
+
+/**
+ * Removes temp files a killed wsync left in the work tree: git shows them as untracked. Only under the locks this
+ * push holds, only wsync's own names, only old ones; best effort.
+ */
+async function sweepStaleTemps(repo: FileRepo, listing: WorktreeListing): Promise<void> {
+  const cutoff = Math.floor(Date.now() / 1000) - STALE_TEMP_SECONDS;
+  const stale = [...listing.entries].filter(([p, e]) => e.type === 'file' && isTempName(baseName(p)) && e.mtime < cutoff).map(([p]) => p);
+  await Promise.all(stale.map((p) => repo.t.remove(p, 'file').catch(() => undefined)));
 }
 
 /** Sets a ref that no work tree depends on (remote-tracking refs), under its lock, with a reflog line. */

@@ -112,6 +112,19 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       expect(existsSync(join(remote, 'dir'))).toBe(false);
       expect(existsSync(join(remote, 'gone.txt'))).toBe(false);
       expect(git(remote, 'reflog', '--format=%gs').trim().split('\n').length).toBe(steps.length + 1);
+      // Temp files a killed run left in the work tree are cleared by the next push once they are old; fresh ones
+      // may belong to a run in progress and stay.
+      const old = join(remote, 'new/.file.txt.wsync-0123abcd.tmp');
+      const fresh = join(remote, '.a.txt.wsync-89abcdef.tmp');
+      writeFileSync(old, 'left by a crash');
+      writeFileSync(fresh, 'in progress');
+      utimesSync(old, new Date(Date.now() - 7200_000), new Date(Date.now() - 7200_000));
+      commit(local, { 'a.txt': 'after the crash\n' }, 'sweep');
+      await push(local, spec);
+      expect(existsSync(old)).toBe(false);
+      expect(existsSync(fresh)).toBe(true);
+      rmSync(fresh);
+      expectMirrors(local, remote);
     });
 
     it('sends one pack with deltas for many objects; git verifies it', async () => {
