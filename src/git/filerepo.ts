@@ -4,6 +4,7 @@
  * atomic primitives, in the on-disk formats real git reads. The same code updates local refs, through a
  * LocalTransport, so those get git's locks and reflogs too.
  */
+import { randomBytes } from 'node:crypto';
 import { WsyncError } from '../errors.js';
 import type { ExclusiveFile, Transport } from '../transport/types.js';
 import { mapLimit } from '../util/limit.js';
@@ -60,6 +61,14 @@ export interface StagedObjects {
   bytes: number;
   commit(): Promise<void>;
   abort(): Promise<void>;
+}
+
+/**
+ * git's own temp names in the object store: what a killed push leaves there is then what a killed git leaves, and
+ * `git gc` (its prune) removes it after two weeks.
+ */
+function gitTempName(prefix: string): string {
+  return prefix + randomBytes(6).toString('base64url');
 }
 
 /** Runs the jobs (at most PARALLEL at once) to the end, collecting what succeeded and the first failure. */
@@ -306,7 +315,8 @@ export class FileRepo {
         bytes += data.length;
         const dir = o.oid.slice(0, 2);
         if (!existingDirs?.has(dir)) newDirs.add(dir);
-        return () => this.t.stageSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { mode: 0o444, parents: existingDirs?.has(dir) ? false : 'last' });
+        const tempName = gitTempName('tmp_obj_');
+        return () => this.t.stageSmall(this.p(`objects/${dir}/${o.oid.slice(2)}`), data, { mode: 0o444, parents: existingDirs?.has(dir) ? false : 'last', tempName });
       }),
     );
     const dropDirs = () => Promise.all([...newDirs].map((d) => this.t.remove(this.p(`objects/${d}`), 'dir').catch(() => undefined)));
@@ -331,8 +341,8 @@ export class FileRepo {
   /** A pack and its idx, staged; commit() moves the pack first and the idx last: an idx is what makes git look inside. */
   async stagePack(name: string, pack: Buffer, idx: Buffer): Promise<StagedObjects> {
     const staged = await settleAll([
-      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { mode: 0o444, parents: 'last' }),
-      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { mode: 0o444, parents: 'last' }),
+      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.pack`), pack, { mode: 0o444, parents: 'last', tempName: gitTempName('tmp_pack_') }),
+      () => this.t.stageSmall(this.p(`objects/pack/pack-${name}.idx`), idx, { mode: 0o444, parents: 'last', tempName: gitTempName('tmp_idx_') }),
     ]);
     if (staged.failed) {
       await Promise.all(staged.ok.map((f) => f.abort()));

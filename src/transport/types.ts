@@ -41,6 +41,8 @@ export interface WriteOptions {
    * 'last': only the immediate parent, so a wrong guess about the layout above it creates nothing.
    */
   parents?: boolean | 'last';
+  /** The temp file's name (in the same directory) instead of wsync's own pattern, e.g. git's `tmp_obj_*`. */
+  tempName?: string;
 }
 
 /**
@@ -151,7 +153,7 @@ export interface Transport {
    * writeSmall in two halves: the data, mode and fsync now, the rename on commit(). Lets a caller put data in
    * place and still withdraw it without a trace (git's quarantine of a push's objects until it is accepted).
    */
-  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean | 'last' }): Promise<StagedFile>;
+  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string }): Promise<StagedFile>;
   /** O_EXCL create kept open until commit or abort; null when the name exists. */
   openExclusive(rel: string): Promise<ExclusiveFile | null>;
   /**

@@ -153,9 +153,16 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       // 'last' creates the immediate parent only: nothing appears when the one above is missing.
       await expect(t.writeSmall('par2/a/c.txt', Buffer.from('x'), { parents: 'last' })).rejects.toBeInstanceOf(WsyncError);
       expect(existsSync(join(root, 'par2'))).toBe(false);
-      const st = await t.stageSmall('par/new/c.txt', Buffer.from('z'), { parents: 'last' });
+      const st = await t.stageSmall('par/new/c.txt', Buffer.from('z'), { parents: 'last', tempName: 'tmp_obj_abc123' });
+      // Staged under the name asked for, in the same directory, and nothing at the final name yet.
+      expect(readFileSync(join(root, 'par/new/tmp_obj_abc123'), 'utf8')).toBe('z');
+      expect(existsSync(join(root, 'par/new/c.txt'))).toBe(false);
       expect(await st.commit({ exclusive: true })).toBe(true);
       expect(readFileSync(join(root, 'par/new/c.txt'), 'utf8')).toBe('z');
+      expect(existsSync(join(root, 'par/new/tmp_obj_abc123'))).toBe(false);
+      const gone = await t.stageSmall('par/new/d.txt', Buffer.from('w'), { tempName: 'tmp_obj_def456' });
+      await gone.abort();
+      expect(readdirSync(join(root, 'par/new'))).toEqual(['c.txt']);
     });
 
     it('appends whole records, creating the file when missing', async () => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Entry } from '../../types.js';
 import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { WsyncError } from '../../errors.js';
-import { ancestors, localJoin, tempNameFor } from '../../util/paths.js';
+import { ancestors, joinRel, localJoin, parentOf, tempNameFor } from '../../util/paths.js';
 import { checkRebuildOps, outsideEdit } from '../rebuild.js';
 
 const BLOCK = 1 << 20;
@@ -227,7 +227,7 @@ export class LocalTransport implements Transport {
     await this.commit(tmp, rel, opts);
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last' } = {}): Promise<StagedFile> {
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const tmp = await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts);
     let done = false;
@@ -261,7 +261,7 @@ export class LocalTransport implements Transport {
       }
     }
     await this.assertRealParents(rel);
-    const tmp = this.abs(tempNameFor(rel));
+    const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
     const fh = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
       throw ioError(err, `cannot create ${tmp}`);
     });

@@ -4,7 +4,7 @@ import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, Lit
 import { checkRebuildOps, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
-import { ancestors, parentOf, remoteJoin, tempNameFor } from '../../util/paths.js';
+import { ancestors, joinRel, parentOf, remoteJoin, tempNameFor } from '../../util/paths.js';
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
 
 /** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
@@ -381,7 +381,7 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last' } = {}): Promise<StagedFile> {
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const { ch, tmp } = await this.onChannel(async (slot) => ({ ch: slot.ch, tmp: await this.writeTemp(slot, rel, (async function* () { yield data; })(), meta, opts) }));
     let done = false;
@@ -407,7 +407,7 @@ export class SftpTransport implements Transport {
   /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
   private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
     const { ch } = slot;
-    const tmp = this.abs(tempNameFor(rel));
+    const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
     if (opts.parents) this.sendMkdirs(ch, parentOf(rel), opts.parents === 'last');
     let h: Buffer;
     try {
