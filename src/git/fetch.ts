@@ -3,7 +3,6 @@
  * objects the local repository has, copy only the missing ones (loose files, or ranged reads out of packs after a
  * remote `git gc`), verify every id, then set refs/remotes/<name>/<branch> and optionally fast-forward.
  */
-import { openTarget } from '../transport/open.js';
 import { WsyncError } from '../errors.js';
 import { parseTarget, type Target } from '../target.js';
 import { mapLimit } from '../util/limit.js';
@@ -12,7 +11,7 @@ import type { LocalRepo } from './local.js';
 import { parseCommit, parseTag, parseTree, type GitObject } from './objects.js';
 import { revList } from './objects-to-send.js';
 import { PackWriter } from './pack.js';
-import { defaultRemoteName, resolveBranch, UNPACK_LIMIT, type GitConnectOptions } from './push.js';
+import { defaultRemoteName, dial, resolveBranch, UNPACK_LIMIT, type GitConnectOptions } from './push.js';
 import { MODE_GITLINK, treeMode } from './tree.js';
 import { setRef, updateBranch } from './update.js';
 
@@ -42,19 +41,15 @@ export interface GitFetchResult {
   timings: Record<string, number>;
 }
 
-const PARALLEL = 64;
+/** Objects read at once per history level; the transport bounds what each channel has in flight. */
+const PARALLEL = 512;
 
 export async function gitFetch(target: Target | string, o: GitFetchOptions = {}): Promise<GitFetchResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
   const mark = (k: string) => (timings[k] = Date.now() - t0);
   const spec = typeof target === 'string' ? parseTarget(target) : target;
-  // Dial first: the handshake's round trips then overlap the local work below (loading isomorphic-git included).
-  let dialing!: () => void;
-  const dialed = new Promise<void>((resolve) => (dialing = resolve));
-  const connecting = openTarget(spec, { ...o, onDialing: dialing });
-  connecting.catch(() => undefined).finally(dialing);
-  await dialed;
+  const { connecting } = await dial(spec, o);
   let local: LocalRepo, identity: string;
   try {
     const { LocalRepo } = await import('./local.js');

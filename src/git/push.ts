@@ -72,6 +72,20 @@ export async function resolveBranch(local: LocalRepo, branch: string | undefined
   return short;
 }
 
+/**
+ * Starts connecting and resolves once the socket is being dialled (at once for a local target): the handshake's
+ * round trips then overlap the caller's local work, loading isomorphic-git included.
+ */
+export async function dial(spec: Target, o: GitConnectOptions): Promise<{ connecting: Promise<Transport> }> {
+  let dialing!: () => void;
+  const dialed = new Promise<void>((resolve) => (dialing = resolve));
+  const connecting = openTarget(spec, { ...o, onDialing: dialing });
+  connecting.catch(() => undefined).finally(dialing);
+  await dialed;
+  // Wrapped: an async function would otherwise wait for the whole connection.
+  return { connecting };
+}
+
 class ObjectSink {
   private loose: ObjectToSend[] = [];
   private pack?: PackWriter;
@@ -103,12 +117,7 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
   const mark = (k: string) => (timings[k] = Date.now() - t0);
   const spec = typeof target === 'string' ? parseTarget(target) : target;
   // Connecting takes many round trips; the local repository is read meanwhile.
-  // Dial first: the handshake's round trips then overlap the local work below (loading isomorphic-git included).
-  let dialing!: () => void;
-  const dialed = new Promise<void>((resolve) => (dialing = resolve));
-  const connecting = openTarget(spec, { ...o, onDialing: dialing });
-  connecting.catch(() => undefined).finally(dialing);
-  await dialed;
+  const { connecting } = await dial(spec, o);
   let local: LocalRepo, branch: string, newOid: string | null, identity: string;
   try {
     // isomorphic-git loads while the SSH handshake waits on the network.
