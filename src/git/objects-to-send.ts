@@ -16,9 +16,9 @@ export interface CommitInfo {
 }
 
 /**
- * Commits reachable from `tip` and from none of `haves`, oldest first. Date-ordered painting as in git: walk
- * newest first, carry "uninteresting" down from the haves, stop when only uninteresting commits are queued.
- * A clock-skewed history can only make it return extra commits, never miss one.
+ * Commits reachable from `tip` and from none of `haves`, parents before children. Date-ordered painting as in
+ * git: walk newest first, carry "uninteresting" down from the haves, stop a little after only uninteresting
+ * commits are queued. A clock-skewed history can only make it return extra commits, never miss one.
  */
 export async function revList(src: ObjectSource, tip: string, haves: readonly string[]): Promise<CommitInfo[]> {
   const info = new Map<string, CommitInfo>();
@@ -35,14 +35,22 @@ export async function revList(src: ObjectSource, tip: string, haves: readonly st
     }
     return c;
   };
+  // Queued commits not (yet) known to be uninteresting: the walk ends when there are none.
+  const interestingQueued = new Set<string>();
   const enqueue = async (oid: string) => {
     if (queued.has(oid)) return;
     queued.add(oid);
     const c = await load(oid);
-    // Kept sorted oldest..newest so pop() takes the newest.
-    let i = queue.length;
-    while (i > 0 && queue[i - 1].time > c.time) i--;
-    queue.splice(i, 0, { oid, time: c.time });
+    if (!uninteresting.has(oid)) interestingQueued.add(oid);
+    // Kept sorted oldest..newest so pop() takes the newest; binary search, as histories run to many thousands.
+    let lo = 0;
+    let hi = queue.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (queue[mid].time <= c.time) lo = mid + 1;
+      else hi = mid;
+    }
+    queue.splice(lo, 0, { oid, time: c.time });
   };
   const markUninteresting = (oid: string) => {
     const stack = [oid];
@@ -50,6 +58,7 @@ export async function revList(src: ObjectSource, tip: string, haves: readonly st
       const o = stack.pop()!;
       if (uninteresting.has(o)) continue;
       uninteresting.add(o);
+      interestingQueued.delete(o);
       // Parents already walked as interesting must learn it too; unwalked ones learn it when they are queued.
       const c = info.get(o);
       if (c && processed.has(o)) stack.push(...c.parents);
@@ -62,15 +71,43 @@ export async function revList(src: ObjectSource, tip: string, haves: readonly st
   }
   if (!uninteresting.has(tip)) await enqueue(tip);
   const order: string[] = [];
-  while (queue.some((q) => !uninteresting.has(q.oid))) {
+  // Past the last interesting commit, a few more uninteresting steps (git calls it slop): with timestamps that tie
+  // or go backwards, the have side may still reach commits taken as new. Missing that only sends extra objects.
+  let slop = 100;
+  while (queue.length > 0 && (interestingQueued.size > 0 || slop-- > 0)) {
     const { oid } = queue.pop()!;
+    interestingQueued.delete(oid);
     const c = info.get(oid)!;
     processed.add(oid);
     if (uninteresting.has(oid)) for (const p of c.parents) markUninteresting(p);
     else order.push(oid);
     await Promise.all(c.parents.map(enqueue));
   }
-  return order.filter((o) => !uninteresting.has(o)).reverse().map((o) => info.get(o)!);
+  // Parents before children, whatever the timestamps say (commits made within one second share one): the pack
+  // writer can only use a delta base it has already written.
+  const selected = order.filter((o) => !uninteresting.has(o)).reverse();
+  const inSet = new Set(selected);
+  const done = new Set<string>();
+  const out: CommitInfo[] = [];
+  for (const start of selected) {
+    const stack = [start];
+    while (stack.length) {
+      const o = stack[stack.length - 1];
+      if (done.has(o)) {
+        stack.pop();
+        continue;
+      }
+      const next = info.get(o)!.parents.find((p) => inSet.has(p) && !done.has(p));
+      if (next) {
+        stack.push(next);
+        continue;
+      }
+      stack.pop();
+      done.add(o);
+      out.push(info.get(o)!);
+    }
+  }
+  return out;
 }
 
 export interface ObjectToSend {
