@@ -155,7 +155,13 @@ export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolea
 export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<BranchUpdateResult> {
   const ref = `refs/heads/${u.branch}`;
   const head = u.locked ? u.locked.head : u.head !== undefined ? u.head : await repo.readHead();
-  const checkedOut = !repo.layout.bare && head?.symref === ref;
+  const current = !repo.layout.bare && head?.symref === ref;
+  // receive.denyCurrentBranch as git reads it, except that unset means updateInstead: that is what wsync sets up,
+  // and it refuses anything a work tree update could lose.
+  const deny = (repo.layout.config.get('receive.denycurrentbranch') ?? 'updateinstead').toLowerCase();
+  const refused = current && (deny === 'refuse' || deny === 'true');
+  // ignore/warn/false: git moves the ref and leaves the work tree as it is; so does wsync.
+  const checkedOut = current && deny === 'updateinstead';
   if (!u.locked) await u.hooks?.beforeLock?.();
   const upload = u.upload?.() ?? Promise.resolve(undefined);
   const oldSrc = u.oldSrc ?? u.src;
@@ -179,6 +185,12 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
   let accepted = false;
   let completed = false;
   try {
+    // Inside the try: what was taken or staged ahead is given back on the way out.
+    if (refused) {
+      throw new WsyncError('E_GIT_REJECTED', `refusing to update the checked-out branch ${u.branch} at ${repo.describe()} (receive.denyCurrentBranch=${deny})`, {
+        hint: 'let pushes update its work tree there: git config receive.denyCurrentBranch updateInstead',
+      });
+    }
     locked ??= await lockAndRead(repo, ref, checkedOut, { breakStale: u.breakLock });
     if (!checkedOut && locked.index) {
       await locked.index.release();

@@ -279,6 +279,34 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       expect(readdirSync(join(bare, 'objects')).filter((n) => n.startsWith('.'))).toEqual([]);
     });
 
+    it('follows receive.denyCurrentBranch of an existing repository (git init on the remote)', async () => {
+      const { local, remote, spec } = pair('deny');
+      commit(local, { 'a.txt': '1' }, 'one');
+      mkdirSync(remote, { recursive: true });
+      git(remote, 'init', '-q');
+      git(remote, 'commit', '-q', '--allow-empty', '-m', 'remote root');
+      // Unset: updateInstead, as in repositories wsync creates (the remote's own commit must be fetched first).
+      await expect(push(local, spec)).rejects.toThrow(/fetch first/);
+      await gitFetch(spec, { ...t.options, repo: local });
+      git(local, 'merge', '-q', '--allow-unrelated-histories', '-m', 'join', 'refs/remotes/local/main');
+      const r = await push(local, spec);
+      expect(r.worktree).not.toBeNull();
+      expect(expectHealthy(remote).status).toBe('');
+      expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('1');
+      // refuse: refused, remote untouched.
+      git(remote, 'config', 'receive.denyCurrentBranch', 'refuse');
+      commit(local, { 'a.txt': '2' }, 'two');
+      const before = snapshotTree(remote);
+      await expect(push(local, spec)).rejects.toThrow(/refusing to update the checked-out branch/);
+      expect(snapshotTree(remote)).toEqual(before);
+      // ignore: the ref moves, the work tree stays (git's behaviour, and its status then shows the difference).
+      git(remote, 'config', 'receive.denyCurrentBranch', 'ignore');
+      const r2 = await push(local, spec);
+      expect(r2.worktree).toBeNull();
+      expect(git(remote, 'rev-parse', 'HEAD').trim()).toBe(r2.newOid);
+      expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('1');
+    });
+
     it('refuses a sha256 repository without writing to it', async () => {
       const { local, remote, spec } = pair('sha256');
       commit(local, { 'a.txt': '1' }, 'one');
