@@ -1,7 +1,8 @@
 /**
- * The local repository, read through isomorphic-git (packs, loose objects, refs, config) with one shared cache,
- * so no git binary is needed on this machine either. Ref updates go through FileRepo on a LocalTransport, which
- * gives them git's lock files and reflogs (isomorphic-git's writeRef has neither).
+ * The local repository, with no git binary needed on this machine either: isomorphic-git finds it and reads its
+ * refs, config and ancestry; objects come through our own idx and pack reader (isomorphic-git's is the fallback);
+ * ref updates go through FileRepo on a LocalTransport, which gives them git's lock files and reflogs
+ * (isomorphic-git's writeRef has neither).
  */
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
