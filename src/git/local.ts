@@ -70,7 +70,11 @@ export class LocalRepo implements ObjectSource {
       throw new WsyncError('E_GIT_REPO', `${gitdir} is not a directory (a linked worktree or submodule is not supported)`);
     }
     const transport = new LocalTransport(dir);
-    const files = await FileRepo.open(transport);
+    const files = await FileRepo.open(transport).catch((err) => {
+      // The same refusals as for a remote repository, but this one is local: exit class 1, not 2.
+      if (err instanceof WsyncError && err.code === 'E_GIT_UNSUPPORTED') throw new WsyncError('E_GIT_REPO', err.message, { hint: err.hint, cause: err });
+      throw err;
+    });
     if (!files) throw new WsyncError('E_GIT_REPO', `${dir} is not a git repository`);
     if (fs.existsSync(path.join(gitdir, 'shallow'))) {
       throw new WsyncError('E_GIT_REPO', `${dir} is a shallow clone; its oldest commits have no parents here to send`, { hint: 'git fetch --unshallow first' });

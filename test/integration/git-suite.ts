@@ -315,6 +315,11 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       const before = snapshotTree(remote);
       await expect(push(local, spec)).rejects.toMatchObject({ code: 'E_GIT_UNSUPPORTED' });
       expect(snapshotTree(remote)).toEqual(before);
+      // A local sha256 repository is refused too, as a local problem.
+      const mine = join(work, `sha256-local-${n++}`);
+      mkdirSync(mine, { recursive: true });
+      git(mine, 'init', '-q', '--object-format=sha256');
+      await expect(push(mine, t.spec(join(work, `sha256-target-${n++}`)))).rejects.toMatchObject({ code: 'E_GIT_REPO', message: /sha256/ });
     });
 
     it('refuses an index it cannot rewrite safely (v4) without touching the remote', async () => {
