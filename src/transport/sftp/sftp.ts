@@ -659,9 +659,10 @@ export class SftpTransport implements Transport {
       },
       abort: async () => {
         if (state === 'done') return;
-        if (state === 'open') await ch.close(h).catch(() => undefined);
+        const wasOpen = state === 'open';
         state = 'done';
-        await ch.unlink(abs).catch(() => undefined);
+        // Close and unlink back to back: the channel keeps their order, and the pair costs one round trip.
+        await Promise.all([wasOpen ? ch.close(h).catch(() => undefined) : undefined, ch.unlink(abs).catch(() => undefined)]);
       },
     };
   }
