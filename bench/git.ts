@@ -13,18 +13,15 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, symlinkSync, writeFileSync,
+  chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, symlinkSync, writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { startSshd, type TestServer } from '../test/support/sshd.js';
-import { startProxy, type Proxy } from './proxy.js';
 import { prng } from './tree.js';
 import {
-  REPO, type Cell, benchEnv, numSetting, firstUsefulLine, killCurrent, runMeasured, shortPath, fmtBytes, timeCell, bytesCell,
-  ratioCell, sshVersion, gitRev, machineFacts, writeProxyConfig, linkDescription, privateHomeEnv, versionOf,
+  REPO, openBenchRun, reportResults, runMain, type Cell, benchEnv, numSetting, firstUsefulLine, runMeasured, shortPath, fmtBytes, timeCell, bytesCell,
+  ratioCell, sshVersion, gitRev, machineFacts, privateHomeEnv, versionOf,
 } from './harness.js';
 
 type Tool = 'git' | 'wsync';
@@ -495,28 +492,7 @@ function ratio(w: number | undefined, g: number | undefined): number | undefined
 async function main(): Promise<void> {
   const s = settings();
   const started = new Date();
-  for (const t of ['ssh', 'git']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`${t} not found on PATH`);
-    }
-  }
-  const work = mkdtempSync(join(tmpdir(), 'wsync-bench-git-'));
-  const logs = join(work, 'logs');
-  mkdirSync(logs);
-  let srv: TestServer | undefined;
-  let proxy: Proxy | undefined;
-  const cleanup = async () => {
-    killCurrent();
-    await proxy?.close();
-    await srv?.stop();
-    if (!s.keep) rmSync(work, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    console.error('\ninterrupted; cleaning up');
-    void cleanup().finally(() => process.exit(130));
-  });
+  const { work, logs, startLink, cleanup } = openBenchRun(['ssh', 'git'], 'wsync-bench-git-', s.keep);
 
   try {
     // The repository first: it is CPU work, done before anything is timed.
@@ -549,18 +525,7 @@ async function main(): Promise<void> {
       locals.set(tool, dir);
     }
 
-    srv = await startSshd({ alias: 'wsync-bench' });
-    proxy = await startProxy({ targetPort: srv.port, delayMs: s.rttMs / 2, rateBitsPerSec: s.rateMbit * 1e6 });
-    const cfg = writeProxyConfig(srv, proxy.port, work);
-    const link = linkDescription(s.rttMs, s.rateMbit);
-    console.log(`sshd on 127.0.0.1:${srv.port}, proxy on 127.0.0.1:${proxy.port}: ${link}`);
-    const probe = await runMeasured(proxy, 'ssh', ['-F', cfg, '-o', 'BatchMode=yes', srv.alias, 'true'], {
-      timeoutS: 30,
-      env: process.env,
-      log: join(logs, 'ssh-probe.log'),
-    });
-    if (probe.code !== 0) throw new Error(`ssh through the proxy failed (harness problem): ${probe.stderr.trim()}`);
-    console.log(`ssh connect + auth + exec through the proxy: ${probe.secs.toFixed(2)} s, ${fmtBytes(probe.up + probe.down)}`);
+    const { srv, proxy, cfg, link, probe } = await startLink(s.rttMs, s.rateMbit);
 
     const remotes = new Map<Tool, string>([
       ['git', join(srv.remoteRoot, 'git')],
@@ -821,31 +786,27 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
 
-    console.log('\n' + table + '\n');
-    for (const t of targets) console.log(`target ${t.slice(2)}`);
-    if (phases) console.log('\n' + phases);
-    for (const x of notes) console.log(`note: ${x}`);
-    for (const f of failures) console.log(`\n${f}`);
-    const outDir = join(REPO, 'bench/results');
-    mkdirSync(outDir, { recursive: true });
-    const mdPath = join(outDir, 'git-latest.md');
-    writeFileSync(mdPath, md);
-    const json = {
-      date: started.toISOString(),
+    reportResults({
+      name: 'git-latest',
+      table,
+      targets,
+      extra: phases || undefined,
+      notes,
+      failures,
+      md,
+      started,
       settings: s,
-      repository: { commits: s.commits, files: trackedFiles, objects: baseObjects.count, packBytes: baseObjects.sizePack, tip: baseTip },
-      probeSecs: probe.secs,
-      results: Object.fromEntries([...results].map(([t, m]) => [t, Object.fromEntries(m)])),
-    };
-    writeFileSync(join(outDir, 'git-latest.json'), JSON.stringify(json, null, 2) + '\n');
-    console.log(`\nresults written to ${relative(process.cwd(), mdPath) || mdPath} (and git-latest.json)`);
-    if (s.keep) console.log(`work dir kept: ${work} (tool logs in ${logs})`);
+      facts: {
+        repository: { commits: s.commits, files: trackedFiles, objects: baseObjects.count, packBytes: baseObjects.sizePack, tip: baseTip },
+        probeSecs: probe.secs,
+      },
+      results,
+      work,
+      logs,
+    });
   } finally {
     await cleanup();
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exitCode = 1;
-});
+runMain(main);

@@ -3,13 +3,15 @@
  * through the proxy with its counters zeroed, table cells, flag/env parsing and the facts about the machine.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release, platform } from 'node:os';
 import { join, dirname, resolve, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import type { TestServer } from '../test/support/sshd.js';
-import type { Proxy } from './proxy.js';
+import { startSshd, type TestServer } from '../test/support/sshd.js';
+import { startProxy, type Proxy } from './proxy.js';
 
 /** The repository root (this file runs from dist-bench/bench/). */
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -233,4 +235,111 @@ export function privateHomeEnv(home: string, extra: NodeJS.ProcessEnv = {}): Nod
     NO_COLOR: '1',
     ...extra,
   };
+}
+
+/** A benchmark's temp work dir, and the sshd + latency proxy it starts; cleanup() (also on Ctrl-C) stops them. */
+export interface BenchRun {
+  work: string;
+  logs: string;
+  /** Starts sshd and the proxy in front of it, writes the ssh_config through it, and probes it with plain ssh. */
+  startLink(rttMs: number, rateMbit: number): Promise<BenchLink>;
+  cleanup(): Promise<void>;
+}
+
+export interface BenchLink {
+  srv: TestServer;
+  proxy: Proxy;
+  /** ssh_config that reaches srv.alias through the proxy. */
+  cfg: string;
+  link: string;
+  probe: RunOutcome;
+}
+
+/** Checks the tools are on PATH, makes the work dir and arranges its cleanup. */
+export function openBenchRun(tools: string[], prefix: string, keep: boolean): BenchRun {
+  for (const t of tools) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`${t} not found on PATH`);
+    }
+  }
+  const work = mkdtempSync(join(tmpdir(), prefix));
+  const logs = join(work, 'logs');
+  mkdirSync(logs);
+  let srv: TestServer | undefined;
+  let proxy: Proxy | undefined;
+  const cleanup = async () => {
+    killCurrent();
+    await proxy?.close();
+    await srv?.stop();
+    if (!keep) rmSync(work, { recursive: true, force: true });
+  };
+  process.once('SIGINT', () => {
+    console.error('\ninterrupted; cleaning up');
+    void cleanup().finally(() => process.exit(130));
+  });
+  const startLink = async (rttMs: number, rateMbit: number): Promise<BenchLink> => {
+    srv = await startSshd({ alias: 'wsync-bench' });
+    proxy = await startProxy({ targetPort: srv.port, delayMs: rttMs / 2, rateBitsPerSec: rateMbit * 1e6 });
+    const cfg = writeProxyConfig(srv, proxy.port, work);
+    const link = linkDescription(rttMs, rateMbit);
+    console.log(`sshd on 127.0.0.1:${srv.port}, proxy on 127.0.0.1:${proxy.port}: ${link}`);
+    const probe = await runMeasured(proxy, 'ssh', ['-F', cfg, '-o', 'BatchMode=yes', srv.alias, 'true'], {
+      timeoutS: 30,
+      env: process.env,
+      log: join(logs, 'ssh-probe.log'),
+    });
+    if (probe.code !== 0) throw new Error(`ssh through the proxy failed (harness problem): ${probe.stderr.trim()}`);
+    console.log(`ssh connect + auth + exec through the proxy: ${probe.secs.toFixed(2)} s, ${fmtBytes(probe.up + probe.down)}`);
+    return { srv, proxy, cfg, link, probe };
+  };
+  return { work, logs, startLink, cleanup };
+}
+
+/**
+ * Prints a run's table, targets, extra sections, notes and failures, and writes bench/results/<name>.md and .json
+ * (the settings, the run's own facts in `facts`, and every cell).
+ */
+export function reportResults(r: {
+  name: string;
+  table: string;
+  targets: string[];
+  extra?: string;
+  notes: string[];
+  failures: string[];
+  md: string;
+  started: Date;
+  settings: object & { keep: boolean };
+  facts: object;
+  results: Map<string, Map<string, Cell>>;
+  work: string;
+  logs: string;
+}): void {
+  console.log('\n' + r.table + '\n');
+  for (const t of r.targets) console.log(`target ${t.slice(2)}`);
+  if (r.extra) console.log('\n' + r.extra);
+  for (const n of r.notes) console.log(`note: ${n}`);
+  for (const f of r.failures) console.log(`\n${f}`);
+  const outDir = join(REPO, 'bench/results');
+  mkdirSync(outDir, { recursive: true });
+  const mdPath = join(outDir, `${r.name}.md`);
+  writeFileSync(mdPath, r.md);
+  const json = {
+    date: r.started.toISOString(),
+    settings: r.settings,
+    ...r.facts,
+    results: Object.fromEntries([...r.results].map(([t, m]) => [t, Object.fromEntries(m)])),
+  };
+  writeFileSync(join(outDir, `${r.name}.json`), JSON.stringify(json, null, 2) + '\n');
+  console.log(`\nresults written to ${relative(process.cwd(), mdPath) || mdPath} (and ${r.name}.json)`);
+  if (r.settings.keep) console.log(`work dir kept: ${r.work} (tool logs in ${r.logs})`);
+}
+
+/** Runs a benchmark's main: a failure prints its message and sets exit code 1. */
+export function runMain(main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exitCode = 1;
+  });
 }

@@ -6,20 +6,16 @@
  * (a) initial push, (b) no-op re-push, (c) re-push after ~50 edits. Wall time is spawn → exit of the tool's process;
  * wire bytes are the proxy's counters; every run is then verified by comparing the remote tree with the local one.
  */
-import { execFileSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, relative } from 'node:path';
+import { mkdirSync, writeFileSync, readFileSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { startSshd, type TestServer } from '../test/support/sshd.js';
-import { startProxy, type Proxy } from './proxy.js';
 import { generateTree, applyEdits, BASE_MTIME, EDIT_MTIME, type TreeSummary } from './tree.js';
 import { compareTrees, describeMismatch, countFiles } from './verify.js';
 import {
-  REPO, type Cell, benchEnv, numSetting, firstUsefulLine, killCurrent, runMeasured, shortPath, fmtBytes, timeCell, bytesCell,
-  ratioCell, versionOf, sshVersion, gitRev, machineFacts, writeProxyConfig, linkDescription, privateHomeEnv,
+  REPO, openBenchRun, reportResults, runMain, type Cell, benchEnv, numSetting, firstUsefulLine, runMeasured, shortPath, fmtBytes, timeCell, bytesCell,
+  ratioCell, versionOf, sshVersion, gitRev, machineFacts, privateHomeEnv,
 } from './harness.js';
 
 type Tool = 'wsync' | 'rsync' | 'scp';
@@ -155,44 +151,10 @@ function prependToFile(path: string, head: Buffer): void {
 async function main(): Promise<void> {
   const s = settings();
   const started = new Date();
-  for (const t of ['ssh', 'rsync', 'scp']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`${t} not found on PATH`);
-    }
-  }
-  const work = mkdtempSync(join(tmpdir(), 'wsync-bench-'));
-  const logs = join(work, 'logs');
-  mkdirSync(logs);
-  let srv: TestServer | undefined;
-  let proxy: Proxy | undefined;
-  const cleanup = async () => {
-    killCurrent();
-    await proxy?.close();
-    await srv?.stop();
-    if (!s.keep) rmSync(work, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => {
-    console.error('\ninterrupted; cleaning up');
-    void cleanup().finally(() => process.exit(130));
-  });
+  const { work, logs, startLink, cleanup } = openBenchRun(['ssh', 'rsync', 'scp'], 'wsync-bench-', s.keep);
 
   try {
-    srv = await startSshd({ alias: 'wsync-bench' });
-    const delayMs = s.rttMs / 2;
-    proxy = await startProxy({ targetPort: srv.port, delayMs, rateBitsPerSec: s.rateMbit * 1e6 });
-    const cfg = writeProxyConfig(srv, proxy.port, work);
-    const link = linkDescription(s.rttMs, s.rateMbit);
-    console.log(`sshd on 127.0.0.1:${srv.port}, proxy on 127.0.0.1:${proxy.port}: ${link}`);
-
-    const probe = await runMeasured(proxy, 'ssh', ['-F', cfg, '-o', 'BatchMode=yes', srv.alias, 'true'], {
-      timeoutS: 30,
-      env: process.env,
-      log: join(logs, 'ssh-probe.log'),
-    });
-    if (probe.code !== 0) throw new Error(`ssh through the proxy failed (harness problem): ${probe.stderr.trim()}`);
-    console.log(`ssh connect + auth + exec through the proxy: ${probe.secs.toFixed(2)} s, ${fmtBytes(probe.up + probe.down)}`);
+    const { srv, proxy, cfg, link, probe } = await startLink(s.rttMs, s.rateMbit);
 
     const base = join(work, 'base');
     const tg = performance.now();
@@ -397,29 +359,23 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
 
-    console.log('\n' + table + '\n');
-    for (const t of targets) console.log(`target ${t.slice(2)}`);
-    for (const n of notes) console.log(`note: ${n}`);
-    for (const f of failures) console.log(`\n${f}`);
-    const outDir = join(REPO, 'bench/results');
-    mkdirSync(outDir, { recursive: true });
-    const mdPath = join(outDir, 'latest.md');
-    writeFileSync(mdPath, md);
-    const json = {
-      date: started.toISOString(),
+    reportResults({
+      name: 'latest',
+      table,
+      targets,
+      notes,
+      failures,
+      md,
+      started,
       settings: s,
-      tree: { files: tree.files.length, dirs: tree.dirs, bytes: tree.bytes },
-      results: Object.fromEntries([...results].map(([t, m]) => [t, Object.fromEntries(m)])),
-    };
-    writeFileSync(join(outDir, 'latest.json'), JSON.stringify(json, null, 2) + '\n');
-    console.log(`\nresults written to ${relative(process.cwd(), mdPath) || mdPath} (and latest.json)`);
-    if (s.keep) console.log(`work dir kept: ${work} (tool logs in ${logs})`);
+      facts: { tree: { files: tree.files.length, dirs: tree.dirs, bytes: tree.bytes } },
+      results,
+      work,
+      logs,
+    });
   } finally {
     await cleanup();
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exitCode = 1;
-});
+runMain(main);

@@ -102,6 +102,30 @@ async function runFetch(a: GitArgs): Promise<number> {
   return code;
 }
 
+/** Options every command shares (output and SSH), for node:util's parseArgs. */
+export const SHARED_FAST_OPTIONS = {
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  'ssh-config': { type: 'string', short: 'F' },
+  identity: { type: 'string', short: 'i' },
+  'accept-new': { type: 'boolean' },
+  compress: { type: 'boolean', short: 'z' },
+  'break-lock': { type: 'boolean' },
+} as const;
+
+/** The shared options' values, in the shape yargs gives them. */
+export function sharedFastArgs(v: Record<string, unknown>) {
+  return {
+    json: v.json === true,
+    quiet: v.quiet === true,
+    'ssh-config': v['ssh-config'] as string | undefined,
+    identity: v.identity as string | undefined,
+    'accept-new': v['accept-new'] === true,
+    compress: v.compress === true,
+    'break-lock': v['break-lock'] === true,
+  };
+}
+
 /**
  * `wsync git push|fetch` with plain options, parsed by node:util instead of yargs: yargs and its text-layout
  * dependencies take a tenth of a second to load, as much as two round trips of the push itself. Anything else
@@ -121,14 +145,8 @@ export function parseGitFast(argv: string[]): { run: () => Promise<number> } | n
         'remote-name': { type: 'string' },
         force: { type: 'boolean' },
         ff: { type: 'boolean' },
-        json: { type: 'boolean' },
-        quiet: { type: 'boolean', short: 'q' },
-        'ssh-config': { type: 'string', short: 'F' },
-        identity: { type: 'string', short: 'i' },
-        'accept-new': { type: 'boolean' },
-        compress: { type: 'boolean', short: 'z' },
         channels: { type: 'string' },
-        'break-lock': { type: 'boolean' },
+        ...SHARED_FAST_OPTIONS,
       },
     });
   } catch {
@@ -145,14 +163,8 @@ export function parseGitFast(argv: string[]): { run: () => Promise<number> } | n
     'remote-name': v['remote-name'] as string | undefined,
     force: v.force === true,
     ff: v.ff === true,
-    json: v.json === true,
-    quiet: v.quiet === true,
-    'ssh-config': v['ssh-config'] as string | undefined,
-    identity: v.identity as string | undefined,
-    'accept-new': v['accept-new'] === true,
-    compress: v.compress === true,
     channels,
-    'break-lock': v['break-lock'] === true,
+    ...sharedFastArgs(v),
   };
   return { run: () => (cmd === 'push' ? runPush(a) : runFetch(a)) };
 }

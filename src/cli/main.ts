@@ -4,7 +4,7 @@ import type { SyncOptions } from '../api.js';
 import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
-import { gitCommand, parseGitFast } from './git.js';
+import { gitCommand, parseGitFast, SHARED_FAST_OPTIONS, sharedFastArgs } from './git.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
 
 const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
@@ -78,18 +78,12 @@ function parseSyncFast(argv: string[]): { direction: 'push' | 'pull'; args: Sync
         exclude: { type: 'string', multiple: true },
         include: { type: 'string', multiple: true },
         gitignore: { type: 'boolean' },
-        json: { type: 'boolean' },
-        quiet: { type: 'boolean', short: 'q' },
         verbose: { type: 'boolean', short: 'v' },
         force: { type: 'boolean' },
-        'ssh-config': { type: 'string', short: 'F' },
-        identity: { type: 'string', short: 'i' },
-        'accept-new': { type: 'boolean' },
-        compress: { type: 'boolean', short: 'z' },
         concurrency: { type: 'string' },
         channels: { type: 'string' },
         wait: { type: 'string' },
-        'break-lock': { type: 'boolean' },
+        ...SHARED_FAST_OPTIONS,
       },
     });
   } catch {
@@ -106,18 +100,12 @@ function parseSyncFast(argv: string[]): { direction: 'push' | 'pull'; args: Sync
     exclude: (v.exclude as string[] | undefined) ?? [],
     include: (v.include as string[] | undefined) ?? [],
     gitignore: !noGitignore,
-    json: v.json === true,
-    quiet: v.quiet === true,
     verbose: v.verbose === true,
     force: v.force === true,
-    'ssh-config': v['ssh-config'] as string | undefined,
-    identity: v.identity as string | undefined,
-    'accept-new': v['accept-new'] === true,
-    compress: v.compress === true,
     concurrency: num('concurrency', 1024),
     channels: num('channels', 8),
     wait: num('wait', 0),
-    'break-lock': v['break-lock'] === true,
+    ...sharedFastArgs(v),
   };
   if (!local || !remote || extra.length || ![args.concurrency, args.channels, args.wait].every(Number.isFinite)) return null;
   return { direction, args };

@@ -7,8 +7,8 @@
  * the full 10 GiB (~20-60 s on a shared 2-core machine). A whole 10 GiB upload is not part of the suite: it would
  * write 10 GiB to the test server's disk; uploads and rebuilds are measured on a 512 MiB file instead.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { closeSync, mkdirSync, openSync, rmSync, utimesSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { describe, it, expect } from 'vitest';
+import { closeSync, mkdirSync, openSync, utimesSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -18,8 +18,7 @@ import { openTarget } from '../../src/api.js';
 import { runSync } from '../../src/transfer/engine.js';
 import { writeManifest } from '../../src/manifest/manifest.js';
 import { specForSize } from '../../src/chunking/params.js';
-import { startSshd, type TestServer } from '../support/sshd.js';
-import { tempDir } from '../support/trees.js';
+import { useServer } from '../support/server.js';
 
 const GiB = 2 ** 30;
 const DIST = pathToFileURL(fileURLToPath(new URL('../../dist/', import.meta.url))).href;
@@ -87,20 +86,11 @@ function runChild(dir: string, code: string, env: NodeJS.ProcessEnv = {}): Promi
 }
 
 describe('big files', () => {
-  let srv: TestServer;
-  let work: string;
-  beforeAll(async () => {
-    srv = await startSshd();
-    work = tempDir('wsync-big-');
-  });
-  afterAll(async () => {
-    await srv?.stop();
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  const server = useServer('wsync-big-');
 
   it('re-pushing an unchanged 10 GiB file reads nothing on either side', async () => {
-    const local = join(work, 'huge-local');
-    const remote = join(work, 'huge-remote');
+    const local = join(server.work, 'huge-local');
+    const remote = join(server.work, 'huge-remote');
     mkdirSync(local);
     mkdirSync(join(remote, '.wsync'), { recursive: true });
     const size = 10 * GiB;
@@ -112,12 +102,12 @@ describe('big files', () => {
       entries: new Map([['huge.bin', { type: 'file', size, mtime, mode: 0o644, sha256: 'e'.repeat(64), chunker: specForSize(size) }]]),
     }, {});
     const l = counting(new LocalTransport(local));
-    const r = counting(await openTarget(`${srv.alias}:${remote}`, { sshConfig: srv.sshConfig }));
+    const r = counting(await openTarget(`${server.srv.alias}:${remote}`, { sshConfig: server.srv.sshConfig }));
     try {
       const res = await runSync({
         direction: 'push', local: l.t, remote: r.t, delete: false, force: false, dryRun: false,
         filter: { gitignore: true, excludes: [], includes: [] }, concurrency: 64, lockWaitSeconds: 0, breakLock: false,
-        cacheDir: join(work, 'cache'),
+        cacheDir: join(server.work, 'cache'),
       });
       expect(res.ok).toBe(true);
       expect(res.stats.filesSent + res.stats.attributesUpdated).toBe(0);
@@ -130,15 +120,15 @@ describe('big files', () => {
 
   it('chunks a huge sparse file in flat memory', async () => {
     const gib = Number(process.env.WSYNC_TEST_HUGE_GIB ?? 2);
-    const path = join(work, 'chunk-me.bin');
+    const path = join(server.work, 'chunk-me.bin');
     sparse(path, gib * GiB, 1_700_000_000);
-    const out = await runChild(work, `
+    const out = await runChild(server.work, `
       import { LocalTransport } from '${DIST}transport/local/local.js';
       import { chunkReader } from '${DIST}transfer/delta.js';
       import { fromChunked, toChunkRefs } from '${DIST}transfer/chunkcache.js';
       import { specForSize } from '${DIST}chunking/params.js';
       import { planDelta } from '${DIST}plan/delta.js';
-      const t = new LocalTransport(${JSON.stringify(work)});
+      const t = new LocalTransport(${JSON.stringify(server.work)});
       const r = await t.openReader('chunk-me.bin');
       const base = process.memoryUsage().rss;
       const c = await chunkReader(r, specForSize(r.size));
@@ -154,8 +144,8 @@ describe('big files', () => {
   });
 
   it('uploads a 512 MiB file and then rebuilds it after an edit, both in flat memory', async () => {
-    const local = join(work, 'mem-local');
-    const remote = join(work, 'mem-remote');
+    const local = join(server.work, 'mem-local');
+    const remote = join(server.work, 'mem-remote');
     mkdirSync(local);
     const f = join(local, 'big.bin');
     sparse(f, 512 * 2 ** 20, 1_700_000_000);
@@ -165,11 +155,11 @@ describe('big files', () => {
     closeSync(fd);
     const driver = (label: string) => `
       import { push } from '${DIST}api.js';
-      const r = await push(${JSON.stringify(local)}, ${JSON.stringify(`${srv.alias}:${remote}`)}, { sshConfig: ${JSON.stringify(srv.sshConfig)} });
+      const r = await push(${JSON.stringify(local)}, ${JSON.stringify(`${server.srv.alias}:${remote}`)}, { sshConfig: ${JSON.stringify(server.srv.sshConfig)} });
       console.log(JSON.stringify({ label: ${JSON.stringify(label)}, ok: r.ok, stats: r.stats, maxRssMiB: process.resourceUsage().maxRSS / 1024 }));
     `;
-    const env = { XDG_CACHE_HOME: join(work, 'mem-cache') };
-    const whole = await runChild(work, driver('whole'), env);
+    const env = { XDG_CACHE_HOME: join(server.work, 'mem-cache') };
+    const whole = await runChild(server.work, driver('whole'), env);
     expect(whole.ok).toBe(true);
     expect((whole.stats as { bytesSent: number }).bytesSent).toBe(512 * 2 ** 20);
     // An edit of 1 MB in the middle, same size: hashed for the touched-file check, then rebuilt.
@@ -177,7 +167,7 @@ describe('big files', () => {
     writeSync(fd2, Buffer.alloc(1_000_000, 7), 0, 1_000_000, 256 * 2 ** 20 + 12345);
     closeSync(fd2);
     utimesSync(f, 1_700_000_100, 1_700_000_100);
-    const delta = await runChild(work, driver('delta'), env);
+    const delta = await runChild(server.work, driver('delta'), env);
     expect(delta.ok).toBe(true);
     const s = delta.stats as { filesDelta: number; bytesSent: number };
     expect(s.filesDelta).toBe(1);

@@ -1,30 +1,22 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { writeFileSync, readFileSync, existsSync, rmSync, readdirSync, mkdirSync } from 'node:fs';
+import { describe, it, expect } from 'vitest';
+import { writeFileSync, readFileSync, existsSync, readdirSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { startSshd, keygen, type TestServer } from '../support/sshd.js';
+import { keygen } from '../support/sshd.js';
+import { useServer } from '../support/server.js';
 import { runCli, WSYNC_BIN } from '../support/cli.js';
-import { makeTree, snapshot, tempDir } from '../support/trees.js';
+import { makeTree, snapshot } from '../support/trees.js';
 import { startProxy } from '../../bench/proxy.js';
 
 describe('wsync CLI against a real sshd', () => {
-  let srv: TestServer;
-  let work: string;
-  beforeAll(async () => {
-    srv = await startSshd();
-    work = tempDir('wsync-cli-');
-  });
-  afterAll(async () => {
-    await srv?.stop();
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  const server = useServer('wsync-cli-');
 
   /** A copy of the test ssh_config with other settings for the same server. */
   const configWith = (name: string, lines: string[]): string => {
-    const p = join(work, name);
-    writeFileSync(p, [`Host ${srv.alias}`, '  HostName 127.0.0.1', `  Port ${srv.port}`, `  User ${srv.user}`, '  IdentitiesOnly yes', ...lines.map((l) => '  ' + l), ''].join('\n'));
+    const p = join(server.work, name);
+    writeFileSync(p, [`Host ${server.srv.alias}`, '  HostName 127.0.0.1', `  Port ${server.srv.port}`, `  User ${server.srv.user}`, '  IdentitiesOnly yes', ...lines.map((l) => '  ' + l), ''].join('\n'));
     return p;
   };
 
@@ -43,15 +35,15 @@ describe('wsync CLI against a real sshd', () => {
   });
 
   it('pushes and pulls with itemized dry run and JSON output', async () => {
-    const local = join(work, 'json-local');
-    const remote = join(work, 'json-remote');
+    const local = join(server.work, 'json-local');
+    const remote = join(server.work, 'json-remote');
     makeTree(local, { 'a.txt': 'hello', 'd/b.txt': 'world', 'x.sh': { content: '#!/bin/sh\n', mode: 0o755 } });
-    const dry = await runCli(['push', '-n', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    const dry = await runCli(['push', '-n', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig]);
     expect(dry.code).toBe(0);
     expect(dry.stdout.split('\n').filter((l) => /^[+*-] /.test(l)).sort()).toEqual(['+ a.txt', '+ d/', '+ d/b.txt', '+ x.sh']);
     expect(dry.stdout).toMatch(/would send 3 file\(s\), 20 B/);
     expect(existsSync(remote)).toBe(false);
-    const r = await runCli(['push', '--json', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    const r = await runCli(['push', '--json', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
     const summary = lines.at(-1);
@@ -60,30 +52,30 @@ describe('wsync CLI against a real sshd', () => {
     expect(summary.stats.bytesSent).toBe(20);
     expect(lines.filter((l) => l.type === 'item').length).toBe(4);
     expect(snapshot(remote)).toEqual(snapshot(local));
-    const back = join(work, 'json-back');
-    const p = await runCli(['pull', '-q', back, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    const back = join(server.work, 'json-back');
+    const p = await runCli(['pull', '-q', back, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig]);
     expect(p.code).toBe(0);
     expect(p.stdout + p.stderr).toBe('');
     expect(snapshot(back)).toEqual(snapshot(local));
   });
 
   it('exit 3 with each conflict listed when the remote was edited', async () => {
-    const local = join(work, 'c-local');
-    const remote = join(work, 'c-remote');
+    const local = join(server.work, 'c-local');
+    const remote = join(server.work, 'c-remote');
     makeTree(local, { 'a.txt': 'one', 'b.txt': 'two' });
-    expect((await runCli(['push', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig])).code).toBe(0);
+    expect((await runCli(['push', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig])).code).toBe(0);
     writeFileSync(join(remote, 'a.txt'), 'remote edit');
     writeFileSync(join(local, 'a.txt'), 'local edit!');
-    const r = await runCli(['push', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    const r = await runCli(['push', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig]);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/conflict: a\.txt: changed on the remote side/);
     expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('remote edit');
   });
 
   it('one clear line and the documented exit code for each failure', async () => {
-    const local = join(work, 'err-local');
+    const local = join(server.work, 'err-local');
     makeTree(local, { 'a.txt': 'a' });
-    const missing = await runCli(['push', join(work, 'nope'), `${srv.alias}:/tmp/x`, '-F', srv.sshConfig]);
+    const missing = await runCli(['push', join(server.work, 'nope'), `${server.srv.alias}:/tmp/x`, '-F', server.srv.sshConfig]);
     expect(missing.code).toBe(1);
     expect(missing.stderr.split('\n')[0]).toMatch(/^wsync: local directory .*nope does not exist$/);
 
@@ -103,40 +95,40 @@ describe('wsync CLI against a real sshd', () => {
         s.close(() => res(a.port));
       });
     });
-    const unreachable = await runCli(['push', local, `ssh://127.0.0.1:${port}/tmp/x`, '-F', srv.sshConfig]);
+    const unreachable = await runCli(['push', local, `ssh://127.0.0.1:${port}/tmp/x`, '-F', server.srv.sshConfig]);
     expect(unreachable.code).toBe(2);
     expect(unreachable.stderr.split('\n')[0]).toMatch(/^wsync: cannot connect to 127\.0\.0\.1:\d+: connection refused$/);
 
-    const otherKey = join(work, 'other_key');
+    const otherKey = join(server.work, 'other_key');
     keygen(otherKey);
-    const authCfg = configWith('auth_config', [`IdentityFile ${otherKey}`, `UserKnownHostsFile ${srv.knownHosts}`]);
-    const auth = await runCli(['push', local, `${srv.alias}:${join(work, 'auth-remote')}`, '-F', authCfg]);
+    const authCfg = configWith('auth_config', [`IdentityFile ${otherKey}`, `UserKnownHostsFile ${server.srv.knownHosts}`]);
+    const auth = await runCli(['push', local, `${server.srv.alias}:${join(server.work, 'auth-remote')}`, '-F', authCfg]);
     expect(auth.code).toBe(2);
     expect(auth.stderr.split('\n')[0]).toMatch(/^wsync: authentication to .* failed/);
 
     // /sys refuses new entries even to root.
-    const denied = await runCli(['push', local, `${srv.alias}:/sys/wsync-denied/x`, '-F', srv.sshConfig]);
+    const denied = await runCli(['push', local, `${server.srv.alias}:/sys/wsync-denied/x`, '-F', server.srv.sshConfig]);
     expect(denied.code).toBe(2);
     expect(denied.stderr.split('\n')[0]).toMatch(/^wsync: cannot create .*\/sys\/wsync-denied: permission denied$/);
   });
 
   it('reaches the host through ProxyJump and through ProxyCommand', async () => {
-    const local = join(work, 'jump-local');
+    const local = join(server.work, 'jump-local');
     makeTree(local, { 'a.txt': 'through a jump host' });
-    const cfg = join(work, 'jump_config');
-    const common = [`  User ${srv.user}`, `  IdentityFile ${srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${srv.knownHosts}`];
+    const cfg = join(server.work, 'jump_config');
+    const common = [`  User ${server.srv.user}`, `  IdentityFile ${server.srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${server.srv.knownHosts}`];
     writeFileSync(
       cfg,
       [
-        'Host jumpbox', '  HostName 127.0.0.1', `  Port ${srv.port}`, ...common,
-        'Host behind-jump', '  HostName 127.0.0.1', `  Port ${srv.port}`, '  ProxyJump jumpbox', ...common,
-        'Host behind-command', '  HostName 127.0.0.1', `  Port ${srv.port}`, `  ProxyCommand ssh -F ${cfg} -W %h:%p jumpbox`, ...common,
+        'Host jumpbox', '  HostName 127.0.0.1', `  Port ${server.srv.port}`, ...common,
+        'Host behind-jump', '  HostName 127.0.0.1', `  Port ${server.srv.port}`, '  ProxyJump jumpbox', ...common,
+        'Host behind-command', '  HostName 127.0.0.1', `  Port ${server.srv.port}`, `  ProxyCommand ssh -F ${cfg} -W %h:%p jumpbox`, ...common,
         '',
       ].join('\n'),
     );
-    const logins = () => (srv.log().match(/Accepted publickey/g) ?? []).length;
+    const logins = () => (server.srv.log().match(/Accepted publickey/g) ?? []).length;
     for (const host of ['behind-jump', 'behind-command']) {
-      const remote = join(work, `${host}-remote`);
+      const remote = join(server.work, `${host}-remote`);
       const before = logins();
       const r = await runCli(['push', local, `${host}:${remote}`, '-F', cfg]);
       expect(r.code, r.stderr).toBe(0);
@@ -147,73 +139,73 @@ describe('wsync CLI against a real sshd', () => {
   });
 
   it('authenticates with ssh-agent; an encrypted key without a TTY fails clearly', async () => {
-    const local = join(work, 'agent-local');
+    const local = join(server.work, 'agent-local');
     makeTree(local, { 'a.txt': 'agent' });
-    const sock = join(work, 'agent.sock');
+    const sock = join(server.work, 'agent.sock');
     const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
     try {
       for (let i = 0; i < 50 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
-      execFileSync('ssh-add', [srv.userKey], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+      execFileSync('ssh-add', [server.srv.userKey], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
       // Only the public half is configured: the private key lives in the agent alone.
-      const pubOnly = join(work, 'agent_id');
-      writeFileSync(pubOnly + '.pub', readFileSync(srv.userKey + '.pub'));
-      const cfg = configWith('agent_config', [`IdentityFile ${pubOnly}`, `UserKnownHostsFile ${srv.knownHosts}`]);
-      const r = await runCli(['push', local, `${srv.alias}:${join(work, 'agent-remote')}`, '-F', cfg], { env: { SSH_AUTH_SOCK: sock } });
+      const pubOnly = join(server.work, 'agent_id');
+      writeFileSync(pubOnly + '.pub', readFileSync(server.srv.userKey + '.pub'));
+      const cfg = configWith('agent_config', [`IdentityFile ${pubOnly}`, `UserKnownHostsFile ${server.srv.knownHosts}`]);
+      const r = await runCli(['push', local, `${server.srv.alias}:${join(server.work, 'agent-remote')}`, '-F', cfg], { env: { SSH_AUTH_SOCK: sock } });
       expect(r.code, r.stderr).toBe(0);
     } finally {
       agent.kill();
     }
-    const enc = join(work, 'encrypted_key');
+    const enc = join(server.work, 'encrypted_key');
     keygen(enc, { passphrase: 'correct horse' });
-    const authKeys = readFileSync(join(srv.dir, 'authorized_keys'), 'utf8');
-    writeFileSync(join(srv.dir, 'authorized_keys'), authKeys + readFileSync(enc + '.pub', 'utf8'));
-    const cfg = configWith('enc_config', [`IdentityFile ${enc}`, `UserKnownHostsFile ${srv.knownHosts}`]);
-    const r = await runCli(['push', local, `${srv.alias}:${join(work, 'enc-remote')}`, '-F', cfg]);
+    const authKeys = readFileSync(join(server.srv.dir, 'authorized_keys'), 'utf8');
+    writeFileSync(join(server.srv.dir, 'authorized_keys'), authKeys + readFileSync(enc + '.pub', 'utf8'));
+    const cfg = configWith('enc_config', [`IdentityFile ${enc}`, `UserKnownHostsFile ${server.srv.knownHosts}`]);
+    const r = await runCli(['push', local, `${server.srv.alias}:${join(server.work, 'enc-remote')}`, '-F', cfg]);
     expect(r.code).toBe(2);
     expect(r.stderr.split('\n')[0]).toMatch(/^wsync: authentication to .* failed: the key .*encrypted_key is encrypted and there is no terminal/);
     expect(r.stderr).toMatch(/ssh-add/);
   });
 
   it('refuses an unknown host key without a TTY, records it with --accept-new, refuses a changed key', async () => {
-    const local = join(work, 'hk-local');
+    const local = join(server.work, 'hk-local');
     makeTree(local, { 'a.txt': 'a' });
-    const kh = join(work, 'hk_known_hosts');
-    const cfg = configWith('hk_config', [`IdentityFile ${srv.userKey}`, `UserKnownHostsFile ${kh}`]);
-    const target = `${srv.alias}:${join(work, 'hk-remote')}`;
+    const kh = join(server.work, 'hk_known_hosts');
+    const cfg = configWith('hk_config', [`IdentityFile ${server.srv.userKey}`, `UserKnownHostsFile ${kh}`]);
+    const target = `${server.srv.alias}:${join(server.work, 'hk-remote')}`;
     const refused = await runCli(['push', local, target, '-F', cfg]);
     expect(refused.code).toBe(2);
-    const fp = execFileSync('ssh-keygen', ['-lf', srv.hostKeyPub], { encoding: 'utf8' }).split(' ')[1];
+    const fp = execFileSync('ssh-keygen', ['-lf', server.srv.hostKeyPub], { encoding: 'utf8' }).split(' ')[1];
     expect(refused.stderr).toContain(fp);
     expect(refused.stderr).toContain('--accept-new');
-    expect(existsSync(join(work, 'hk-remote'))).toBe(false);
+    expect(existsSync(join(server.work, 'hk-remote'))).toBe(false);
 
     const accepted = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
     expect(accepted.code, accepted.stderr).toBe(0);
-    expect(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${srv.port}`, '-f', kh], { encoding: 'utf8' })).toMatch(/ssh-ed25519/);
+    expect(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${server.srv.port}`, '-f', kh], { encoding: 'utf8' })).toMatch(/ssh-ed25519/);
     expect((await runCli(['push', local, target, '-F', cfg])).code).toBe(0);
 
     // Same host, another ed25519 key on file: an attacker or a reinstall. Refused even with --accept-new.
-    const fake = join(work, 'fake_host');
+    const fake = join(server.work, 'fake_host');
     keygen(fake);
-    writeFileSync(kh, `[127.0.0.1]:${srv.port} ${readFileSync(fake + '.pub', 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    writeFileSync(kh, `[127.0.0.1]:${server.srv.port} ${readFileSync(fake + '.pub', 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
     const changed = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
     expect(changed.code).toBe(2);
     expect(changed.stderr).toMatch(/HOST KEY CHANGED/);
   });
 
   it('a push killed mid-way leaves no partial file at a final path, and the rerun resumes and converges', async () => {
-    const local = join(work, 'kill-local');
-    const remote = join(work, 'kill-remote');
+    const local = join(server.work, 'kill-local');
+    const remote = join(server.work, 'kill-remote');
     mkdirSync(local, { recursive: true });
     for (let i = 0; i < 40; i++) writeFileSync(join(local, `f${String(i).padStart(2, '0')}.bin`), randomBytes(512 * 1024));
     writeFileSync(join(local, 'big.bin'), randomBytes(8 << 20));
     // A slow link so that the kill lands mid-transfer.
-    const proxy = await startProxy({ targetPort: srv.port, delayMs: 5, rateBitsPerSec: 40e6 });
+    const proxy = await startProxy({ targetPort: server.srv.port, delayMs: 5, rateBitsPerSec: 40e6 });
     try {
-      const kh = join(work, 'kill_known_hosts');
-      writeFileSync(kh, readFileSync(srv.knownHosts, 'utf8').replace(`:${srv.port} `, `:${proxy.port} `));
-      const cfg = join(work, 'kill_config');
-      writeFileSync(cfg, [`Host slow`, '  HostName 127.0.0.1', `  Port ${proxy.port}`, `  User ${srv.user}`, `  IdentityFile ${srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${kh}`, ''].join('\n'));
+      const kh = join(server.work, 'kill_known_hosts');
+      writeFileSync(kh, readFileSync(server.srv.knownHosts, 'utf8').replace(`:${server.srv.port} `, `:${proxy.port} `));
+      const cfg = join(server.work, 'kill_config');
+      writeFileSync(cfg, [`Host slow`, '  HostName 127.0.0.1', `  Port ${proxy.port}`, `  User ${server.srv.user}`, `  IdentityFile ${server.srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${kh}`, ''].join('\n'));
       const child = spawn(process.execPath, [WSYNC_BIN, 'push', '--json', '--concurrency', '4', local, `slow:${remote}`, '-F', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SSH_AUTH_SOCK: '' } });
       let done = 0;
       await new Promise<void>((resolve) => {
@@ -242,17 +234,17 @@ describe('wsync CLI against a real sshd', () => {
   });
 
   it('two pushes at once: one runs, the other fails clearly naming the lock holder', async () => {
-    const local = join(work, 'lock-local');
-    const remote = join(work, 'lock-remote');
+    const local = join(server.work, 'lock-local');
+    const remote = join(server.work, 'lock-remote');
     makeTree(local, { 'a.txt': 'a' });
     mkdirSync(join(remote, '.wsync'), { recursive: true });
     writeFileSync(join(remote, '.wsync/lock'), JSON.stringify({ host: 'other-host', pid: 4242, time: '2026-01-01T00:00:00Z', op: 'push', user: 'me' }));
-    const r = await runCli(['push', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    const r = await runCli(['push', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig]);
     expect(r.code).toBe(1);
     expect(r.stderr.split('\n')[0]).toMatch(/is locked: push by me@other-host \(pid 4242\) since 2026-01-01T00:00:00Z/);
     expect(r.stderr).toMatch(/--break-lock/);
     expect(existsSync(join(remote, 'a.txt'))).toBe(false);
-    const broken = await runCli(['push', '--break-lock', local, `${srv.alias}:${remote}`, '-F', srv.sshConfig]);
+    const broken = await runCli(['push', '--break-lock', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig]);
     expect(broken.code).toBe(0);
     expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
   });
