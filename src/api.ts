@@ -27,7 +27,10 @@ export interface SyncOptions {
   acceptNew?: boolean;
   /** Files in flight at once (default 1024). */
   concurrency?: number;
-  /** Compress the SSH stream (pays on slow links with compressible files; costs CPU on fast ones). */
+  /**
+   * SSH compression. true: both directions (what we send at zlib level 1). false: none. Unset (auto): what we send
+   * is compressed at level 1 when the server's greeting takes 20 ms or more (a WAN link), else only framed.
+   */
   compress?: boolean;
   /** SFTP channels per connection (default 8; sshd allows 10 sessions by default). */
   channels?: number;

@@ -17,7 +17,7 @@ interface GitArgs {
   'ssh-config'?: string;
   identity?: string;
   'accept-new': boolean;
-  compress: boolean;
+  compress?: boolean;
   channels: number;
   'break-lock': boolean;
 }
@@ -33,7 +33,7 @@ function common(y: Argv): Argv {
     .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
     .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
     .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
-    .option('compress', { alias: 'z', type: 'boolean', default: false, describe: 'compress the SSH stream' })
+    .option('compress', { alias: 'z', type: 'boolean', describe: COMPRESS_HELP })
     .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' })
     .option('break-lock', { type: 'boolean', default: false, describe: 'remove git lock files older than a minute (left by a crash) instead of failing' });
 }
@@ -102,6 +102,9 @@ async function runFetch(a: GitArgs): Promise<number> {
   return code;
 }
 
+export const COMPRESS_HELP =
+  'compress what is sent (zlib level 1) and what comes back; default: compress what is sent when the link is a WAN link (server answers after 20 ms or more); --no-compress: never';
+
 /** Options every command shares (output and SSH), for node:util's parseArgs. */
 export const SHARED_FAST_OPTIONS = {
   json: { type: 'boolean' },
@@ -110,6 +113,7 @@ export const SHARED_FAST_OPTIONS = {
   identity: { type: 'string', short: 'i' },
   'accept-new': { type: 'boolean' },
   compress: { type: 'boolean', short: 'z' },
+  'no-compress': { type: 'boolean' },
   'break-lock': { type: 'boolean' },
 } as const;
 
@@ -121,7 +125,8 @@ export function sharedFastArgs(v: Record<string, unknown>) {
     'ssh-config': v['ssh-config'] as string | undefined,
     identity: v.identity as string | undefined,
     'accept-new': v['accept-new'] === true,
-    compress: v.compress === true,
+    // undefined = auto: compress what we send when the link turns out to be a WAN link.
+    compress: v['no-compress'] === true ? false : v.compress === true ? true : undefined,
     'break-lock': v['break-lock'] === true,
   };
 }

@@ -4,7 +4,7 @@ import type { SyncOptions } from '../api.js';
 import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
-import { gitCommand, parseGitFast, SHARED_FAST_OPTIONS, sharedFastArgs } from './git.js';
+import { COMPRESS_HELP, gitCommand, parseGitFast, SHARED_FAST_OPTIONS, sharedFastArgs } from './git.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
 
 const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
@@ -26,7 +26,7 @@ interface SyncArgs {
   'ssh-config'?: string;
   identity?: string;
   'accept-new': boolean;
-  compress: boolean;
+  compress?: boolean;
   concurrency: number;
   channels: number;
   wait: number;
@@ -49,7 +49,7 @@ function syncOptions(y: Argv): Argv<SyncArgs> {
     .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
     .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
     .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
-    .option('compress', { alias: 'z', type: 'boolean', default: false, describe: 'compress the SSH stream: faster on slow links for text-like files, slower on fast links' })
+    .option('compress', { alias: 'z', type: 'boolean', describe: COMPRESS_HELP })
     .option('concurrency', { type: 'number', default: 1024, describe: 'files in flight at once' })
     .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' })
     .option('wait', { type: 'number', default: 0, describe: 'seconds to wait when another run holds the target lock' })

@@ -13,6 +13,7 @@ import {
 } from './knownHosts.js';
 import { prepareAuth, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
+import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {
   /** Asked for an unknown host key on a TTY; true = trust and record it. */
@@ -33,8 +34,8 @@ export interface ConnectOptions {
   authPrompt?: AuthPrompt;
   /** SFTP channels to open on the connection. */
   channels?: number;
-  /** -z: compress the SSH stream (also on with `Compression yes` in ssh_config). */
-  compress?: boolean;
+  /** -z = on, --no-compress = off; `Compression yes` in ssh_config turns auto into on. Default auto. */
+  compress?: CompressMode;
   /** Test hook / advanced: bypass `ssh -G`. */
   useSshBinary?: boolean;
   /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
@@ -43,10 +44,14 @@ export interface ConnectOptions {
 
 export interface SshSession {
   host: ResolvedHost;
+  /** How what we send is compressed, and the link measurement auto mode went by. */
+  compression: CompressionDecision;
   client: Client;
   channels: SftpChannel[];
   close(): Promise<void>;
 }
+
+const decisions = new WeakMap<Client, CompressionDecision>();
 
 function knownHostsTarget(h: ResolvedHost): { name: string; port: number } {
   // OpenSSH files a host under HostKeyAlias when one is set, without the port.
@@ -107,7 +112,8 @@ async function openViaJumps(h: ResolvedHost, opts: ConnectOptions, hops: string[
   targets.push(h);
   for (let i = 0; i < targets.length; i++) {
     const t = targets[i];
-    const client = await handshake(t, i === targets.length - 1 ? opts : { ...opts, identity: undefined }, sock);
+    // Hops carry the target's already encrypted (and maybe compressed) stream: compressing it again only costs CPU.
+    const client = await handshake(t, i === targets.length - 1 ? opts : { ...opts, identity: undefined, compress: 'off' }, sock);
     if (i === targets.length - 1) return { client, chain };
     chain.push(client);
     const next = targets[i + 1];
@@ -125,6 +131,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
   // Prompts for passphrases happen here, before the socket opens, so ssh2's readyTimeout never runs during them.
   const auth = await prepareAuth(h, { identity: opts.identity, prompt: opts.authPrompt, interactive: opts.interactive });
   let hostKeyError: WsyncError | undefined;
+  let probe: CompressionProbe | undefined;
   const strict = opts.acceptNew ? 'accept-new' : h.strictHostKeyChecking;
 
   const verify = async (key: Buffer): Promise<boolean> => {
@@ -182,7 +189,9 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
   };
   const algos = serverHostKeyAlgorithmsFor(known);
   if (algos) cfg.algorithms = { serverHostKey: algos as never };
-  if (h.compression || opts.compress) cfg.algorithms = { ...(cfg.algorithms ?? {}), compress: ['zlib@openssh.com', 'zlib', 'none'] as never };
+  const compress: CompressMode = opts.compress === 'off' ? 'off' : opts.compress === 'on' || h.compression ? 'on' : 'auto';
+  const compressAlgos = compressionOffer(compress);
+  if (compressAlgos) cfg.algorithms = { ...(cfg.algorithms ?? {}), ...compressAlgos };
   if (sock) cfg.sock = sock as never;
 
   await new Promise<void>((resolve, reject) => {
@@ -195,11 +204,14 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     };
     client.once('ready', () => {
       settled = true;
+      decisions.set(client, probe?.settle() ?? {});
       resolve();
     });
     client.once('error', fail);
     client.once('close', () => fail(new Error('connection closed during handshake')));
+    const dialStart = performance.now();
     client.connect(cfg);
+    probe = probeCompression(client, compress, dialStart);
     // The socket is dialling now (known_hosts and keys were read before it).
     opts.onDialing?.();
   });
@@ -226,6 +238,7 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
   let closed = false;
   return {
     host,
+    compression: decisions.get(client) ?? {},
     client,
     channels,
     close: async () => {

@@ -25,7 +25,7 @@ export async function openTarget(
     hostKeyPrompt: o.hostKeyPrompt,
     authPrompt: o.authPrompt,
     channels: o.channels,
-    compress: o.compress,
+    compress: o.compress === true ? 'on' : o.compress === false ? 'off' : 'auto',
     useSshBinary: o.useSshBinary,
     onDialing: o.onDialing,
   });

@@ -1,6 +1,7 @@
 import type { SFTPWrapper, Stats as SftpStats, FileEntry, InputAttributes } from 'ssh2';
 import { WsyncError } from '../../errors.js';
 import type { Entry } from '../../types.js';
+import { coalesceRequests } from './coalesce.js';
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02 §7). */
 export const SFTP_STATUS = { OK: 0, EOF: 1, NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4 } as const;
@@ -61,6 +62,7 @@ export class SftpChannel {
     this.maxWrite = s._maxWriteLen ?? 32 * 1024;
     this.maxOpenHandles = s.maxOpenHandles && Number.isFinite(s.maxOpenHandles) ? s.maxOpenHandles : 1024;
     this.extensions = s._extensions ?? {};
+    coalesceRequests(sftp);
   }
 
   has(ext: string, version = '1'): boolean {

@@ -1,0 +1,125 @@
+/**
+ * How wsync uses the SSH link, against a real sshd (directly, and through the benchmark's WAN proxy): compression
+ * chosen by link (auto), forced on or off, and SFTP requests packed into few SSH packets.
+ */
+import { describe, it, expect, afterEach } from 'vitest';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { connect, type SshSession } from '../../src/ssh/connect.js';
+import { push } from '../../src/api.js';
+import { startProxy, type Proxy } from '../../bench/proxy.js';
+import { writeProxyConfig } from '../../bench/harness.js';
+import { useServer } from '../support/server.js';
+import { makeTree, snapshot, type Spec } from '../support/trees.js';
+
+const env = useServer('wsync-link-');
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+interface Negotiated {
+  cs: { compress: string };
+  sc: { compress: string };
+}
+const negotiated = (s: SshSession) => (s.client as unknown as { _protocol: { _kex: { negotiated: Negotiated } } })._protocol._kex.negotiated;
+
+async function open(configFile: string, compress: 'auto' | 'on' | 'off'): Promise<SshSession> {
+  const s = await connect(env.srv.alias, { configFile, interactive: false, compress, channels: 1 });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+async function wan(delayMs: number): Promise<{ proxy: Proxy; cfg: string }> {
+  const proxy = await startProxy({ targetPort: env.srv.port, delayMs, rateBitsPerSec: 0 });
+  cleanups.push(() => proxy.close());
+  const dir = join(env.work, `proxy-${proxy.port}`);
+  mkdirSync(dir);
+  return { proxy, cfg: writeProxyConfig(env.srv, proxy.port, dir) };
+}
+
+/** ~400 kB of source-like text: compresses several times over. */
+function textTree(root: string): number {
+  const spec: Spec = {};
+  let bytes = 0;
+  for (let i = 0; i < 50; i++) {
+    const body = Array.from({ length: 200 }, (_, j) => `export const value${i}_${j} = compute(${j}, 'file ${i}');\n`).join('');
+    spec[`src/m${i}.ts`] = body;
+    bytes += Buffer.byteLength(body);
+  }
+  makeTree(root, spec);
+  return bytes;
+}
+
+describe('SSH compression', () => {
+  it('auto on a LAN-fast link: negotiated for what we send, stored (level 0), nothing asked of the server', async () => {
+    const s = await open(env.srv.sshConfig, 'auto');
+    expect(negotiated(s).cs.compress).toBe('zlib@openssh.com');
+    expect(negotiated(s).sc.compress).toBe('none');
+    expect(s.compression.greetingMs).toBeLessThan(20);
+    expect(s.compression.level).toBe(0);
+  });
+
+  it('on: both directions, what we send at level 1', async () => {
+    const s = await open(env.srv.sshConfig, 'on');
+    expect(negotiated(s).cs.compress).toMatch(/^zlib/);
+    expect(negotiated(s).sc.compress).toMatch(/^zlib/);
+    expect(s.compression.level).toBe(1);
+  });
+
+  it('off: none either way', async () => {
+    const s = await open(env.srv.sshConfig, 'off');
+    expect(negotiated(s).cs.compress).toBe('none');
+    expect(negotiated(s).sc.compress).toBe('none');
+    expect(s.compression.level).toBeUndefined();
+  });
+
+  it('auto through a 40 ms RTT link: level 1, and a push arrives intact in fewer bytes than it carries', async () => {
+    const { proxy, cfg } = await wan(20);
+    const s = await open(cfg, 'auto');
+    expect(s.compression.greetingMs).toBeGreaterThanOrEqual(40);
+    expect(s.compression.level).toBe(1);
+
+    const local = join(env.work, 'auto-src');
+    const bytes = textTree(local);
+    proxy.resetCounters();
+    const r = await push(local, `${env.srv.alias}:${env.srv.remoteRoot}/auto`, { sshConfig: cfg });
+    expect(r.ok).toBe(true);
+    expect(snapshot(join(env.srv.remoteRoot, 'auto'), { skip: (rel) => rel.startsWith('.wsync') })).toEqual(snapshot(local));
+    expect(proxy.bytesUp()).toBeLessThan(bytes / 3);
+  });
+
+  it('--no-compress through the same link: the bytes go as they are', async () => {
+    const { proxy, cfg } = await wan(20);
+    const local = join(env.work, 'off-src');
+    const bytes = textTree(local);
+    proxy.resetCounters();
+    const r = await push(local, `${env.srv.alias}:${env.srv.remoteRoot}/off`, { sshConfig: cfg, compress: false });
+    expect(r.ok).toBe(true);
+    expect(snapshot(join(env.srv.remoteRoot, 'off'), { skip: (rel) => rel.startsWith('.wsync') })).toEqual(snapshot(local));
+    expect(proxy.bytesUp()).toBeGreaterThan(bytes);
+  });
+});
+
+describe('SFTP request packing', () => {
+  it('a burst of requests on one channel leaves in a few SSH packets, and every answer is right', async () => {
+    const s = await open(env.srv.sshConfig, 'off');
+    const ch = s.channels[0];
+    // The coalescer wraps ssh2's protocol object; counting at the object itself sees the packets that leave.
+    const proto = (s.client as unknown as { _protocol: { channelData: (...a: unknown[]) => void } })._protocol;
+    const real = proto.channelData;
+    let packets = 0;
+    proto.channelData = function (this: unknown, ...a: unknown[]) {
+      packets++;
+      return real.apply(this, a);
+    };
+    const dir = join(env.srv.remoteRoot, 'burst');
+    mkdirSync(dir);
+    makeTree(dir, Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`f${i}`, 'x'.repeat(i)])));
+    const sizes = await Promise.all(Array.from({ length: 100 }, (_, i) => ch.lstat(`${dir}/f${i}`).then((st) => st.size)));
+    expect(sizes).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    // 100 LSTATs of ~60 bytes each fit in one 32 KiB packet; allow for a turn boundary or two.
+    expect(packets).toBeGreaterThan(0);
+    expect(packets).toBeLessThanOrEqual(3);
+  });
+});
