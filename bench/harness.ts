@@ -2,7 +2,7 @@
  * What the benchmarks (bench/run.ts: directories, bench/git.ts: git branches) share: running one tool invocation
  * through the proxy with its counters zeroed, table cells, flag/env parsing and the facts about the machine.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,6 +21,8 @@ export interface Cell {
   secs?: number;
   up?: number;
   down?: number;
+  /** Client → server bytes per second while the bulk of the data moved (proxy timeline), where measured. */
+  steadyRate?: number;
   note?: string;
   /** Full stderr/stdout tail, for the failures section. */
   detail?: string;
@@ -82,6 +84,9 @@ export async function runMeasured(
   opts: { timeoutS: number; env: NodeJS.ProcessEnv; log: string; cwd?: string },
 ): Promise<RunOutcome> {
   await quiesce(proxy);
+  // Dirty pages from the previous run (or tree copy) written back now, not during this one: tools that fsync
+  // (wsync, git) would otherwise wait for another tool's writeback.
+  await new Promise<void>((res) => execFile('sync', () => res()));
   proxy.resetCounters();
   const cap = 256 * 1024;
   let stdout = '';

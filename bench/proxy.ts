@@ -40,6 +40,12 @@ export interface Proxy {
   /** Server → client payload bytes since the last reset. */
   bytesDown(): number;
   resetCounters(): void;
+  /**
+   * Milliseconds the client → server link took to serialize the bytes between two cumulative counts (since the
+   * last reset): a transfer's steady rate, free of connection set-up and of whatever the tool does before its
+   * first byte or after its last. Undefined when fewer than `toBytes` were sent.
+   */
+  upSpanMs(fromBytes: number, toBytes: number): number | undefined;
   /** Largest number of undelivered bytes any single lane held, for checking that backpressure works. */
   peakQueuedBytes(): number;
   /** Connections accepted since start. */
@@ -53,6 +59,21 @@ export interface Proxy {
 class Link {
   private freeAt = 0;
   bytes = 0;
+  /** [cumulative bytes admitted, time the link finishes serializing them], one pair per slice. */
+  timeline: number[] = [];
+  admitted = 0;
+
+  reset(): void {
+    this.bytes = 0;
+    this.admitted = 0;
+    this.timeline = [];
+  }
+
+  /** When the link had finished serializing `n` cumulative bytes. */
+  doneAt(n: number): number | undefined {
+    for (let i = 0; i < this.timeline.length; i += 2) if (this.timeline[i]! >= n) return this.timeline[i + 1];
+    return undefined;
+  }
   constructor(
     private readonly bytesPerMs: number,
     readonly delayMs: number,
@@ -62,6 +83,8 @@ class Link {
   admit(now: number, len: number, notBefore: number): number {
     const start = Math.max(now, this.freeAt);
     this.freeAt = this.bytesPerMs > 0 ? start + len / this.bytesPerMs : start;
+    this.admitted += len;
+    this.timeline.push(this.admitted, this.freeAt);
     return Math.max(this.freeAt + this.delayMs, notBefore);
   }
 }
@@ -243,9 +266,14 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     bytesUp: () => up.bytes,
     bytesDown: () => down.bytes,
     resetCounters: () => {
-      up.bytes = 0;
-      down.bytes = 0;
+      up.reset();
+      down.reset();
       peak = 0;
+    },
+    upSpanMs: (fromBytes, toBytes) => {
+      const a = up.doneAt(fromBytes);
+      const b = up.doneAt(toBytes);
+      return a === undefined || b === undefined ? undefined : b - a;
     },
     peakQueuedBytes: () => peak,
     connections: () => accepted,

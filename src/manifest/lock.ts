@@ -35,7 +35,13 @@ export interface LockOptions {
  * One run per target at a time. The lock is created with O_EXCL, so two runs can never both believe they hold it; it names host, pid and time so that a person can judge a stale one. A lock left by a dead process
  * on this same host is provably stale and is cleared without asking.
  */
-export async function acquireLock(t: Transport, opts: LockOptions): Promise<() => Promise<void>> {
+export interface Lock {
+  release(): Promise<void>;
+  /** Taken by the first create, with nothing waited for or removed first. */
+  firstTry: boolean;
+}
+
+export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock> {
   const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username };
   const deadline = Date.now() + opts.waitSeconds * 1000;
   let madeDir = false;
@@ -58,7 +64,7 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<() =
         await t.remove(LOCK_PATH, 'file');
       };
       const forget = onInterrupt(release);
-      return release;
+      return { release, firstTry: attempt === 0 };
     }
     const raw = await t.readFile(LOCK_PATH);
     if (raw === null && attempt < 20) continue; // released between our attempt and this read

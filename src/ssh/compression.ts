@@ -34,10 +34,14 @@ interface Offer {
   constructor: new (o: object) => Offer;
   lists: { kex: KexList; serverHostKey: KexList; cs: Record<'cipher' | 'mac' | 'compress' | 'lang', KexList>; sc: Record<'cipher' | 'mac' | 'compress' | 'lang', KexList> };
 }
+interface Deflater {
+  _handle?: { params(level: number, strategy: number): void };
+  writeSync?: (chunk: Buffer, retChunks: boolean) => Buffer & { totalLen?: number };
+}
 interface ProtocolInternals {
   _offer?: Offer;
   _onHeader?: (header: unknown) => void;
-  _packetRW?: { write?: { _zlib?: { _handle?: { params(level: number, strategy: number): void } } } };
+  _packetRW?: { write?: { _zlib?: Deflater } };
 }
 
 export interface CompressionProbe {
@@ -46,10 +50,67 @@ export interface CompressionProbe {
 }
 
 export interface CompressionDecision {
-  /** zlib level of what we send; undefined when the stream is not compressed. */
+  /** zlib level chosen for what we send; undefined when the stream is not compressed. */
   level?: number;
   /** Time from dialling to the server's version line, the RTT estimate auto mode decides on. */
   greetingMs?: number;
+  /** Live view of what the deflater did (present when it was found). */
+  stats?: () => DeflateStats;
+}
+
+export interface DeflateStats {
+  /** The level in use now: the adaptive policy drops to 0 while the data does not compress. */
+  level: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Judged per window of this much input. */
+const WINDOW = 256 << 10;
+/** Input sent stored before level 1 is tried again: doubles while the tries fail, so a long stream of media costs
+ * ~2 % of level 1's work, while in a mixed tree a few incompressible files cost little compression. */
+const STORED_MIN = 1 << 20;
+const STORED_MAX = 16 << 20;
+/** Below 3 % saved (already-compressed data; mixed with text it saves more), level 1 buys too little. */
+const WORTH_IT = 0.97;
+
+/**
+ * Level 1 while the data compresses, stored while it does not: a big media file or an archive would otherwise
+ * cost a core at ~50 MB/s for nothing, and on a fast link be the bottleneck. Levels change only between packets,
+ * where ssh2 has flushed the stream (Z_PARTIAL_FLUSH) and zlib can switch without emitting anything.
+ */
+function adaptLevel(z: Deflater, start: number): () => DeflateStats {
+  const handle = z._handle!;
+  const write = z.writeSync!;
+  const st: DeflateStats = { level: start, bytesIn: 0, bytesOut: 0 };
+  let winIn = 0;
+  let winOut = 0;
+  let storedRun = STORED_MIN;
+  let probing = false;
+  z.writeSync = (chunk, retChunks) => {
+    const out = write.call(z, chunk, retChunks);
+    const n = out.totalLen ?? out.length;
+    st.bytesIn += chunk.length;
+    st.bytesOut += n;
+    winIn += chunk.length;
+    winOut += n;
+    if (start > 0 && winIn >= (st.level === 0 ? storedRun : WINDOW)) {
+      let next = start;
+      if (st.level !== 0 && winOut > winIn * WORTH_IT) {
+        next = 0;
+        storedRun = probing ? Math.min(STORED_MAX, storedRun * 2) : STORED_MIN;
+      }
+      probing = st.level === 0;
+      if (next !== st.level) {
+        handle.params(next, 0);
+        st.level = next;
+      }
+      winIn = 0;
+      winOut = 0;
+    }
+    return out;
+  };
+  return () => ({ ...st });
 }
 
 /**
@@ -87,14 +148,16 @@ export function probeCompression(client: Client, mode: CompressMode, dialStart: 
   }
   return {
     settle: () => {
-      const deflate = proto?._packetRW?.write?._zlib?._handle;
-      if (!deflate || mode === 'off') return { greetingMs };
+      const z = proto?._packetRW?.write?._zlib;
+      const deflate = z?._handle;
+      if (!z || !deflate || mode === 'off') return { greetingMs };
       // A WAN verdict needs the measurement; without it (hook missing) stay cheap.
       const level = mode === 'on' || (greetingMs !== undefined && greetingMs >= WAN_GREETING_MS) ? SEND_LEVEL : 0;
       // Nothing has been compressed yet (ssh2 creates the deflater on USERAUTH_SUCCESS, 'ready' follows at once),
       // so changing the parameters cannot split a block.
       deflate.params(level, 0);
-      return { level, greetingMs };
+      const stats = typeof z.writeSync === 'function' ? adaptLevel(z, level) : undefined;
+      return { level, greetingMs, stats };
     },
   };
 }

@@ -11,7 +11,7 @@ import {
   knownKeyTypes,
   serverHostKeyAlgorithmsFor,
 } from './knownHosts.js';
-import { prepareAuth, type AuthPrompt } from './auth.js';
+import { prepareAuth, signWithoutQuery, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
@@ -212,6 +212,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     const dialStart = performance.now();
     client.connect(cfg);
     probe = probeCompression(client, compress, dialStart);
+    signWithoutQuery(client);
     // The socket is dialling now (known_hosts and keys were read before it).
     opts.onDialing?.();
   });
@@ -245,11 +246,9 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
       if (closed) return;
       closed = true;
       for (const ch of channels) ch.end();
-      await new Promise<void>((resolve) => {
-        client.once('close', () => resolve());
-        client.end();
-        setTimeout(resolve, 2000).unref();
-      });
+      // Not waiting for the server to close its end: every request that mattered has been answered by now, and
+      // the wait is a round trip at the end of every run.
+      client.end();
       for (const c of chain) c.end();
     },
   };

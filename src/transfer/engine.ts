@@ -6,10 +6,11 @@ import { WsyncError, errorMessage } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher } from '../scan/walk.js';
 import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
-import { readManifest, writeManifest, STATE_DIR } from '../manifest/manifest.js';
+import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
+import { onInterrupt } from '../util/interrupt.js';
 import { mapLimit, Semaphore } from '../util/limit.js';
-import { ancestors, comparePaths, parentOf } from '../util/paths.js';
+import { ancestors, comparePaths, parentOf, tempNameFor } from '../util/paths.js';
 import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
 import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
@@ -153,8 +154,27 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   if (!o.dryRun && o.direction === 'pull') await o.local.ensureRoot();
   // The lock request goes out first; the local scan (synchronous, CPU-bound) runs while it travels.
   mark('lockRequested');
-  const lockP = o.dryRun ? undefined : acquireLock(o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock });
+  // Over SFTP the manifest is read right behind the lock's create, on the same channel: sftp-server handles a
+  // channel's requests in the order they arrive, and both go through the channel's FIFO in the order issued here,
+  // so when the first create takes the lock, the read saw what the lock protects, one round trip sooner. Otherwise
+  // (the lock was waited for or broken; a local target, whose requests have no order) it is read again below.
+  const pin = o.dryRun ? undefined : o.remote.pinned?.();
+  const lockP = o.dryRun ? undefined : acquireLock(pin ?? o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock });
   lockP?.catch(() => undefined);
+  const earlyManifestP = pin ? readManifest(pin) : undefined;
+  earlyManifestP?.catch(() => undefined);
+  // The new manifest's temp file is created in the same round trip (on a first run .wsync/ is not there yet and
+  // the end falls back to writeManifest): at the end it needs only its data and the rename, one trip less.
+  const manifestTmpP = pin
+    ? pin.openExclusive(tempNameFor(MANIFEST_PATH)).then(
+        (f) => {
+          // Ctrl-C removes it with the lock; only a killed run leaves it behind (a few hundred bytes in .wsync/).
+          if (f) onInterrupt(() => f.abort());
+          return f;
+        },
+        () => null,
+      )
+    : undefined;
   const localWalkP = walk(o.local, { rules: localRules, concurrency: 16 });
   localWalkP.catch(() => undefined);
   // Opened on first use: a run that moves or hashes no big file never reads or writes it.
@@ -187,7 +207,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (!reader) await r.close();
     }
   };
-  const release = await lockP;
+  const lock = await lockP?.catch(async (err) => {
+    await (await manifestTmpP)?.abort();
+    throw err;
+  });
+  const release = lock?.release;
   mark('locked');
   try {
     const remoteRules = new IgnoreRules(o.filter);
@@ -195,7 +219,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // Directories known from the local tree and the manifest are listed at once instead of level by level.
     const prefetcher = new Prefetcher(o.remote);
     const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
-    const manifestP = readManifest(o.remote);
+    const manifestP = earlyManifestP && lock?.firstTry ? earlyManifestP : readManifest(o.remote);
     manifestP.then((m) => {
       mark('manifestRead');
       if (m) prefetcher.prefetch(dirsOf(m.entries));
@@ -522,7 +546,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       clearInterval(timer);
       await checkpointing;
       mark('deletes');
-      if (!manifest || !sameTree(next, manifest.entries)) await writeManifest(o.remote, { entries: next }, writer);
+      if (!manifest || !sameTree(next, manifest.entries)) {
+        const tmp = await manifestTmpP;
+        if (tmp) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH);
+        else await writeManifest(o.remote, { entries: next }, writer);
+      }
       mark('manifest');
       return finish(deletesSkipped);
     } catch (err) {
@@ -533,7 +561,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       throw err;
     }
   } finally {
-    if (release) await release().catch(() => undefined);
+    // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
+    await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined)]);
     if (cacheP) await (await cacheP).save(livePaths, contentKeys(liveTrees));
   }
 

@@ -4,9 +4,11 @@
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { connect, type SshSession } from '../../src/ssh/connect.js';
 import { push } from '../../src/api.js';
+import { SftpTransport } from '../../src/transport/sftp/sftp.js';
 import { startProxy, type Proxy } from '../../bench/proxy.js';
 import { writeProxyConfig } from '../../bench/harness.js';
 import { useServer } from '../support/server.js';
@@ -87,6 +89,32 @@ describe('SSH compression', () => {
     expect(r.ok).toBe(true);
     expect(snapshot(join(env.srv.remoteRoot, 'auto'), { skip: (rel) => rel.startsWith('.wsync') })).toEqual(snapshot(local));
     expect(proxy.bytesUp()).toBeLessThan(bytes / 3);
+  });
+
+  it('on that link, data that does not compress is sent stored, and compression resumes when it pays again', async () => {
+    const { cfg } = await wan(20);
+    const s = await open(cfg, 'auto');
+    expect(s.compression.level).toBe(1);
+    const dir = join(env.srv.remoteRoot, 'adapt');
+    mkdirSync(dir);
+    const t = new SftpTransport(s.channels, dir, 'adapt', async () => undefined);
+    const put = async (rel: string, data: Buffer) => {
+      await t.writeFile(rel, (async function* () {
+        for (let off = 0; off < data.length; off += 1 << 20) yield data.subarray(off, off + (1 << 20));
+      })(), { size: data.length, mtime: 1_700_000_000, mode: 0o644 });
+      expect(readFileSync(join(dir, rel)).equals(data)).toBe(true);
+    };
+    const noise = randomBytes(12 << 20);
+    await put('noise.bin', noise);
+    const afterNoise = s.compression.stats!();
+    expect(afterNoise.level).toBe(0);
+    // Stored after the first 1 MiB window: barely more bytes out than in.
+    expect(afterNoise.bytesOut).toBeLessThan(afterNoise.bytesIn * 1.01);
+    const text = Buffer.from('const answer = compute(42); // the same line, again and again\n'.repeat(300_000));
+    await put('text.ts', text);
+    const afterText = s.compression.stats!();
+    expect(afterText.level).toBe(1);
+    expect(afterText.bytesOut - afterNoise.bytesOut).toBeLessThan((afterText.bytesIn - afterNoise.bytesIn) / 2);
   });
 
   it('--no-compress through the same link: the bytes go as they are', async () => {

@@ -2,7 +2,7 @@
  * One behavioural suite for push/pull, run against every target kind (a local directory, a real sshd).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdirSync, writeFileSync, utimesSync, chmodSync, rmSync, existsSync, readFileSync, unlinkSync, renameSync } from 'node:fs';
+import { mkdirSync, writeFileSync, utimesSync, chmodSync, rmSync, existsSync, readFileSync, unlinkSync, renameSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { push, pull, type SyncOptions } from '../../src/api.js';
@@ -58,6 +58,8 @@ export function defineSyncSuite(name: string, setup: () => Promise<SuiteTarget>)
       expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
       const r2 = await push(local, t.spec(remote), t.options);
       expect(r2.ok).toBe(true);
+      // Only the manifest is left in .wsync/: no lock, and no temp from either run (written or unused).
+      expect(readdirSync(join(remote, '.wsync'))).toEqual(['manifest.json.gz']);
       expect(r2.stats.filesSent).toBe(0);
       expect(r2.stats.bytesSent).toBe(0);
       expect(r2.stats.symlinksSent + r2.stats.dirsCreated + r2.stats.deleted + r2.stats.attributesUpdated).toBe(0);

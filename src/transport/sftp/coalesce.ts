@@ -11,7 +11,7 @@ interface SftpInternals {
 }
 
 /**
- * Packs the SFTP requests one event-loop turn produces on a channel into as few SSH packets as the channel's
+ * Packs the SFTP requests issued together on a channel into as few SSH packets as the channel's
  * packet size allows. ssh2 sends every request as its own CHANNEL_DATA packet; a small file's open, write,
  * fsetstat, fsync, close and rename were six packets, each with ~40 bytes of SSH framing, its own random padding,
  * encryption call, compression flush and socket write. Those per-packet costs, not the bytes, were what kept a
@@ -61,8 +61,10 @@ export function coalesceRequests(sftp: SFTPWrapper): boolean {
           heldBytes += data.length;
           if (!scheduled) {
             scheduled = true;
-            // After the microtasks of this turn: a wave of files issued from promise continuations shares packets.
-            setImmediate(flush);
+            // As a microtask: behind the continuations already queued (answers that arrived together wake their
+            // files together, and their next requests share packets), but before any synchronous work that follows
+            // this turn, such as the local scan, could hold a request back.
+            queueMicrotask(flush);
           }
         };
       }

@@ -471,7 +471,7 @@ export class SftpTransport implements Transport {
         const now = { size: st.size ?? -1, mtime: st.mtime ?? -1 };
         if (((st.mode ?? 0) & 0o170000) !== 0o100000 || now.size !== old.size || now.mtime !== old.mtime) throw outsideEdit(where, old, now);
       };
-      // Both opens in one round trip; the temp is only written to once the old file has passed its check.
+      // Both opens in one round trip; everything after them goes out without waiting (see below).
       const openOld = ch.open(abs, 'r');
       const openTmp = ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
       const [o, t] = await Promise.allSettled([openOld, openTmp]);
@@ -486,7 +486,10 @@ export class SftpTransport implements Transport {
       try {
         if (o.status === 'rejected') throw isNoSuchFile(o.reason) ? outsideEdit(where, old, null) : mapSftpError(o.reason, `cannot open ${where}`);
         if (t.status === 'rejected') throw mapSftpError(t.reason, `cannot create ${where}`);
-        sameAsOld(await ch.fstat(hOld!));
+        // The old file's check is the first request behind the opens, and the copies follow without waiting for
+        // its answer: the server runs them in order, and if the check fails the temp they filled is deleted
+        // unseen. The same check after the last copy catches a change during the copies.
+        track(ch.fstat(hOld!).then(sameAsOld));
         for (const op of ops) {
           if (failed) break;
           if (op.kind === 'copy') {
