@@ -28,8 +28,9 @@ export interface SyncOptions {
   /** Files in flight at once (default 1024). */
   concurrency?: number;
   /**
-   * SSH compression. true: both directions (what we send at zlib level 1). false: none. Unset (auto): what we send
-   * is compressed at level 1 when the server's greeting takes 20 ms or more (a WAN link), else only framed.
+   * SSH compression. true: both directions (what we send at zlib level 1). false: none. Unset (auto): on a WAN link
+   * (the server's greeting takes 20 ms or more) what we send is compressed at level 1, stored while the data does
+   * not compress, and on a push the server's replies too; on a LAN nothing is.
    */
   compress?: boolean;
   /** SFTP channels per connection (default 8; sshd allows 10 sessions by default). */
@@ -66,7 +67,7 @@ async function run(direction: Direction, localDir: string, target: Target | stri
         })
       : undefined;
   const t0 = Date.now();
-  const remote = await openTarget(spec, o).catch(async (err) => {
+  const remote = await openTarget(spec, { ...o, compressReplies: direction === 'push' }).catch(async (err) => {
     await cache?.catch(() => undefined);
     throw err;
   });

@@ -103,7 +103,7 @@ async function runFetch(a: GitArgs): Promise<number> {
 }
 
 export const COMPRESS_HELP =
-  'compress what is sent (zlib level 1) and what comes back; default: compress what is sent when the link is a WAN link (server answers after 20 ms or more); --no-compress: never';
+  'compress both directions; default: compress on a WAN link (the server answers 20 ms or more after dialling), what is sent and, on a push, the replies; --no-compress: never';
 
 /** Options every command shares (output and SSH), for node:util's parseArgs. */
 export const SHARED_FAST_OPTIONS = {

@@ -79,7 +79,7 @@ export async function resolveBranch(local: LocalRepo, branch: string | undefined
 export async function dial(spec: Target, o: GitConnectOptions): Promise<{ connecting: Promise<Transport> }> {
   let dialing!: () => void;
   const dialed = new Promise<void>((resolve) => (dialing = resolve));
-  const connecting = openTarget(spec, { ...o, onDialing: dialing });
+  const connecting = openTarget(spec, { ...o, onDialing: dialing, compressReplies: true });
   connecting.catch(() => undefined).finally(dialing);
   await dialed;
   // Wrapped: an async function would otherwise wait for the whole connection.

@@ -1,6 +1,6 @@
 import ignore, { type Ignore } from 'ignore';
 import picomatch from 'picomatch';
-import { ancestors, baseName, isTempName } from '../util/paths.js';
+import { ancestors, baseName, isTempName, parentOf } from '../util/paths.js';
 import { STATE_DIR } from '../manifest/manifest.js';
 
 export interface FilterOptions {
@@ -75,6 +75,7 @@ export class IgnoreRules {
     if (globHits(this.includes, rel, isDir)) return false;
     if (globHits(this.excludes, rel, isDir)) return true;
     let state = false;
+    if (this.perDir.size === 0) return state;
     for (const dir of ['', ...ancestors(rel)]) {
       const rules = this.perDir.get(dir);
       if (!rules) continue;
@@ -90,14 +91,18 @@ export class IgnoreRules {
 
   /** Excluded because of the path or any directory above it. */
   isExcludedDeep(rel: string, isDir: boolean): boolean {
-    for (const a of ancestors(rel)) {
-      let v = this.dirCache.get(a);
-      if (v === undefined) {
-        v = this.isExcluded(a, true);
-        this.dirCache.set(a, v);
-      }
-      if (v) return true;
+    const parent = parentOf(rel);
+    return (parent !== '' && this.dirExcludedDeep(parent)) || this.isExcluded(rel, isDir);
+  }
+
+  /** Memoized per directory, and through its parent's verdict: one lookup per path of a tree, not one per level. */
+  private dirExcludedDeep(dir: string): boolean {
+    let v = this.dirCache.get(dir);
+    if (v === undefined) {
+      const parent = parentOf(dir);
+      v = (parent !== '' && this.dirExcludedDeep(parent)) || this.isExcluded(dir, true);
+      this.dirCache.set(dir, v);
     }
-    return this.isExcluded(rel, isDir);
+    return v;
   }
 }

@@ -2,7 +2,7 @@ import type { Client, ConnectConfig } from 'ssh2';
 
 /**
  * `on` (-z, or `Compression yes` in ssh_config): both directions compressed. `off` (--no-compress): neither.
- * `auto` (default): what we send is compressed when the link looks like a WAN, measured while connecting.
+ * `auto` (default): compressed when the link looks like a WAN link, measured while connecting (see probeCompression).
  */
 export type CompressMode = 'auto' | 'on' | 'off';
 
@@ -23,7 +23,8 @@ const ZLIB_OFFER = ['zlib@openssh.com', 'zlib', 'none'];
 
 export function compressionOffer(mode: CompressMode): Pick<ConnectConfig, 'algorithms'>['algorithms'] | undefined {
   if (mode === 'off') return undefined;
-  // Only the delayed variant in auto mode: nothing is compressed before authentication, when the level is chosen.
+  // Auto: the delayed variant only, so nothing is compressed before authentication. probeCompression narrows the
+  // offer once the server's greeting has timed the link, before it goes out.
   return { compress: (mode === 'on' ? ZLIB_OFFER : ['zlib@openssh.com', 'none']) as never };
 }
 
@@ -113,37 +114,52 @@ function adaptLevel(z: Deflater, start: number): () => DeflateStats {
   return () => ({ ...st });
 }
 
+export interface ProbeOptions {
+  /**
+   * In auto mode on a WAN link, also have the server compress what it sends. Right for a push, where that is
+   * listings and status replies (a no-op push reads ~200 bytes of listing per file); wrong for a pull over a fast
+   * link, where the server's level 6 could be slower than the link, and we cannot change its level.
+   */
+  replies: boolean;
+}
+
 /**
- * Call right after `client.connect(cfg)` with the offer from `compressionOffer(mode)`. In auto mode the server's
- * replies stay uncompressed (sshd compresses at level 6, which on a fast link costs more than it saves, and we
- * cannot change its level), and what we send is compressed at level 1 on a WAN link or stored (level 0: zlib
- * framing, no CPU to speak of) on a LAN. Compression is negotiated before the link can be measured, so auto mode
- * always negotiates it and picks the level after authentication, before the first compressed packet.
+ * Call right after `client.connect(cfg)` with the offer from `compressionOffer(mode)`. Auto mode times the server's
+ * greeting and, before our key-exchange offer goes out (ssh2 sends it right after the greeting), narrows it: on a
+ * WAN link what we send is compressed (and what the server sends, with `replies`), on a LAN nothing is. What we send
+ * starts at level 1 and drops to stored while the data does not compress (adaptLevel).
  *
- * This reaches into ssh2 1.x internals (the key-exchange offer, the version-line hook and the deflate handle);
- * where they are not the expected shape it changes nothing and the stream stays as negotiated.
+ * This reaches into ssh2 1.x internals (the offer, the greeting hook, the deflate handle); where they are not the
+ * expected shape, auto mode offers no compression at all, and -z keeps ssh2's defaults.
  */
-export function probeCompression(client: Client, mode: CompressMode, dialStart: number): CompressionProbe {
+export function probeCompression(client: Client, mode: CompressMode, dialStart: number, opts: ProbeOptions): CompressionProbe {
   const proto = (client as unknown as { _protocol?: ProtocolInternals })._protocol;
   let greetingMs: number | undefined;
+  const wan = () => greetingMs !== undefined && greetingMs >= WAN_GREETING_MS;
   if (mode === 'auto' && proto) {
-    const offer = proto._offer;
-    if (offer?.lists?.sc?.compress) {
+    const narrow = (cs: string[], sc: string[]) => {
+      const offer = proto._offer;
+      if (!offer?.lists?.sc?.compress) return;
       const L = offer.lists;
       const arr = (l: KexList) => l.array;
       proto._offer = new offer.constructor({
         kex: arr(L.kex),
         serverHostKey: arr(L.serverHostKey),
-        cs: { cipher: arr(L.cs.cipher), mac: arr(L.cs.mac), compress: arr(L.cs.compress), lang: arr(L.cs.lang) },
-        sc: { cipher: arr(L.sc.cipher), mac: arr(L.sc.mac), compress: ['none'], lang: arr(L.sc.lang) },
+        cs: { cipher: arr(L.cs.cipher), mac: arr(L.cs.mac), compress: cs, lang: arr(L.cs.lang) },
+        sc: { cipher: arr(L.sc.cipher), mac: arr(L.sc.mac), compress: sc, lang: arr(L.sc.lang) },
       });
-    }
+    };
     const onHeader = proto._onHeader;
     if (typeof onHeader === 'function') {
       proto._onHeader = (header: unknown) => {
         greetingMs ??= performance.now() - dialStart;
+        const z = ['zlib@openssh.com', 'none'];
+        if (wan()) narrow(z, opts.replies ? z : ['none']);
+        else narrow(['none'], ['none']);
         onHeader.call(proto, header);
       };
+    } else {
+      narrow(['none'], ['none']);
     }
   }
   return {
@@ -151,8 +167,7 @@ export function probeCompression(client: Client, mode: CompressMode, dialStart: 
       const z = proto?._packetRW?.write?._zlib;
       const deflate = z?._handle;
       if (!z || !deflate || mode === 'off') return { greetingMs };
-      // A WAN verdict needs the measurement; without it (hook missing) stay cheap.
-      const level = mode === 'on' || (greetingMs !== undefined && greetingMs >= WAN_GREETING_MS) ? SEND_LEVEL : 0;
+      const level = mode === 'on' || wan() ? SEND_LEVEL : 0;
       // Nothing has been compressed yet (ssh2 creates the deflater on USERAUTH_SUCCESS, 'ready' follows at once),
       // so changing the parameters cannot split a block.
       deflate.params(level, 0);

@@ -36,6 +36,8 @@ export interface ConnectOptions {
   channels?: number;
   /** -z = on, --no-compress = off; `Compression yes` in ssh_config turns auto into on. Default auto. */
   compress?: CompressMode;
+  /** Auto mode on a WAN link: the server compresses what it sends too (see ProbeOptions.replies). */
+  compressReplies?: boolean;
   /** Test hook / advanced: bypass `ssh -G`. */
   useSshBinary?: boolean;
   /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
@@ -211,7 +213,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     client.once('close', () => fail(new Error('connection closed during handshake')));
     const dialStart = performance.now();
     client.connect(cfg);
-    probe = probeCompression(client, compress, dialStart);
+    probe = probeCompression(client, compress, dialStart, { replies: opts.compressReplies ?? false });
     signWithoutQuery(client);
     // The socket is dialling now (known_hosts and keys were read before it).
     opts.onDialing?.();

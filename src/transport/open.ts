@@ -9,6 +9,8 @@ export async function openTarget(
   target: Target | string,
   o: Pick<SyncOptions, 'sshConfig' | 'identity' | 'acceptNew' | 'interactive' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'compress' | 'useSshBinary'> & {
     onDialing?: () => void;
+    /** What the server will send is mostly metadata (a push): worth compressing on a WAN link. */
+    compressReplies?: boolean;
   },
 ): Promise<Transport> {
   const t = typeof target === 'string' ? parseTarget(target) : target;
@@ -26,6 +28,7 @@ export async function openTarget(
     authPrompt: o.authPrompt,
     channels: o.channels,
     compress: o.compress === true ? 'on' : o.compress === false ? 'off' : 'auto',
+    compressReplies: o.compressReplies,
     useSshBinary: o.useSshBinary,
     onDialing: o.onDialing,
   });

@@ -26,8 +26,8 @@ interface Negotiated {
 }
 const negotiated = (s: SshSession) => (s.client as unknown as { _protocol: { _kex: { negotiated: Negotiated } } })._protocol._kex.negotiated;
 
-async function open(configFile: string, compress: 'auto' | 'on' | 'off'): Promise<SshSession> {
-  const s = await connect(env.srv.alias, { configFile, interactive: false, compress, channels: 1 });
+async function open(configFile: string, compress: 'auto' | 'on' | 'off', compressReplies = false): Promise<SshSession> {
+  const s = await connect(env.srv.alias, { configFile, interactive: false, compress, compressReplies, channels: 1 });
   cleanups.push(() => s.close());
   return s;
 }
@@ -54,12 +54,14 @@ function textTree(root: string): number {
 }
 
 describe('SSH compression', () => {
-  it('auto on a LAN-fast link: negotiated for what we send, stored (level 0), nothing asked of the server', async () => {
-    const s = await open(env.srv.sshConfig, 'auto');
-    expect(negotiated(s).cs.compress).toBe('zlib@openssh.com');
-    expect(negotiated(s).sc.compress).toBe('none');
-    expect(s.compression.greetingMs).toBeLessThan(20);
-    expect(s.compression.level).toBe(0);
+  it('auto on a LAN-fast link: not compressed either way', async () => {
+    const s = await open(env.srv.sshConfig, 'auto', true);
+    // Loopback answers in a few ms, but a machine busy with the rest of the suite can hold sshd's fork past the
+    // threshold: then the link counts as slow, which is what auto mode promises for that measurement.
+    const slow = s.compression.greetingMs! >= 20;
+    expect(negotiated(s).cs.compress).toBe(slow ? 'zlib@openssh.com' : 'none');
+    expect(negotiated(s).sc.compress).toBe(slow ? 'zlib@openssh.com' : 'none');
+    expect(s.compression.level).toBe(slow ? 1 : undefined);
   });
 
   it('on: both directions, what we send at level 1', async () => {
@@ -81,12 +83,17 @@ describe('SSH compression', () => {
     const s = await open(cfg, 'auto');
     expect(s.compression.greetingMs).toBeGreaterThanOrEqual(40);
     expect(s.compression.level).toBe(1);
+    expect(negotiated(s).cs.compress).toBe('zlib@openssh.com');
+    // Without `replies` (a pull): what the server sends stays as it is.
+    expect(negotiated(s).sc.compress).toBe('none');
+    const r = await open(cfg, 'auto', true);
+    expect(negotiated(r).sc.compress).toBe('zlib@openssh.com');
 
     const local = join(env.work, 'auto-src');
     const bytes = textTree(local);
     proxy.resetCounters();
-    const r = await push(local, `${env.srv.alias}:${env.srv.remoteRoot}/auto`, { sshConfig: cfg });
-    expect(r.ok).toBe(true);
+    const res = await push(local, `${env.srv.alias}:${env.srv.remoteRoot}/auto`, { sshConfig: cfg });
+    expect(res.ok).toBe(true);
     expect(snapshot(join(env.srv.remoteRoot, 'auto'), { skip: (rel) => rel.startsWith('.wsync') })).toEqual(snapshot(local));
     expect(proxy.bytesUp()).toBeLessThan(bytes / 3);
   });
