@@ -402,6 +402,8 @@ function readHidden(prompt: string): Promise<string | undefined> {
   const term = openTerminal();
   if (!term) return Promise.resolve(undefined);
   const { input } = term;
+  // Echo off before the prompt shows: whatever is typed after seeing it can never appear on the screen.
+  input.setRawMode(true);
   process.stderr.write(prompt);
   return new Promise((resolve) => {
     let state: HiddenInputState = { text: '', done: false };
@@ -421,7 +423,6 @@ function readHidden(prompt: string): Promise<string | undefined> {
       resolve(state.end === 'enter' && state.text !== '' ? state.text : undefined);
     };
     input.setEncoding('utf8');
-    input.setRawMode(true);
     input.on('data', onData);
     input.resume();
   });

@@ -154,7 +154,18 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     }
     let trust = false;
     if (strict === 'accept-new' || strict === 'no') trust = true;
-    else if (strict === 'ask' && opts.interactive && opts.hostKeyPrompt) trust = await opts.hostKeyPrompt.confirmUnknown(shown, type, fp);
+    else if (strict === 'ask' && opts.interactive && opts.hostKeyPrompt) {
+      // ssh2's handshake timer keeps running during the question and would end the connection while a person is
+      // still comparing fingerprints: stopped for the question, started afresh after the answer. (ssh2 clears this
+      // same timer when authentication succeeds.)
+      const c = client as unknown as { _readyTimeout?: NodeJS.Timeout };
+      clearTimeout(c._readyTimeout);
+      trust = await opts.hostKeyPrompt.confirmUnknown(shown, type, fp);
+      c._readyTimeout = setTimeout(() => {
+        client.emit('error', Object.assign(new Error('Timed out while waiting for handshake'), { level: 'client-timeout' }));
+        client.end();
+      }, readyTimeoutMs);
+    }
     if (!trust) {
       hostKeyError = new WsyncError('E_HOSTKEY_UNKNOWN', `unknown host key for ${shown}: ${type} ${fp}`, {
         hint: `verify the fingerprint with the server's owner, then run again with --accept-new to record it (or add it to ${h.userKnownHostsFiles[0] ?? '~/.ssh/known_hosts'})`,
@@ -174,12 +185,13 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
   };
 
   const client = new Client();
+  const readyTimeoutMs = (h.connectTimeout ?? 20) * 1000;
   const cfg: ConnectConfig = {
     host: h.hostname,
     port: h.port,
     username: auth.username,
     authHandler: auth.handler as ConnectConfig['authHandler'],
-    readyTimeout: (h.connectTimeout ?? 20) * 1000,
+    readyTimeout: readyTimeoutMs,
     keepaliveInterval: (h.serverAliveInterval ?? 15) * 1000,
     keepaliveCountMax: h.serverAliveCountMax ?? 3,
     hostVerifier: ((key: Buffer, cb: (ok: boolean) => void) => {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { keygen } from '../support/sshd.js';
 import { useServer } from '../support/server.js';
-import { runCli, WSYNC_BIN } from '../support/cli.js';
+import { runCli, runCliOnTty, WSYNC_BIN } from '../support/cli.js';
 import { makeTree, snapshot } from '../support/trees.js';
 import { startProxy } from '../../bench/proxy.js';
 
@@ -191,6 +191,48 @@ describe('wsync CLI against a real sshd', () => {
     const changed = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
     expect(changed.code).toBe(2);
     expect(changed.stderr).toMatch(/HOST KEY CHANGED/);
+  });
+
+  it('on a terminal: asks about an unknown host key (no: refused and nothing recorded; yes: recorded) and for a key passphrase', async () => {
+    const local = join(server.work, 'tty-local');
+    makeTree(local, { 'a.txt': 'typed' });
+    const kh = join(server.work, 'tty_known_hosts');
+    const enc = join(server.work, 'tty_encrypted_key');
+    keygen(enc, { passphrase: 'correct horse' });
+    const authKeys = readFileSync(join(server.srv.dir, 'authorized_keys'), 'utf8');
+    writeFileSync(join(server.srv.dir, 'authorized_keys'), authKeys + readFileSync(enc + '.pub', 'utf8'));
+    const cfg = configWith('tty_config', [`IdentityFile ${enc}`, `UserKnownHostsFile ${kh}`]);
+    const remote = join(server.work, 'tty-remote');
+    const target = `${server.srv.alias}:${remote}`;
+    const passphrase = { prompt: /Enter passphrase for key '.*tty_encrypted_key': /, answer: 'correct horse' };
+    const hostKey = /Are you sure you want to continue connecting \(yes\/no\)\? /;
+    const fp = execFileSync('ssh-keygen', ['-lf', server.srv.hostKeyPub], { encoding: 'utf8' }).split(' ')[1];
+
+    const no = await runCliOnTty(['push', local, target, '-F', cfg], [passphrase, { prompt: hostKey, answer: 'no' }]);
+    expect(no.code, no.output).toBe(2);
+    expect(no.output).toContain(fp);
+    expect(no.output).toMatch(/wsync: unknown host key/);
+    expect(existsSync(kh) ? readFileSync(kh, 'utf8') : '').toBe('');
+    expect(existsSync(remote)).toBe(false);
+
+    const yes = await runCliOnTty(['push', local, target, '-F', cfg], [passphrase, { prompt: hostKey, answer: 'yes' }]);
+    expect(yes.code, yes.output).toBe(0);
+    expect(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${server.srv.port}`, '-f', kh], { encoding: 'utf8' })).toMatch(/ssh-ed25519/);
+    expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('typed');
+
+    // Known now: only the passphrase is asked; a wrong one is asked again.
+    const again = await runCliOnTty(['push', local, target, '-F', cfg], [
+      { prompt: passphrase.prompt, answer: 'wrong' },
+      { prompt: /Bad passphrase, try again for .*tty_encrypted_key: /, answer: 'correct horse' },
+    ]);
+    expect(again.code, again.output).toBe(0);
+    expect(again.output).not.toMatch(/Are you sure/);
+
+    // A person may take longer over the fingerprint than the connect timeout (here 2 s): the question pauses it.
+    const slowCfg = configWith('tty_slow_config', [`IdentityFile ${enc}`, `UserKnownHostsFile ${join(server.work, 'tty_slow_known_hosts')}`, 'ConnectTimeout 2']);
+    const slow = await runCliOnTty(['push', local, target, '-F', slowCfg], [passphrase, { prompt: hostKey, answer: 'yes', afterMs: 3000 }]);
+    expect(slow.code, slow.output).toBe(0);
+    for (const r of [no, yes, again, slow]) expect(r.output).not.toContain('correct horse');
   });
 
   it('a push killed mid-way leaves no partial file at a final path, and the rerun resumes and converges', async () => {
