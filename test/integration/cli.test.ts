@@ -235,6 +235,19 @@ describe('wsync CLI against a real sshd', () => {
     for (const r of [no, yes, again, slow]) expect(r.output).not.toContain('correct horse');
   });
 
+  it('on a terminal a progress line shows files, bytes, rate and ETA; with --json only JSON lines', async () => {
+    const local = join(server.work, 'progress-local');
+    makeTree(local, Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`f${i}.txt`, `file ${i}\n`.repeat(100)])));
+    const shown = await runCliOnTty(['push', local, join(server.work, 'progress-remote')], []);
+    expect(shown.code, shown.output).toBe(0);
+    expect(shown.output).toMatch(/\r\x1b\[K50\/50 files {2}\S+ \S+\/\S+ \S+ {2}\S+ \S+\/s {2}ETA /);
+    const json = await runCliOnTty(['push', '--json', local, join(server.work, 'progress-json')], []);
+    expect(json.code, json.output).toBe(0);
+    const lines = json.output.split(/\r?\n/).filter(Boolean);
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(() => JSON.parse(l), l).not.toThrow();
+  });
+
   it('a push killed mid-way leaves no partial file at a final path, and the rerun resumes and converges', async () => {
     const local = join(server.work, 'kill-local');
     const remote = join(server.work, 'kill-remote');
