@@ -50,6 +50,8 @@ export interface WalkOptions {
   /** Directories listed at once; over SFTP this is what pipelines the scan. */
   concurrency: number;
   prefetcher?: Prefetcher;
+  /** Told of each directory the walk will list (the root first), as soon as it is found. */
+  onDir?: (rel: string) => void;
 }
 
 /**
@@ -63,6 +65,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   const temps: string[] = [];
   const blocked: string[] = [];
   const lister = opts.prefetcher ?? new Prefetcher(t);
+  opts.onDir?.('');
   const rootEntries = await lister.take('');
   if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked };
 
@@ -98,6 +101,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
     let active = 0;
     let failed = false;
     const enqueue = (d: string) => {
+      opts.onDir?.(d);
       queue.push(d);
       pump();
     };

@@ -175,7 +175,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         () => null,
       )
     : undefined;
-  const localWalkP = walk(o.local, { rules: localRules, concurrency: 16 });
+  // Each local directory is also listed on the remote side as soon as the scan finds it (once the lock is held):
+  // in a synced tree the two sides have the same directories, and waiting for the whole local scan or the manifest
+  // before listing any cost a tenth of a second on a no-op push of 9,000 files.
+  const localDirs: string[] = [];
+  let onLocalDir: (rel: string) => void = (rel) => localDirs.push(rel);
+  const localWalkP = walk(o.local, { rules: localRules, concurrency: 16, onDir: (rel) => onLocalDir(rel) });
   localWalkP.catch(() => undefined);
   // Opened on first use: a run that moves or hashes no big file never reads or writes it.
   const cacheDir = o.cacheDir === undefined ? defaultCacheDir() : o.cacheDir;
@@ -218,6 +223,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // The remote listing comes only after the lock: a listing taken earlier could miss another run's last writes.
     // Directories known from the local tree and the manifest are listed at once instead of level by level.
     const prefetcher = new Prefetcher(o.remote);
+    prefetcher.prefetch(localDirs);
+    onLocalDir = (rel) => prefetcher.prefetch([rel]);
     const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
     const manifestP = earlyManifestP && lock?.firstTry ? earlyManifestP : readManifest(o.remote);
     manifestP.then((m) => {
