@@ -216,7 +216,10 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     await (await manifestTmpP)?.abort();
     throw err;
   });
-  const release = lock?.release;
+  // Once only: the final manifest's rename may already have released it, and a second unlink could remove the
+  // lock of a run that took over in between.
+  let released: Promise<void> | undefined;
+  const release = lock ? () => (released ??= lock.release()) : undefined;
   mark('locked');
   try {
     const remoteRules = new IgnoreRules(o.filter);
@@ -522,7 +525,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       for (const op of p.mkdirs) dirReady.set(op.path, new Promise<void>((r) => dirDone.set(op.path, r)));
       const depth = (s: string) => s.split('/').length;
       const ordered = [...p.mkdirs].sort((a, b) => depth(a.path) - depth(b.path) || comparePaths(a.path, b.path));
-      await mapLimit([...ordered, ...p.transfers], o.concurrency, async (op) => {
+      // A file's new time or mode goes along with the transfers (one round trip saved); a directory's mode only
+      // after them, since a mode that drops write permission would refuse the files still being written into it.
+      const isDirMeta = (op: Op) => op.kind === 'meta' && op.entry.type === 'dir';
+      const fileMetas = p.metas.filter((op) => !isDirMeta(op));
+      const dirMetas = p.metas.filter(isDirMeta);
+      await mapLimit([...ordered, ...fileMetas, ...p.transfers], o.concurrency, async (op) => {
         await dirReady.get(parentOf(op.path));
         try {
           await runOp(op);
@@ -531,7 +539,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         }
       });
       mark('transfers');
-      await mapLimit(p.metas, o.concurrency, runOp);
+      await mapLimit(dirMetas, o.concurrency, runOp);
       progress(true);
 
       let deletesSkipped: string | undefined;
@@ -555,7 +563,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       mark('deletes');
       if (!manifest || !sameTree(next, manifest.entries)) {
         const tmp = await manifestTmpP;
-        if (tmp) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH);
+        // The lock goes right behind the rename on the same channel: the server runs them in that order.
+        if (tmp) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, () => release?.().catch(() => undefined) ?? Promise.resolve());
         else await writeManifest(o.remote, { entries: next }, writer);
       }
       mark('manifest');
@@ -563,8 +572,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     } catch (err) {
       clearInterval(timer);
       await checkpointing;
-      // A run cut short still records what it completed (when the server is still there to take it).
-      await writeManifest(o.remote, { entries: checkpoint() }, writer).catch(() => undefined);
+      // A run cut short still records what it completed (when the server is still there to take it), unless the
+      // lock is already given up (the final manifest's rename failed after the lock went behind it).
+      if (!released) await writeManifest(o.remote, { entries: checkpoint() }, writer).catch(() => undefined);
       throw err;
     }
   } finally {

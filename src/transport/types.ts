@@ -74,8 +74,10 @@ export interface ExclusiveFile {
   /**
    * Writes `data`, fsyncs, closes, then (with `renameTo`) renames it over that path atomically; with `after`, the
    * rename waits for it (and is not made if it fails), so the data is on its way while other work finishes.
+   * `behind` is started right after the rename is sent, without waiting for its answer: requests it makes on the
+   * same channel (a pinned view) reach the server after the rename; commit resolves when both are done.
    */
-  commit(data: Buffer, renameTo?: string, after?: Promise<unknown>): Promise<void>;
+  commit(data: Buffer, renameTo?: string, after?: Promise<unknown>, behind?: () => Promise<unknown>): Promise<void>;
   /** Closes and removes it (idempotent; does nothing after a commit). */
   abort(): Promise<void>;
 }

@@ -464,7 +464,7 @@ export class LocalTransport implements Transport {
     }
     let state: 'open' | 'closed' | 'done' = 'open';
     return {
-      commit: async (data, renameTo, after) => {
+      commit: async (data, renameTo, after, behind) => {
         if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
         state = 'closed';
         try {
@@ -481,6 +481,8 @@ export class LocalTransport implements Transport {
             throw ioError(err, `cannot move ${abs} into place`);
           });
         }
+        // A local filesystem has no round trips to save: simply in order.
+        await behind?.();
         state = 'done';
       },
       abort: async () => {

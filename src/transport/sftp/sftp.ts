@@ -642,7 +642,7 @@ export class SftpTransport implements Transport {
     }
     let state: 'open' | 'closed' | 'done' = 'open';
     return {
-      commit: async (data, renameTo, after) => {
+      commit: async (data, renameTo, after, behind) => {
         if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
         state = 'closed';
         const ops: Promise<unknown>[] = [];
@@ -654,10 +654,14 @@ export class SftpTransport implements Transport {
         if (failed) throw mapSftpError(failed.reason, `cannot write ${this.describe(rel)}`);
         await after;
         if (renameTo !== undefined) {
-          await ch.posixRename(abs, this.abs(renameTo)).catch((err) => {
+          const renamed = ch.posixRename(abs, this.abs(renameTo));
+          const next = behind?.();
+          next?.catch(() => undefined);
+          await renamed.catch((err) => {
             throw mapSftpError(err, `cannot move ${this.describe(rel)} into place`);
           });
-        }
+          await next;
+        } else await behind?.();
         state = 'done';
       },
       abort: async () => {
