@@ -142,6 +142,22 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       await expect(t.openExclusive('ex/missing/x.lock')).rejects.toBeInstanceOf(WsyncError);
     });
 
+    it('runs what is asked behind a commit after the rename (on a pinned view: same channel, in order)', async () => {
+      mkdirSync(join(root, 'behind'), { recursive: true });
+      writeFileSync(join(root, 'behind/lock'), 'held\n');
+      const v = t.pinned?.() ?? t;
+      const f = (await v.openExclusive('behind/.m.tmp'))!;
+      let seen: Awaited<ReturnType<Transport['lstat']>> | undefined;
+      // Sent without waiting for the rename's answer; the server must still see the rename first.
+      await f.commit(Buffer.from('manifest\n'), 'behind/m', undefined, async () => {
+        const [st] = await Promise.all([v.lstat('behind/m'), v.remove('behind/lock', 'file')]);
+        seen = st;
+      });
+      expect(seen?.type).toBe('file');
+      expect(readFileSync(join(root, 'behind/m'), 'utf8')).toBe('manifest\n');
+      expect(existsSync(join(root, 'behind/lock'))).toBe(false);
+    });
+
     it('creates missing parents for a write when asked, and only then', async () => {
       await expect(t.writeSmall('par/a/b/c.txt', Buffer.from('x'))).rejects.toBeInstanceOf(WsyncError);
       expect(await t.writeSmall('par/a/b/c.txt', Buffer.from('x'), { parents: true })).toBe(true);
