@@ -227,7 +227,11 @@ describe('agentSocketFor', () => {
       expect(agentSocketFor({ identityAgent: '/cfg/sock' })).toBe('/cfg/sock');
       expect(agentSocketFor({})).toBe('/env/sock');
       delete process.env.SSH_AUTH_SOCK;
-      expect(agentSocketFor({})).toBe(process.platform === 'win32' ? '\\\\.\\pipe\\openssh-ssh-agent' : undefined);
+      expect(agentSocketFor({}, 'linux')).toBeUndefined();
+      // Windows: the pipe OpenSSH's agent service listens on (ssh2's agent code talks to a pipe like to a socket).
+      expect(agentSocketFor({}, 'win32')).toBe('\\\\.\\pipe\\openssh-ssh-agent');
+      process.env.SSH_AUTH_SOCK = '/env/sock';
+      expect(agentSocketFor({}, 'win32')).toBe('/env/sock');
     } finally {
       if (saved === undefined) delete process.env.SSH_AUTH_SOCK;
       else process.env.SSH_AUTH_SOCK = saved;

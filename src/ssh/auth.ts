@@ -68,11 +68,11 @@ function keyLabel(key: ParsedKey): string {
 }
 
 /** The agent to use, resolved as ssh.c does: IdentityAgent, then $SSH_AUTH_SOCK, then (Windows) the OpenSSH pipe. */
-export function agentSocketFor(host: Pick<ResolvedHost, 'identityAgent'>): string | undefined {
+export function agentSocketFor(host: Pick<ResolvedHost, 'identityAgent'>, platform: NodeJS.Platform = process.platform): string | undefined {
   if (host.identityAgent === 'none') return undefined;
   if (host.identityAgent) return host.identityAgent;
   if (process.env.SSH_AUTH_SOCK) return process.env.SSH_AUTH_SOCK;
-  if (process.platform === 'win32') return '\\\\.\\pipe\\openssh-ssh-agent';
+  if (platform === 'win32') return '\\\\.\\pipe\\openssh-ssh-agent';
   return undefined;
 }
 
