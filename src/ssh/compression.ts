@@ -22,10 +22,9 @@ const WAN_GREETING_MS = 20;
 const ZLIB_OFFER = ['zlib@openssh.com', 'zlib', 'none'];
 
 export function compressionOffer(mode: CompressMode): Pick<ConnectConfig, 'algorithms'>['algorithms'] | undefined {
-  if (mode === 'off') return undefined;
-  // Auto: the delayed variant only, so nothing is compressed before authentication. probeCompression narrows the
-  // offer once the server's greeting has timed the link, before it goes out.
-  return { compress: (mode === 'on' ? ZLIB_OFFER : ['zlib@openssh.com', 'none']) as never };
+  // Auto starts from ssh2's default offer ('none' first: no compression); probeCompression rewrites it once the
+  // server's greeting has timed the link, before it goes out.
+  return mode === 'on' ? { compress: ZLIB_OFFER as never } : undefined;
 }
 
 interface KexList {
@@ -46,7 +45,7 @@ interface ProtocolInternals {
 }
 
 export interface CompressionProbe {
-  /** After 'ready': sets the level of what we send; returns what was decided, for -v and WSYNC_DEBUG. */
+  /** After 'ready': sets the level of what we send; returns what was decided (SshSession.compression). */
   settle(): CompressionDecision;
 }
 
@@ -130,7 +129,7 @@ export interface ProbeOptions {
  * starts at level 1 and drops to stored while the data does not compress (adaptLevel).
  *
  * This reaches into ssh2 1.x internals (the offer, the greeting hook, the deflate handle); where they are not the
- * expected shape, auto mode offers no compression at all, and -z keeps ssh2's defaults.
+ * expected shape, auto mode stays with ssh2's default offer (no compression), and -z compresses at ssh2's level.
  */
 export function probeCompression(client: Client, mode: CompressMode, dialStart: number, opts: ProbeOptions): CompressionProbe {
   const proto = (client as unknown as { _protocol?: ProtocolInternals })._protocol;
@@ -139,7 +138,7 @@ export function probeCompression(client: Client, mode: CompressMode, dialStart: 
   if (mode === 'auto' && proto) {
     const narrow = (cs: string[], sc: string[]) => {
       const offer = proto._offer;
-      if (!offer?.lists?.sc?.compress) return;
+      if (!offer?.lists?.sc?.compress || typeof offer.constructor !== 'function') return;
       const L = offer.lists;
       const arr = (l: KexList) => l.array;
       proto._offer = new offer.constructor({
@@ -153,13 +152,11 @@ export function probeCompression(client: Client, mode: CompressMode, dialStart: 
     if (typeof onHeader === 'function') {
       proto._onHeader = (header: unknown) => {
         greetingMs ??= performance.now() - dialStart;
+        // Only the delayed variant: nothing is compressed before authentication, when settle() picks the level.
         const z = ['zlib@openssh.com', 'none'];
         if (wan()) narrow(z, opts.replies ? z : ['none']);
-        else narrow(['none'], ['none']);
         onHeader.call(proto, header);
       };
-    } else {
-      narrow(['none'], ['none']);
     }
   }
   return {

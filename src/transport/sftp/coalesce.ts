@@ -18,8 +18,8 @@ interface SftpInternals {
  * many-small-files push CPU-bound. SFTP is a byte stream inside the channel, so where one request ends and the
  * next begins does not need to line up with packets.
  *
- * ssh2 has already charged each request to the channel's window when it hands it over, so holding it until the end
- * of the turn changes when bytes leave, not how many. Anything else ssh2 asks of the protocol for this channel
+ * ssh2 has already charged each request to the channel's window when it hands it over, so holding it for a
+ * microtask changes when bytes leave, not how many. Anything else ssh2 asks of the protocol for this channel
  * (close) first sends what is held, so nothing overtakes a request. Returns false (and changes nothing) when
  * ssh2's internals are not the expected shape.
  */
