@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { join } from 'node:path';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { connect, type SshSession } from '../../src/ssh/connect.js';
 import { push } from '../../src/api.js';
@@ -13,6 +13,7 @@ import { startProxy, type Proxy } from '../../bench/proxy.js';
 import { writeProxyConfig } from '../../bench/harness.js';
 import { useServer } from '../support/server.js';
 import { makeTree, snapshot, type Spec } from '../support/trees.js';
+import { keygen } from '../support/sshd.js';
 
 const env = useServer('wsync-link-');
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -156,5 +157,32 @@ describe('SFTP request packing', () => {
     // 100 LSTATs of ~60 bytes each fit in one 32 KiB packet; allow for a turn boundary or two.
     expect(packets).toBeGreaterThan(0);
     expect(packets).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('key authentication (a key file is signed with at once, as OpenSSH does)', () => {
+  /** The test config with these identity files instead of the test key. */
+  const configWith = (name: string, keys: string[]): string => {
+    const cfg = readFileSync(env.srv.sshConfig, 'utf8').replace(/^\s*IdentityFile .*\n/m, keys.map((k) => `  IdentityFile ${k}\n`).join(''));
+    const p = join(env.work, name);
+    writeFileSync(p, cfg);
+    return p;
+  };
+
+  for (const type of ['rsa', 'ecdsa', 'ed25519']) {
+    it(`${type}: accepted`, async () => {
+      const key = join(env.work, `id_${type}`);
+      keygen(key, { type });
+      appendFileSync(join(env.srv.dir, 'authorized_keys'), readFileSync(key + '.pub'));
+      const s = await open(configWith(`cfg_${type}`, [key]), 'off');
+      expect(s.channels.length).toBeGreaterThan(0);
+    });
+  }
+
+  it('a key the server refuses, then one it takes: the second signs in', async () => {
+    const stranger = join(env.work, 'id_stranger');
+    keygen(stranger);
+    const s = await open(configWith('cfg_two', [stranger, env.srv.userKey]), 'off');
+    expect(s.channels.length).toBeGreaterThan(0);
   });
 });
