@@ -717,7 +717,7 @@ async function main(): Promise<void> {
           '(g1) objects + work tree:',
           get('wsync', 'g1'),
           get('git', 'g1'),
-          `; with -z (g1z): ${g1z === undefined ? 'no result' : `${g1z.toFixed(2)}×`} — the remote cannot expand a pack, so wsync also sends the checked-out files (see bench/README.md)`,
+          `; with -z (g1z): ${g1z === undefined ? 'no result' : `${g1z.toFixed(2)}×`} (the work tree is copied out of the pushed pack on the server; see bench/README.md)`,
         ),
       );
       const g2w = get('wsync', 'g2');

@@ -61,6 +61,15 @@ export interface StagedObjects {
   bytes: number;
   commit(): Promise<void>;
   abort(): Promise<void>;
+  /** Blobs whose bytes sit as they are in the pack (stored zlib blocks), for building work tree files from it. */
+  stored?: StoredBlobs;
+}
+
+export interface StoredBlobs {
+  /** The pack once committed, relative to the transport's root. */
+  pack: string;
+  /** [offset, length] runs of each blob's bytes in that pack. */
+  ranges: ReadonlyMap<string, ReadonlyArray<readonly [number, number]>>;
 }
 
 /**

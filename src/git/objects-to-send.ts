@@ -116,6 +116,8 @@ export interface ObjectToSend {
   body: Buffer;
   /** The same path's version in the first parent, when it is sent too: a good delta base. */
   deltaBase?: string;
+  /** A blob's path in the commit that introduced it. */
+  path?: string;
 }
 
 /**
@@ -136,22 +138,22 @@ export async function objectsToSend(src: ObjectSource, commits: readonly CommitI
     return m;
   };
   const read = async (oid: string, type: ObjectType): Promise<GitObject> => ({ type, body: await readTyped(src, oid, type) });
-  const walk = async (tree: string, parentTrees: string[]): Promise<void> => {
+  const walk = async (tree: string, parentTrees: string[], prefix: string): Promise<void> => {
     if (seen.has(tree) || parentTrees.includes(tree)) return;
     seen.add(tree);
     const [mine, ...theirs] = await Promise.all([entries(tree), ...parentTrees.map(entries)]);
     const jobs: Array<Promise<void>> = [];
-    const blobs: Array<{ oid: string; base?: string }> = [];
+    const blobs: Array<{ oid: string; base?: string; path: string }> = [];
     for (const [name, e] of mine) {
       if (e.mode === MODE_GITLINK) continue;
       const same = theirs.map((t) => t.get(name));
       if (same.some((s) => s?.oid === e.oid)) continue;
       if (e.mode === MODE_TREE) {
-        jobs.push(walk(e.oid, same.filter((s) => s?.mode === MODE_TREE).map((s) => s!.oid)));
+        jobs.push(walk(e.oid, same.filter((s) => s?.mode === MODE_TREE).map((s) => s!.oid), `${prefix}${name}/`));
       } else if (!seen.has(e.oid)) {
         seen.add(e.oid);
         const base = same[0] && same[0].mode !== MODE_TREE && same[0].mode !== MODE_GITLINK ? same[0].oid : undefined;
-        blobs.push({ oid: e.oid, base });
+        blobs.push({ oid: e.oid, base, path: prefix + name });
       }
     }
     // A delta base always belongs to an older commit, handled in an earlier call, so it is emitted first.
@@ -160,13 +162,13 @@ export async function objectsToSend(src: ObjectSource, commits: readonly CommitI
     emit({ oid: tree, type: 'tree', body: treeObj.body, deltaBase: base });
     for (const b of blobs) {
       const o = await read(b.oid, 'blob');
-      emit({ oid: b.oid, type: 'blob', body: o.body, deltaBase: b.base });
+      emit({ oid: b.oid, type: 'blob', body: o.body, deltaBase: b.base, path: b.path });
     }
     await Promise.all(jobs);
   };
   for (const c of commits) {
     const parentTrees = await Promise.all(c.parents.map(async (p) => parseCommit(await readTyped(src, p, 'commit')).tree));
-    await walk(c.tree, parentTrees);
+    await walk(c.tree, parentTrees, '');
     emit({ oid: c.oid, type: 'commit', body: c.body });
   }
 }

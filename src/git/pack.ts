@@ -607,6 +607,53 @@ export interface PackWriterOptions {
   level?: number;
 }
 
+/** zlib's checksum (RFC 1950), which node:zlib does not expose. */
+export function adler32(buf: Buffer): number {
+  let a = 1;
+  let b = 0;
+  // Reduced every 5,552 bytes, as zlib does: the most that keeps the sums within 32 bits.
+  for (let i = 0; i < buf.length; ) {
+    const end = Math.min(buf.length, i + 5552);
+    for (; i < end; i++) {
+      a += buf[i]!;
+      b += a;
+    }
+    a %= 65521;
+    b %= 65521;
+  }
+  return ((b << 16) | a) >>> 0;
+}
+
+const STORED_BLOCK = 65535;
+
+/**
+ * A zlib stream of *stored* blocks: the body's bytes appear in it as they are, at offsets known in advance, so the
+ * server can copy a file out of the pack with copy-data. Returns the stream and where the body's bytes sit in it.
+ */
+export function storedZlib(body: Buffer): { stream: Buffer; ranges: Array<[number, number]> } {
+  const parts: Buffer[] = [Buffer.from([0x78, 0x01])];
+  const ranges: Array<[number, number]> = [];
+  let pos = 2;
+  let off = 0;
+  do {
+    const len = Math.min(STORED_BLOCK, body.length - off);
+    const last = off + len >= body.length;
+    const hdr = Buffer.alloc(5);
+    hdr[0] = last ? 1 : 0;
+    hdr.writeUInt16LE(len, 1);
+    hdr.writeUInt16LE(~len & 0xffff, 3);
+    parts.push(hdr, body.subarray(off, off + len));
+    pos += 5;
+    if (len > 0) ranges.push([pos, len]);
+    pos += len;
+    off += len;
+  } while (off < body.length);
+  const trailer = Buffer.alloc(4);
+  trailer.writeUInt32BE(adler32(body), 0);
+  parts.push(trailer);
+  return { stream: Buffer.concat(parts), ranges };
+}
+
 /** Builds a pack (v2) in memory plus its idx. Objects are added in an order where a delta base is always added before the objects that use it. */
 export class PackWriter {
   private readonly chunks: Buffer[] = [];
@@ -630,34 +677,68 @@ export class PackWriter {
     return this.entries.length;
   }
 
-  /** deltaBase: oid of an object already added; an OFS_DELTA is written if createDelta pays, else the whole object. */
-  add(oid: string, type: ObjectType, body: Buffer, deltaBase?: string): void {
+  /** Where the raw bytes of objects added with addStored sit in the pack: [offset, length] runs, in order. */
+  readonly storedRanges = new Map<string, Array<[number, number]>>();
+
+  /**
+   * A whole object whose zlib stream is stored blocks (see storedZlib): bigger on disk, the same on a compressed
+   * link, and its bytes can be copied out of the pack on the server.
+   */
+  addStored(oid: string, type: ObjectType, body: Buffer): void {
     if (this.finished) throw new Error('pack writer: add after finish');
-    if (!isOid(oid)) throw new Error(`pack writer: bad oid ${oid}`);
     if (this.info.has(oid)) return;
+    this.checkNew(oid, type, body);
+    const offset = this.pos;
+    const header = encodeEntryHeader(PACK_TYPE[type], body.length);
+    const { stream, ranges } = storedZlib(body);
+    this.push(oid, type, body, offset, 0, [header, stream]);
+    this.storedRanges.set(oid, ranges.map(([o, n]) => [offset + header.length + o, n]));
+  }
+
+  private checkNew(oid: string, type: ObjectType, body: Buffer): void {
+    if (!isOid(oid)) throw new Error(`pack writer: bad oid ${oid}`);
     // A wrong oid here would end up in a remote repository as corruption that git only notices much later.
     const actual = hashObject(type, body);
     if (actual !== oid) throw new Error(`pack writer: ${type} hashes to ${actual}, not ${oid}`);
     if (this.entries.length >= 0xffffffff) throw new Error('pack writer: too many objects');
+  }
 
+  /** Delta against `base` if it is usable and the delta pays. */
+  private deltaAgainst(base: string | undefined, type: ObjectType, body: Buffer): { delta: Buffer; base: { offset: number; depth: number } } | undefined {
+    const b = base === undefined ? undefined : this.info.get(base);
+    // The reader gives a delta its base's type, so a base of another type cannot be used.
+    if (!b || b.type !== type || b.depth >= this.maxDepth) return undefined;
+    const baseBody = this.bodies.get(base!);
+    if (!baseBody) return undefined;
+    this.bodies.delete(base!);
+    this.bodies.set(base!, baseBody);
+    const delta = createDelta(baseBody, body);
+    return delta ? { delta, base: b } : undefined;
+  }
+
+  /**
+   * deltaBase (and altBase): oids of objects already added; an OFS_DELTA against the one giving the smaller delta is
+   * written if createDelta pays, else the whole object.
+   */
+  add(oid: string, type: ObjectType, body: Buffer, deltaBase?: string, altBase?: string): void {
+    if (this.finished) throw new Error('pack writer: add after finish');
+    if (this.info.has(oid)) return;
+    this.checkNew(oid, type, body);
     const offset = this.pos;
     let depth = 0;
     let parts: Buffer[] | undefined;
-    const b = deltaBase === undefined ? undefined : this.info.get(deltaBase);
-    // The reader gives a delta its base's type, so a base of another type cannot be used.
-    if (b && b.type === type && b.depth < this.maxDepth) {
-      const baseBody = this.bodies.get(deltaBase!);
-      if (baseBody) {
-        this.bodies.delete(deltaBase!);
-        this.bodies.set(deltaBase!, baseBody);
-        const delta = createDelta(baseBody, body);
-        if (delta) {
-          parts = [encodeEntryHeader(PACK_TYPE.ofsDelta, delta.length), encodeOfsDistance(offset - b.offset), deflateSync(delta, { level: this.level })];
-          depth = b.depth + 1;
-        }
-      }
+    const a = this.deltaAgainst(deltaBase, type, body);
+    const b = altBase !== undefined && altBase !== deltaBase ? this.deltaAgainst(altBase, type, body) : undefined;
+    const d = a && b ? (b.delta.length < a.delta.length ? b : a) : a ?? b;
+    if (d) {
+      parts = [encodeEntryHeader(PACK_TYPE.ofsDelta, d.delta.length), encodeOfsDistance(offset - d.base.offset), deflateSync(d.delta, { level: this.level })];
+      depth = d.base.depth + 1;
     }
     parts ??= [encodeEntryHeader(PACK_TYPE[type], body.length), deflateSync(body, { level: this.level })];
+    this.push(oid, type, body, offset, depth, parts);
+  }
+
+  private push(oid: string, type: ObjectType, body: Buffer, offset: number, depth: number, parts: Buffer[]): void {
     let crc = 0;
     for (const p of parts) {
       crc = crc32(p, crc);

@@ -66,7 +66,7 @@ export interface UpdateHooks {
 
 export interface BranchUpdateResult {
   /** Null when the branch is not checked out there (ref only). */
-  worktree: { written: number; removed: number } | null;
+  worktree: { written: number; removed: number; copied: number } | null;
 }
 
 /** Linked worktrees keep their own HEAD and index: wsync updates only the main one, so a branch used there is refused. */
@@ -223,13 +223,15 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       const ahead = await staged.catch(() => undefined);
       const mtime = ahead?.mtime ?? Math.floor(Date.now() / 1000) - 1;
       const entries = await indexAfter(state, plan, u.src, mtime);
-      const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead).then(() => u.mark?.('worktree'));
-      commits.push(sweepStaleTemps(repo, lst));
       objectsIn = upload.then((st) => st?.commit());
+      const wt = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length, copied: 0 };
+      const fromPack = { blobs: upload.then((st) => st?.stored), committed: objectsIn, onCopied: () => wt.copied++ };
+      const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead, fromPack).then(() => u.mark?.('worktree'));
+      commits.push(sweepStaleTemps(repo, lst));
       // The lock files get their content now and are renamed over index and ref once what they describe is there.
       commits.push(applied, objectsIn.then(() => undefined));
       commits.push(locked.index!.commit(serializeIndex(entries), applied));
-      worktree = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length };
+      worktree = wt;
       commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), Promise.all([applied, objectsIn])));
     } else {
       accepted = true;

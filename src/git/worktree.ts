@@ -11,6 +11,7 @@ import { mapLimit } from '../util/limit.js';
 import { ancestors, parentOf } from '../util/paths.js';
 import { hashObject } from './objects.js';
 import type { IndexEntry } from './index-file.js';
+import type { StoredBlobs } from './filerepo.js';
 import { MODE_EXEC, MODE_FILE, MODE_GITLINK, MODE_LINK, type FlatEntry, type FlatTree, type ObjectSource } from './tree.js';
 
 /** Round trips dominate over SFTP; the transport bounds what each channel has in flight. */
@@ -278,7 +279,14 @@ export async function indexAfter(state: WorktreeState, plan: WorktreePlan, src: 
  * Files get mtime `mtime`; callers pass one second before now, because git treats an entry whose mtime is not
  * older than the index file as racily clean and re-hashes it, and an edit after this run still gets a newer mtime.
  */
-export async function applyWorktreeUpdate(t: Transport, plan: WorktreePlan, src: ObjectSource, mtime: number, staged?: StagedWorktree): Promise<void> {
+export async function applyWorktreeUpdate(
+  t: Transport,
+  plan: WorktreePlan,
+  src: ObjectSource,
+  mtime: number,
+  staged?: StagedWorktree,
+  fromPack?: { blobs: Promise<StoredBlobs | undefined>; committed: Promise<unknown>; onCopied?: () => void },
+): Promise<void> {
   const removeSet = new Set(plan.removes);
   // Staged files never sit at or under a path being removed (see stageable), so they go in alongside the removals.
   const writing = new Set(plan.writes.map((w) => w.path));
@@ -327,6 +335,14 @@ export async function applyWorktreeUpdate(t: Transport, plan: WorktreePlan, src:
     if (obj.type !== 'blob') throw new WsyncError('E_GIT_CORRUPT', `${path}: ${entry.oid} is a ${obj.type}, not a blob`);
     if (entry.mode === MODE_LINK) return t.symlink(path, obj.body.toString('utf8'));
     const mode = entry.mode === MODE_EXEC ? 0o755 : 0o644;
+    const stored = fromPack && t.caps.copyData ? await fromPack.blobs.catch(() => undefined) : undefined;
+    const ranges = stored?.ranges.get(entry.oid);
+    if (stored && ranges) {
+      // The pack just pushed holds these bytes as they are: the server copies them out, none cross the link again.
+      await fromPack!.committed;
+      await t.writeFromRanges(path, stored.pack, ranges, { mode, mtime, size: obj.body.length });
+      return fromPack!.onCopied?.();
+    }
     await t.writeFile(path, (async function* () { yield obj.body; })(), { mode, mtime, size: obj.body.length });
   });
   await renamed;

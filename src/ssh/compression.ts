@@ -120,6 +120,8 @@ export interface ProbeOptions {
    * link, where the server's level 6 could be slower than the link, and we cannot change its level.
    */
   replies: boolean;
+  /** zlib level for what we send when compressing (default 1); small transfers can afford a stronger one. */
+  level?: number;
 }
 
 /**
@@ -164,7 +166,7 @@ export function probeCompression(client: Client, mode: CompressMode, dialStart: 
       const z = proto?._packetRW?.write?._zlib;
       const deflate = z?._handle;
       if (!z || !deflate || mode === 'off') return { greetingMs };
-      const level = mode === 'on' || wan() ? SEND_LEVEL : 0;
+      const level = mode === 'on' || wan() ? (opts.level ?? SEND_LEVEL) : 0;
       // Nothing has been compressed yet (ssh2 creates the deflater on USERAUTH_SUCCESS, 'ready' follows at once),
       // so changing the parameters cannot split a block.
       deflate.params(level, 0);

@@ -38,6 +38,8 @@ export interface ConnectOptions {
   compress?: CompressMode;
   /** Auto mode on a WAN link: the server compresses what it sends too (see ProbeOptions.replies). */
   compressReplies?: boolean;
+  /** zlib level for what we send when compressing (ProbeOptions.level). */
+  compressLevel?: number;
   /** Test hook / advanced: bypass `ssh -G`. */
   useSshBinary?: boolean;
   /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
@@ -225,7 +227,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     client.once('close', () => fail(new Error('connection closed during handshake')));
     const dialStart = performance.now();
     client.connect(cfg);
-    probe = probeCompression(client, compress, dialStart, { replies: opts.compressReplies ?? false });
+    probe = probeCompression(client, compress, dialStart, { replies: opts.compressReplies ?? false, level: opts.compressLevel });
     signWithoutQuery(client);
     // The socket is dialling now (known_hosts and keys were read before it).
     opts.onDialing?.();

@@ -11,6 +11,8 @@ export async function openTarget(
     onDialing?: () => void;
     /** What the server will send is mostly metadata (a push): worth compressing on a WAN link. */
     compressReplies?: boolean;
+    /** zlib level for what we send when compressing. */
+    compressLevel?: number;
   },
 ): Promise<Transport> {
   const t = typeof target === 'string' ? parseTarget(target) : target;
@@ -29,6 +31,7 @@ export async function openTarget(
     channels: o.channels,
     compress: o.compress === true ? 'on' : o.compress === false ? 'off' : 'auto',
     compressReplies: o.compressReplies,
+    compressLevel: o.compressLevel,
     useSshBinary: o.useSshBinary,
     onDialing: o.onDialing,
   });

@@ -144,6 +144,13 @@ export interface Transport {
    * E_CONFLICT without touching it (a missing file is also E_CONFLICT). Needs caps.copyData.
    */
   rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
+  /**
+   * Writes `rel` (as writeFile does: temp name, mode and mtime, fsync, atomic rename) from byte ranges of another
+   * file on the same side, `ranges` = [offset, length] in order; over SFTP the server copies them (copy-data), so
+   * no file bytes cross the link. Needs caps.copyData. The source must not change meanwhile (it is read, not
+   * checked): meant for a file this run wrote, such as a just committed git pack.
+   */
+  writeFromRanges(rel: string, srcRel: string, ranges: ReadonlyArray<readonly [number, number]>, meta: WriteMeta): Promise<void>;
   /** Writes a small file atomically; with exclusive, returns false when the name already exists. */
   writeSmall(rel: string, data: Buffer, opts?: { exclusive?: boolean; mode?: number; parents?: boolean | 'last' }): Promise<boolean>;
   /**

@@ -265,6 +265,30 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       return { oldData, newData, ops, source, asked };
     };
 
+    it('writes a file from ranges of another, or refuses without copy-data', async () => {
+      const src = randomBytes(200_000);
+      mkdirSync(join(root, 'fr'), { recursive: true });
+      writeFileSync(join(root, 'fr/src.pack'), src);
+      const ranges: Array<[number, number]> = [[7, 65_535], [65_547, 65_535], [131_087, 1000]];
+      const want = Buffer.concat(ranges.map(([o, n]) => src.subarray(o, o + n)));
+      const meta = { mode: 0o755, mtime: 1_650_000_700, size: want.length };
+      if (!t.caps.copyData) {
+        await expect(t.writeFromRanges('fr/out', 'fr/src.pack', ranges, meta)).rejects.toBeInstanceOf(WsyncError);
+        expect(existsSync(join(root, 'fr/out'))).toBe(false);
+        return;
+      }
+      await t.writeFromRanges('fr/out', 'fr/src.pack', ranges, meta);
+      expect(readFileSync(join(root, 'fr/out')).equals(want)).toBe(true);
+      const st = lstatSync(join(root, 'fr/out'));
+      expect([st.mode & 0o777, Math.floor(st.mtimeMs / 1000)]).toEqual([0o755, 1_650_000_700]);
+      await t.writeFromRanges('fr/empty', 'fr/src.pack', [], { mode: 0o644, mtime: 1_650_000_700, size: 0 });
+      expect(readFileSync(join(root, 'fr/empty')).length).toBe(0);
+      // A wrong size is caught, and nothing is left at the path.
+      await expect(t.writeFromRanges('fr/bad', 'fr/src.pack', [[0, 10]], { mode: 0o644, mtime: 1_650_000_700, size: 11 })).rejects.toBeInstanceOf(WsyncError);
+      expect(existsSync(join(root, 'fr/bad'))).toBe(false);
+      expect(readdirSync(join(root, 'fr')).sort()).toEqual(['empty', 'out', 'src.pack']);
+    });
+
     it('rebuilds a file from its old version and literal bytes, atomically, or refuses without copy-data', async () => {
       const c = rebuildCase();
       const p = join(root, 'rb.bin');

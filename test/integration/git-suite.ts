@@ -14,6 +14,8 @@ import { commit, expectHealthy, git, gitTry, initRepo, snapshotTree } from '../s
 export interface GitSuiteTarget {
   spec(dir: string): string;
   options: GitPushOptions;
+  /** The target can copy within itself (SFTP copy-data, or a local directory): a new work tree is built from the pack. */
+  copyData: boolean;
   stop(): Promise<void>;
 }
 
@@ -136,12 +138,25 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       const r = await push(local, spec);
       expect(r.packed).toBe(true);
       expect(r.objects).toBeGreaterThanOrEqual(100);
+      // A new repository: the tip's 125 files went into the pack whole and were copied out of it on the server.
+      expect(r.worktree).toMatchObject({ written: 125, copied: t.copyData ? 125 : 0 });
       const packs = git(remote, 'count-objects', '-v');
       expect(packs).toMatch(/packs: 1/);
       for (const idx of git(remote, 'rev-parse', '--git-path', 'objects/pack').trim().split('\n')) {
         const list = readdirIdx(join(remote, idx));
         expect(list.length).toBe(1);
         git(remote, 'verify-pack', join(remote, idx, list[0]));
+        // git's order: the newest version of f/1.txt whole, the older ones deltas against it.
+        const depth = new Map(
+          git(remote, 'verify-pack', '-v', join(remote, idx, list[0]))
+            .split('\n')
+            .map((l) => l.trim().split(/\s+/))
+            .filter((f) => f.length >= 5 && /^[0-9a-f]{40}$/.test(f[0]))
+            .map((f) => [f[0], f.length >= 7 ? Number(f[5]) : 0]),
+        );
+        const versions = git(remote, 'log', '--format=%H', '--', 'f/1.txt').trim().split('\n').map((c) => git(remote, 'rev-parse', `${c}:f/1.txt`).trim());
+        expect(depth.get(versions[0])).toBe(0);
+        for (const v of versions.slice(1)) expect(depth.get(v)).toBeGreaterThan(0);
       }
       expectMirrors(local, remote);
     });

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32, deflateSync } from 'node:zlib';
+import { crc32, deflateSync, inflateSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { encodeTree, hashObject, type GitObject, type ObjectType } from '../../src/git/objects.js';
 import {
@@ -16,6 +16,7 @@ import {
   PackIndex,
   PackReader,
   PackWriter,
+  storedZlib,
   writeIndex,
 } from '../../src/git/pack.js';
 import { xorshiftBytes } from '../support/xorshift.js';
@@ -397,6 +398,37 @@ describe('writing packs', () => {
 
     const reader = new PackReader(bufferAccess(r.pack), PackIndex.parse(r.idx));
     for (const v of hist) expect((await reader.read(v.blob)).body.equals(v.body)).toBe(true);
+  });
+
+  it('stores whole objects as zlib stored blocks: valid zlib, valid for git, and their bytes at the offsets it gives', async () => {
+    for (const n of [0, 1, 65535, 65536, 200_000]) {
+      const body = xorshiftBytes(n + 1, n);
+      const { stream, ranges } = storedZlib(body);
+      expect(inflateSync(stream).equals(body)).toBe(true);
+      expect(Buffer.concat(ranges.map(([o, len]) => stream.subarray(o, o + len))).equals(body)).toBe(true);
+    }
+    const w = new PackWriter();
+    const hist = buildHistory(3, true, w);
+    // The newest version whole and stored; an older one as a delta against it (altBase), as a push lays out a tip.
+    const tip = Buffer.concat([textVersion(3000, 9, 3), xorshiftBytes(5, 70_000)]);
+    const tipOid = hashObject('blob', tip);
+    w.addStored(tipOid, 'blob', tip);
+    const older = Buffer.concat([textVersion(3000, 8, 3), xorshiftBytes(5, 70_000)]);
+    const olderOid = hashObject('blob', older);
+    w.add(olderOid, 'blob', older, hist[2].blob, tipOid);
+    const r = w.finish();
+    const ranges = w.storedRanges.get(tipOid)!;
+    expect(ranges.length).toBeGreaterThan(1);
+    expect(Buffer.concat(ranges.map(([o, len]) => r.pack.subarray(o, o + len))).equals(tip)).toBe(true);
+    const repo = newRepo('stored');
+    const base = install(repo, r);
+    const lines = verifyPack(repo, `${base}.idx`);
+    expect(lines.find((l) => l.oid === olderOid)?.depth).toBe(1);
+    git(repo, ['fsck', '--strict', '--no-dangling', '--no-reflogs', '--unreachable']);
+    expect(git(repo, ['cat-file', 'blob', tipOid]).equals(tip)).toBe(true);
+    expect(git(repo, ['cat-file', 'blob', olderOid]).equals(older)).toBe(true);
+    const reader = new PackReader(bufferAccess(r.pack), PackIndex.parse(r.idx));
+    expect((await reader.read(tipOid)).body.equals(tip)).toBe(true);
   });
 
   it('caps delta chains at depth 50', () => {

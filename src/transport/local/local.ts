@@ -328,6 +328,25 @@ export class LocalTransport implements Transport {
     return tmp;
   }
 
+  async writeFromRanges(rel: string, srcRel: string, ranges: ReadonlyArray<readonly [number, number]>, meta: WriteMeta): Promise<void> {
+    const src = await fsp.open(this.abs(srcRel), C.O_RDONLY).catch((err) => {
+      throw ioError(err, `cannot open ${this.abs(srcRel)}`);
+    });
+    try {
+      const parts = async function* () {
+        for (const [off, len] of ranges) {
+          const buf = Buffer.allocUnsafe(len);
+          const { bytesRead } = await src.read(buf, 0, len, off);
+          if (bytesRead !== len) throw new WsyncError('E_LOCAL_IO', `${srcRel} ends before ${off + len}`);
+          yield buf;
+        }
+      };
+      await this.writeFile(rel, parts(), meta);
+    } finally {
+      await src.close();
+    }
+  }
+
   async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
     checkRebuildOps(ops, old.size, meta.size);
     await this.assertRealParents(rel);

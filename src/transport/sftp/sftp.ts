@@ -20,6 +20,16 @@ interface ChannelSlot {
   bytes: Semaphore;
 }
 
+/** After a failed copy into a temp: let the requests in flight finish, then close and remove the temp, close the source. */
+async function discardTemp(ch: SftpChannel, inflight: Promise<unknown>[], hTmp: Buffer | undefined, tmp: string, hSrc: Buffer | undefined): Promise<void> {
+  await Promise.allSettled(inflight);
+  if (hTmp) {
+    await ch.close(hTmp).catch(() => undefined);
+    await ch.unlink(tmp).catch(() => undefined);
+  }
+  if (hSrc) await ch.close(hSrc).catch(() => undefined);
+}
+
 /**
  * An SFTP server as a Transport. Work is spread over several channels of one SSH connection (each channel is
  * its own sftp-server process with its own flow-control window), and every per-file sequence is sent without
@@ -521,15 +531,48 @@ export class SftpTransport implements Transport {
         await Promise.allSettled(inflight);
         if (failed) throw failed;
       } catch (err) {
-        await Promise.allSettled(inflight);
-        if (hTmp) {
-          await ch.close(hTmp).catch(() => undefined);
-          await ch.unlink(tmp).catch(() => undefined);
-        }
-        if (hOld) await ch.close(hOld).catch(() => undefined);
+        await discardTemp(ch, inflight, hTmp, tmp, hOld);
         throw mapSftpError(err, `cannot rebuild ${where}`);
       }
       await this.commit(ch, tmp, rel, opts);
+    });
+  }
+
+  async writeFromRanges(rel: string, srcRel: string, ranges: ReadonlyArray<readonly [number, number]>, meta: WriteMeta): Promise<void> {
+    if (!this.caps.copyData) throw new WsyncError('E_INTERNAL', `writeFromRanges needs copy-data, which ${this.label} does not offer`);
+    return this.onChannel(async (slot) => {
+      const { ch } = slot;
+      const tmp = this.abs(tempNameFor(rel));
+      const where = this.describe(rel);
+      // Both opens in one round trip, then everything up to the close without waiting: the server applies a
+      // channel's requests in order. Copy-data needs both handles in one sftp-server, hence one channel.
+      const [s, d] = await Promise.allSettled([ch.open(this.abs(srcRel), 'r'), ch.open(tmp, 'wx', { mode: meta.mode & 0o777 })]);
+      const hSrc = s.status === 'fulfilled' ? s.value : undefined;
+      const hTmp = d.status === 'fulfilled' ? d.value : undefined;
+      const ops: Promise<unknown>[] = [];
+      try {
+        if (s.status === 'rejected') throw mapSftpError(s.reason, `cannot open ${this.describe(srcRel)}`);
+        if (d.status === 'rejected') throw mapSftpError(d.reason, `cannot create ${where}`);
+        let pos = 0;
+        for (const [off, len] of ranges) {
+          ops.push(ch.copyData(hSrc!, off, len, hTmp!, pos));
+          pos += len;
+        }
+        ops.push(ch.fsetstat(hTmp!, { mode: meta.mode & 0o7777, atime: meta.mtime, mtime: meta.mtime }));
+        if (ch.has('fsync@openssh.com')) ops.push(ch.fsync(hTmp!));
+        ops.push(
+          ch.fstat(hTmp!).then((st) => {
+            if (st.size !== meta.size) throw new WsyncError('E_REMOTE_IO', `${where}: copied ${st.size} bytes, expected ${meta.size}`);
+          }),
+        );
+        ops.push(ch.close(hTmp!), ch.close(hSrc!));
+        const failed = (await Promise.allSettled(ops)).find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+        if (failed) throw failed.reason;
+      } catch (err) {
+        await discardTemp(ch, ops, hTmp, tmp, hSrc);
+        throw mapSftpError(err, `cannot write ${where}`);
+      }
+      await this.commit(ch, tmp, rel, {});
     });
   }
 
