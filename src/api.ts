@@ -7,7 +7,7 @@ import { LocalTransport } from './transport/local/local.js';
 import { openTarget } from './transport/open.js';
 import type { HostKeyPrompt } from './ssh/connect.js';
 import type { AuthPrompt } from './ssh/auth.js';
-import { runSync, type Direction, type SyncEvent, type SyncResult } from './transfer/engine.js';
+import type { Direction, SyncEvent, SyncResult } from './transfer/engine.js';
 
 export interface SyncOptions {
   /** Remove destination paths the source no longer has (never excluded ones, never after an error). */
@@ -67,7 +67,14 @@ async function run(direction: Direction, localDir: string, target: Target | stri
         })
       : undefined;
   const t0 = Date.now();
-  const remote = await openTarget(spec, { ...o, compressReplies: direction === 'push' }).catch(async (err) => {
+  let dialing!: () => void;
+  const dialed = new Promise<void>((resolve) => (dialing = resolve));
+  const remoteP = openTarget(spec, { ...o, compressReplies: direction === 'push', onDialing: dialing });
+  remoteP.catch(() => undefined).finally(dialing);
+  // The engine's modules load while the SSH handshake waits on the network (~50 ms of a run's start).
+  await dialed;
+  const { runSync } = await import('./transfer/engine.js');
+  const remote = await remoteP.catch(async (err) => {
     await cache?.catch(() => undefined);
     throw err;
   });
