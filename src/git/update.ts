@@ -225,7 +225,8 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       const entries = await indexAfter(state, plan, u.src, mtime);
       objectsIn = upload.then((st) => st?.commit());
       const wt = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length, copied: 0 };
-      const fromPack = { blobs: upload.then((st) => st?.stored), committed: objectsIn, onCopied: () => wt.copied++ };
+      // A failed upload fails the push through objectsIn; here it only means no copies from the pack.
+      const fromPack = { blobs: upload.then((st) => st?.stored).catch(() => undefined), committed: objectsIn, onCopied: () => wt.copied++ };
       const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead, fromPack).then(() => u.mark?.('worktree'));
       commits.push(sweepStaleTemps(repo, lst));
       // The lock files get their content now and are renamed over index and ref once what they describe is there.
