@@ -336,8 +336,11 @@ export class LocalTransport implements Transport {
       const parts = async function* () {
         for (const [off, len] of ranges) {
           const buf = Buffer.allocUnsafe(len);
-          const { bytesRead } = await src.read(buf, 0, len, off);
-          if (bytesRead !== len) throw new WsyncError('E_LOCAL_IO', `${srcRel} ends before ${off + len}`);
+          for (let got = 0; got < len; ) {
+            const { bytesRead } = await src.read(buf, got, len - got, off + got);
+            if (bytesRead === 0) throw new WsyncError('E_LOCAL_IO', `${srcRel} ends before ${off + len}`);
+            got += bytesRead;
+          }
           yield buf;
         }
       };
