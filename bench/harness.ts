@@ -23,6 +23,10 @@ export interface Cell {
   down?: number;
   /** Client → server bytes per second while the bulk of the data moved (proxy timeline), where measured. */
   steadyRate?: number;
+  /** Wall times of every run, when a case is run several times (the cell shows the median run). */
+  runs?: number[];
+  /** Largest up + down of those runs. */
+  maxWire?: number;
   note?: string;
   /** Full stderr/stdout tail, for the failures section. */
   detail?: string;

@@ -47,6 +47,8 @@ export interface SyncOptions {
   useSshBinary?: boolean;
   /** Test hook. */
   afterTransfer?: (path: string) => void;
+  /** Diagnostics: which shortcuts a run took (see EngineOptions.onTrace). */
+  onTrace?: (what: string, path?: string) => void;
 }
 
 export type { SyncResult, SyncEvent };
@@ -93,6 +95,7 @@ async function run(direction: Direction, localDir: string, target: Target | stri
       breakLock: o.breakLock ?? false,
       onEvent: o.onEvent,
       afterTransfer: o.afterTransfer,
+      onTrace: o.onTrace,
       cacheTarget,
       cache,
     });

@@ -141,6 +141,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
     authPrompt,
     onEvent: renderer.onEvent,
+    onTrace: process.env.WSYNC_DEBUG ? (what, path) => process.stderr.write(`trace: ${what}${path ? ` ${path}` : ''}\n`) : undefined,
   };
   const { push, pull } = await import('../api.js');
   const result = direction === 'push' ? await push(a.local, a.remote, opts) : await pull(a.local, a.remote, opts);

@@ -13,6 +13,7 @@ import {
 } from './knownHosts.js';
 import { prepareAuth, signWithoutQuery, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
+import { readyBeforeLimits } from '../transport/sftp/ready.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {
@@ -241,6 +242,7 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
   const host = await resolveHost(alias, { configFile: opts.configFile, user: opts.user, port: opts.port, useSshBinary: opts.useSshBinary });
   const { client, chain } = await openClient(host, opts);
   const want = Math.max(1, opts.channels ?? 8);
+  readyBeforeLimits(client);
   const opened = await Promise.allSettled(
     Array.from({ length: want }, () => new Promise<SftpChannel>((resolve, reject) => client.sftp((err, sftp) => (err ? reject(err) : resolve(new SftpChannel(sftp)))))),
   );

@@ -33,6 +33,47 @@ describe('chunk cache', () => {
     expect(toChunkRefs(fromChunked(c))).toEqual(c.chunks);
   });
 
+  it('remembers the big files the target holds, with their contents, and forgets the rest', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wsync-cc-'));
+    try {
+      const file = join(dir, 'r.json.gz');
+      const c = await ChunkCache.load(file, label);
+      const a = sample();
+      c.addContent(a);
+      const unknown = sample();
+      c.setRemote([
+        ['big.bin', { type: 'file', size: a.size, mtime: 1_700_000_000, sha256: a.sha256, chunker: a.spec }],
+        // No chunk list here, no chunker, not a file: nothing to start a rebuild from.
+        ['other.bin', { type: 'file', size: unknown.size, mtime: 1, sha256: unknown.sha256, chunker: unknown.spec }],
+        ['small.txt', { type: 'file', size: 3, mtime: 1, sha256: 'ab'.repeat(32) }],
+        ['dir', { type: 'dir', size: 0, mtime: 1 }],
+      ]);
+      await c.save(() => false, []);
+      const d = await ChunkCache.load(file, label);
+      expect([...d.remoteFiles()].map(([rel, r]) => [rel, r.size, r.mtime, r.list.sha256])).toEqual([['big.bin', a.size, 1_700_000_000, a.sha256]]);
+      // The record keeps its content even when nothing else refers to it.
+      expect(d.content(a.sha256, a.spec)).toBeDefined();
+      d.setRemote([['big.bin', { type: 'file', size: a.size, mtime: 1_700_000_000, sha256: a.sha256, chunker: a.spec }]]);
+      expect(d.modified).toBe(false);
+      d.setRemote([]);
+      expect(d.modified).toBe(true);
+      await d.save(() => false, []);
+      expect([...(await ChunkCache.load(file, label)).remoteFiles()]).toEqual([]);
+      // A record whose size does not match its content's is damage: ignored.
+      const doc = JSON.parse(gunzipSync(readFileSync(file)).toString());
+      const e = await ChunkCache.load(file, label);
+      e.addContent(a);
+      await e.save(() => false, [contentKey(a.sha256, a.spec)]);
+      const doc2 = JSON.parse(gunzipSync(readFileSync(file)).toString());
+      doc2.remote = [['big.bin', a.size + 1, 5, contentKey(a.sha256, a.spec)], ['x', 'nan', 5, 'k']];
+      writeFileSync(file, gzipSync(JSON.stringify(doc2)));
+      expect([...(await ChunkCache.load(file, label)).remoteFiles()]).toEqual([]);
+      expect(doc.remote).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('saves atomically, loads what it saved, and keeps only what is still referenced', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'wsync-cc-'));
     try {

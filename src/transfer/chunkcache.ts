@@ -8,6 +8,8 @@
  *     run reads the manifest: a 200 MB file at 16 KiB chunks would add ~220 KB to each read and each write of it.
  *   - files: local path → (stamp, SHA-256). A stamp is device, inode, size, mtime and ctime (Transport.stamp), so
  *     a file whose stamp is unchanged is not read or hashed again.
+ * Plus, for big files, what the target held after the last run (path → size, mtime, content): enough to start a
+ * changed file's rebuild before this run has read the manifest, which then confirms or cancels it.
  *
  * Losing the cache costs one whole upload per changed big file, never a wrong result: it is read defensively
  * (anything unexpected is a miss) and replaced atomically.
@@ -93,6 +95,7 @@ export function cacheFileFor(dir: string, localRoot: string, target: string): st
 
 type WireContent = [key: string, spec: [string, number, number, number], size: number, ids: string, lengths: string];
 type WireFile = [path: string, stamp: string, key: string];
+type WireRemote = [path: string, size: number, mtime: number, key: string];
 interface WireDoc {
   format: string;
   version: number;
@@ -100,11 +103,21 @@ interface WireDoc {
   target?: string;
   contents: WireContent[];
   files: WireFile[];
+  /** Added without a version bump: older builds ignore it. */
+  remote?: WireRemote[];
+}
+
+/** A big file as the target held it after the last run. */
+export interface RemoteRecord {
+  size: number;
+  mtime: number;
+  list: ChunkList;
 }
 
 export class ChunkCache {
   private contents = new Map<string, ChunkList>();
   private files = new Map<string, { stamp: string; key: string }>();
+  private remotes = new Map<string, { size: number; mtime: number; key: string }>();
   private dirty = false;
 
   private constructor(
@@ -131,6 +144,13 @@ export class ChunkCache {
       if (!Array.isArray(rec) || rec.length !== 3 || !rec.every((v) => typeof v === 'string')) continue;
       if (c.contents.has(rec[2])) c.files.set(rec[0], { stamp: rec[1], key: rec[2] });
     }
+    for (const rec of Array.isArray(doc.remote) ? doc.remote : []) {
+      if (!Array.isArray(rec) || rec.length !== 4) continue;
+      const [rel, size, mtime, key] = rec as unknown[];
+      if (typeof rel !== 'string' || typeof key !== 'string' || !Number.isSafeInteger(size) || !Number.isSafeInteger(mtime)) continue;
+      const list = c.contents.get(key);
+      if (list && list.size === size) c.remotes.set(rel, { size: size as number, mtime: mtime as number, key });
+    }
     return c;
   }
 
@@ -156,6 +176,31 @@ export class ChunkCache {
       const list = this.contents.get(f.key);
       if (list) yield { rel, stamp: f.stamp, list };
     }
+  }
+
+  /** The big files the target held after the last run whose chunk lists are here. */
+  *remoteFiles(): IterableIterator<[string, RemoteRecord]> {
+    for (const [rel, r] of this.remotes) {
+      const list = this.contents.get(r.key);
+      if (list) yield [rel, { size: r.size, mtime: r.mtime, list }];
+    }
+  }
+
+  /** Records what the target now holds: its files with a chunker (and a cached chunk list); the rest is forgotten. */
+  setRemote(entries: Iterable<[string, { type: string; size: number; mtime: number; sha256?: string; chunker?: ChunkerSpec }]>): void {
+    const next = new Map<string, { size: number; mtime: number; key: string }>();
+    for (const [rel, e] of entries) {
+      if (e.type !== 'file' || !e.sha256 || !e.chunker) continue;
+      const key = contentKey(e.sha256, e.chunker);
+      if (this.contents.has(key)) next.set(rel, { size: e.size, mtime: e.mtime, key });
+    }
+    const same = next.size === this.remotes.size && [...next].every(([rel, r]) => {
+      const o = this.remotes.get(rel);
+      return o !== undefined && o.size === r.size && o.mtime === r.mtime && o.key === r.key;
+    });
+    if (same) return;
+    this.remotes = next;
+    this.dirty = true;
   }
 
   addContent(list: ChunkList): void {
@@ -188,6 +233,12 @@ export class ChunkCache {
       files.push([rel, f.stamp, f.key]);
       keep.add(f.key);
     }
+    const remote: WireRemote[] = [];
+    for (const [rel, r] of this.remotes) {
+      if (!this.contents.has(r.key)) continue;
+      remote.push([rel, r.size, r.mtime, r.key]);
+      keep.add(r.key);
+    }
     const contents: WireContent[] = [];
     for (const [key, l] of this.contents) {
       if (!keep.has(key)) continue;
@@ -195,7 +246,7 @@ export class ChunkCache {
       l.lengths.forEach((v, i) => lengths.writeUInt32LE(v, i * 4));
       contents.push([key, [l.spec.id, l.spec.min, l.spec.avg, l.spec.max], l.size, l.ids.toString('base64'), lengths.toString('base64')]);
     }
-    const doc: WireDoc = { format: CACHE_FORMAT, version: CACHE_VERSION, ...this.label, contents, files };
+    const doc: WireDoc = { format: CACHE_FORMAT, version: CACHE_VERSION, ...this.label, contents, files, remote };
     const dir = path.dirname(this.file);
     const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {

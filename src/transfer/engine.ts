@@ -15,6 +15,7 @@ import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js
 import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
 import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
 import { chunkReader, hashingStream, verifiedLiterals } from './delta.js';
+import { Speculations } from './speculate.js';
 
 export const WSYNC_VERSION = '0.1.0';
 
@@ -106,6 +107,8 @@ export interface EngineOptions {
   cacheTarget?: string;
   /** A cache already loaded (and prewarmed) while the connection was being set up. */
   cache?: Promise<ChunkCache>;
+  /** Test hook: how the run used its shortcuts ('speculation used', 'speculation discarded', 'manifest prewritten'). */
+  onTrace?: (what: string, path?: string) => void;
 }
 
 /**
@@ -163,6 +166,15 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   lockP?.catch(() => undefined);
   const earlyManifestP = pin ? readManifest(pin) : undefined;
   earlyManifestP?.catch(() => undefined);
+  // Changed big files the cache knows start their rebuilds now, to be adopted or dropped once the plan is made.
+  const specsP =
+    lockP && o.cache && o.direction === 'push' && o.remote.caps.copyData
+      ? o.cache.then((c) => Speculations.start(o.local, o.remote, c, lockP, MAX_COPY_LENGTH)).catch(() => undefined)
+      : undefined;
+  const trace = o.onTrace ?? (() => undefined);
+  void specsP?.then((s) => {
+    for (const [rel] of s?.contents() ?? []) trace('speculation staged', rel);
+  });
   // The new manifest's temp file is created in the same round trip (on a first run .wsync/ is not there yet and
   // the end falls back to writeManifest): at the end it needs only its data and the rename, one trip less.
   const manifestTmpP = pin
@@ -213,13 +225,15 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     }
   };
   const lock = await lockP?.catch(async (err) => {
-    await (await manifestTmpP)?.abort();
+    await Promise.all([(await manifestTmpP)?.abort(), (await specsP)?.discardAll()]);
     throw err;
   });
   // Once only: the final manifest's rename may already have released it, and a second unlink could remove the
   // lock of a run that took over in between.
   let released: Promise<void> | undefined;
   const release = lock ? () => (released ??= lock.release()) : undefined;
+  /** The manifest the target has at the end (for the chunk cache); unset when this run wrote nothing. */
+  let finalTree: Tree | undefined;
   mark('locked');
   try {
     const remoteRules = new IgnoreRules(o.filter);
@@ -254,6 +268,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const srcTree = o.direction === 'push' ? localTree : remoteTree;
     const dstTree = o.direction === 'push' ? remoteTree : localTree;
     stats.filesScanned = srcTree.size;
+    const specs = await specsP;
+    // A file with a staged rebuild was cut in this version (its stamp is checked again before the rename): its
+    // hash is known now, which lets the final manifest be written ahead (below).
+    for (const [rel, c] of specs?.contents() ?? []) {
+      const e = srcTree.get(rel);
+      if (e?.type === 'file' && e.sha256 === undefined && e.size === c.size && e.mtime === c.mtime) e.sha256 = c.sha256;
+    }
 
     // A touched file (same size, new mtime) is hashed locally so the plan can fix its time instead of resending.
     if (o.direction === 'push') {
@@ -318,8 +339,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       return finish();
     }
 
+    const ownTemps = specs?.temps() ?? new Set<string>();
     await Promise.all([
-      ...remoteWalk.temps.map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
+      ...remoteWalk.temps.filter((t) => !ownTemps.has(t)).map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
       ...localWalk.temps.map((t) => o.local.remove(t, 'file').catch(() => undefined)),
     ]);
 
@@ -338,6 +360,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       return t;
     };
     const writer = { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction };
+    // When every file to be sent has a known hash, the manifest the run will end with is known now: written into
+    // its temp while the transfers run, it then only needs the rename at the end (one round trip less), as long
+    // as everything went as planned.
+    const predicted = predictNext(p, base);
+    const tmpNow = predicted && !(manifest && sameTree(predicted, manifest.entries)) ? await manifestTmpP : undefined;
+    const prewritten = tmpNow ? tmpNow.write(encodeManifest({ entries: predicted! }, writer)).then(() => true, () => false) : undefined;
     let checkpointing: Promise<void> | undefined;
     const timer = setInterval(() => {
       if (checkpointing) return;
@@ -438,6 +466,20 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (b?.type !== 'file' || !b.sha256 || !b.chunker || d?.type !== 'file' || d.size !== b.size || d.mtime !== b.mtime) return false;
       const spec = specForUpdate(b.chunker, e.size);
       if (!sameSpec(spec, b.chunker)) return false;
+      const early = specs?.take(op.path, b, d, e, spec);
+      if (early) {
+        const staged = await early.staged.catch(() => undefined);
+        // Still the version that was cut: otherwise the copies may not match what the file now holds.
+        if (staged && (await o.local.stamp(op.path).catch(() => null)) === early.stamp) {
+          trace('speculation used', op.path);
+          await staged.commit();
+          deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta);
+          return true;
+        }
+        trace('speculation discarded', op.path);
+        // A failed stage is redone below, which reports whatever is wrong (e.g. an outside edit) the usual way.
+        await staged?.abort();
+      }
       const old = (await getCache()).content(b.sha256, spec);
       if (!old) return false;
       const reader = await o.local.openReader(op.path);
@@ -453,20 +495,25 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           progress();
         });
         await dst.rebuildFile(op.path, { size: b.size, mtime: b.mtime }, dp.ops, literal, { mode: e.mode, mtime: e.mtime, size: e.size });
-        next.set(op.path, { ...e, sha256: cur.sha256, chunker: spec });
-        stats.filesSent++;
-        stats.filesDelta++;
-        stats.bytesSent += dp.literalBytes;
-        stats.bytesReused += dp.copyBytes;
-        bytesDone += dp.copyBytes;
-        filesDone++;
-        progress();
-        emit({ type: 'item', action: '*', path: op.path, kind: 'file', bytes: dp.literalBytes, reused: dp.copyBytes });
-        o.afterTransfer?.(op.path);
+        deltaDone(op, cur.sha256, spec, dp.copyBytes, dp);
         return true;
       } finally {
         await reader.close();
       }
+    };
+
+    /** Bookkeeping of a finished rebuild; `progressBytes`: what progress has not counted yet. */
+    const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }) => {
+      next.set(op.path, { ...op.entry, sha256, chunker: spec });
+      stats.filesSent++;
+      stats.filesDelta++;
+      stats.bytesSent += dp.literalBytes;
+      stats.bytesReused += dp.copyBytes;
+      bytesDone += progressBytes;
+      filesDone++;
+      progress();
+      emit({ type: 'item', action: '*', path: op.path, kind: 'file', bytes: dp.literalBytes, reused: dp.copyBytes });
+      o.afterTransfer?.(op.path);
     };
 
     const execOp = async (op: Op): Promise<void> => {
@@ -539,6 +586,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         }
       });
       mark('transfers');
+      const discarding = specs?.discardAll();
       await mapLimit(dirMetas, o.concurrency, runOp);
       progress(true);
 
@@ -561,12 +609,18 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       clearInterval(timer);
       await checkpointing;
       mark('deletes');
+      await discarding;
       if (!manifest || !sameTree(next, manifest.entries)) {
         const tmp = await manifestTmpP;
         // The lock goes right behind the rename on the same channel: the server runs them in that order.
-        if (tmp) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, () => release?.().catch(() => undefined) ?? Promise.resolve());
+        const unlock = () => release?.().catch(() => undefined) ?? Promise.resolve();
+        if (tmp && prewritten && sameTree(next, predicted!) && (await prewritten)) {
+          trace('manifest prewritten');
+          await tmp.commit(null, MANIFEST_PATH, undefined, unlock);
+        } else if (tmp && !prewritten) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, unlock);
         else await writeManifest(o.remote, { entries: next }, writer);
       }
+      finalTree = next;
       mark('manifest');
       return finish(deletesSkipped);
     } catch (err) {
@@ -574,13 +628,21 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       await checkpointing;
       // A run cut short still records what it completed (when the server is still there to take it), unless the
       // lock is already given up (the final manifest's rename failed after the lock went behind it).
-      if (!released) await writeManifest(o.remote, { entries: checkpoint() }, writer).catch(() => undefined);
+      if (!released) {
+        const cp = checkpoint();
+        await writeManifest(o.remote, { entries: cp }, writer).then(() => (finalTree = cp), () => (finalTree = new Map()));
+      }
       throw err;
     }
   } finally {
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
-    await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined)]);
-    if (cacheP) await (await cacheP).save(livePaths, contentKeys(liveTrees));
+    await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), (await specsP)?.discardAll()]);
+    if (cacheP) {
+      const cache = await cacheP;
+      // What the target holds now, for the next run's early rebuilds (unknown after a failed manifest write: none).
+      if (finalTree) cache.setRemote(finalTree);
+      await cache.save(livePaths, contentKeys(liveTrees));
+    }
   }
 
   function finish(deletesSkipped?: string): SyncResult {
@@ -600,6 +662,21 @@ function carryChunkers(next: Tree, base: Tree): void {
     const same = n.sha256 ? n.sha256 === b.sha256 : n.mtime === b.mtime;
     if (same) next.set(p, { ...n, sha256: b.sha256, chunker: b.chunker });
   }
+}
+
+/**
+ * The manifest a run will write if every operation succeeds, or undefined while some file to be sent has no known
+ * hash (most do not: they are hashed as they are sent). Mirrors what putWhole and putDelta record.
+ */
+function predictNext(p: Plan, base: Tree): Tree | undefined {
+  const t: Tree = new Map(p.next);
+  for (const op of p.transfers) {
+    if (op.kind !== 'put') continue;
+    const e = op.entry;
+    if (!e.sha256) return undefined;
+    t.set(op.path, e.size >= DELTA_MIN_FILE_SIZE ? { ...e, chunker: specForUpdate(base.get(op.path)?.chunker, e.size) } : { ...e });
+  }
+  return t;
 }
 
 function* contentKeys(trees: Tree[]): Generator<string> {

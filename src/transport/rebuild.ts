@@ -23,3 +23,10 @@ export function outsideEdit(where: string, old: OldVersion, now: { size: number;
     hint: 'someone edited it outside wsync; --force replaces it and keeps the old copy in .wsync/trash/',
   });
 }
+
+/** ExclusiveFile.commit's first step: write `data` now, or wait for what an earlier write() started. */
+export function dataWritten(rel: string, data: Buffer | null, write: (d: Buffer) => Promise<void>, written: Promise<void> | undefined): Promise<void> {
+  if (data) return write(data);
+  if (!written) throw new WsyncError('E_INTERNAL', `${rel}: commit without data`);
+  return written;
+}

@@ -72,20 +72,29 @@ export type LiteralSource = (dstOffset: number, length: number) => Promise<Buffe
  */
 export interface ExclusiveFile {
   /**
-   * Writes `data`, fsyncs, closes, then (with `renameTo`) renames it over that path atomically; with `after`, the
-   * rename waits for it (and is not made if it fails), so the data is on its way while other work finishes.
-   * `behind` is started right after the rename is sent, without waiting for its answer: requests it makes on the
-   * same channel (a pinned view) reach the server after the rename; commit resolves when both are done.
+   * Writes `data`, fsyncs and closes, without renaming: a later commit(null, …) only renames. For content that
+   * can be written while other work still runs and turns out to be final.
    */
-  commit(data: Buffer, renameTo?: string, after?: Promise<unknown>, behind?: () => Promise<unknown>): Promise<void>;
+  write(data: Buffer): Promise<void>;
+  /**
+   * Writes `data` (null: what write() already wrote), fsyncs, closes, then (with `renameTo`) renames it over that
+   * path atomically; with `after`, the rename waits for it (and is not made if it fails), so the data is on its way
+   * while other work finishes. `behind` is started right after the rename is sent, without waiting for its answer:
+   * requests it makes on the same channel (a pinned view) reach the server after the rename; commit resolves when
+   * both are done.
+   */
+  commit(data: Buffer | null, renameTo?: string, after?: Promise<unknown>, behind?: () => Promise<unknown>): Promise<void>;
   /** Closes and removes it (idempotent; does nothing after a commit). */
   abort(): Promise<void>;
 }
 
 /** Data written under a temp name next to its final path, not yet visible there. */
 export interface StagedFile {
-  /** Renames it into place; with exclusive, resolves false (and removes the temp) when the name already exists. */
-  commit(opts?: { exclusive?: boolean }): Promise<boolean>;
+  /**
+   * Renames it into place; with exclusive, resolves false (and removes the temp) when the name already exists;
+   * with backupTo, the file it replaces is moved there first.
+   */
+  commit(opts?: { exclusive?: boolean; backupTo?: string }): Promise<boolean>;
   /** Removes the temp (idempotent). */
   abort(): Promise<void>;
 }
@@ -144,6 +153,13 @@ export interface Transport {
    * E_CONFLICT without touching it (a missing file is also E_CONFLICT). Needs caps.copyData.
    */
   rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: WriteOptions): Promise<void>;
+  /**
+   * rebuildFile up to, not including, the rename: the checks, copies, writes, mode, mtime, fsync and size check are
+   * done when it resolves, and the staged file is renamed in (or removed) later. Lets a rebuild start before the
+   * run has decided it wants it. With `gate`, nothing is copied or written before it resolves (only the opens go
+   * out), and if it rejects the temp is removed and the call rejects with its reason. `tempName` as in WriteOptions.
+   */
+  stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: { gate?: Promise<unknown>; tempName?: string }): Promise<StagedFile>;
   /**
    * Writes `rel` (as writeFile does: temp name, mode and mtime, fsync, atomic rename) from byte ranges of another
    * file on the same side, `ranges` = [offset, length] in order; over SFTP the server copies them (copy-data), so

@@ -2,8 +2,14 @@
 export class Semaphore {
   private waiters: Array<{ n: number; resolve: () => void }> = [];
   private available: number;
-  constructor(private readonly capacity: number) {
+  constructor(private capacity: number) {
     this.available = capacity;
+  }
+  /** Changes the bound; holders above a lowered one keep what they have, newcomers wait until it is respected. */
+  setCapacity(n: number): void {
+    this.available += n - this.capacity;
+    this.capacity = n;
+    this.release(0);
   }
   get inUse(): number {
     return this.capacity - this.available;

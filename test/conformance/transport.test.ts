@@ -370,6 +370,54 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       intact();
     });
 
+    it('stages a rebuild without touching the old file until commit; abort and a refused gate leave nothing', async () => {
+      if (!t.caps.copyData) return;
+      const p = join(root, 'st.bin');
+      const meta = { mode: 0o600, mtime: 1_650_002_000, size: 0 };
+      const temps = () => readdirSync(root).filter((n) => n.startsWith('.st.bin.wsync-'));
+      const reset = (c: ReturnType<typeof rebuildCase>) => {
+        writeFileSync(p, c.oldData);
+        utimesSync(p, 1_650_000_000, 1_650_000_000);
+      };
+      const old = (c: ReturnType<typeof rebuildCase>) => ({ size: c.oldData.length, mtime: 1_650_000_000 });
+
+      // Staged: the temp (under the name asked for) is complete, the old file untouched; commit swaps them.
+      const c = rebuildCase();
+      reset(c);
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      const stagedP = t.stageRebuild('st.bin', old(c), c.ops, c.source, { ...meta, size: c.newData.length }, { gate, tempName: '.st.bin.wsync-0000abcd.tmp' });
+      await new Promise((r) => setTimeout(r, 100));
+      // Held at the gate: no literal asked for yet.
+      expect(c.asked).toEqual([]);
+      open();
+      const staged = await stagedP;
+      expect(readFileSync(p).equals(c.oldData)).toBe(true);
+      expect(temps()).toEqual(['.st.bin.wsync-0000abcd.tmp']);
+      expect(readFileSync(join(root, '.st.bin.wsync-0000abcd.tmp')).equals(c.newData)).toBe(true);
+      expect(await staged.commit()).toBe(true);
+      expect(readFileSync(p).equals(c.newData)).toBe(true);
+      expect([lstatSync(p).mode & 0o777, Math.floor(lstatSync(p).mtimeMs / 1000)]).toEqual([0o600, 1_650_002_000]);
+      expect(temps()).toEqual([]);
+
+      // Aborted: as if it never happened.
+      const a = rebuildCase();
+      reset(a);
+      const dropped = await t.stageRebuild('st.bin', old(a), a.ops, a.source, { ...meta, size: a.newData.length });
+      await dropped.abort();
+      expect(readFileSync(p).equals(a.oldData)).toBe(true);
+      expect(temps()).toEqual([]);
+
+      // The gate refuses (the lock was not ours): the call rejects with its reason, nothing was written.
+      const g = rebuildCase();
+      reset(g);
+      const refused = new WsyncError('E_LOCKED', 'someone else holds the lock');
+      await expect(t.stageRebuild('st.bin', old(g), g.ops, g.source, { ...meta, size: g.newData.length }, { gate: Promise.reject(refused) })).rejects.toMatchObject({ code: 'E_LOCKED' });
+      expect(g.asked).toEqual([]);
+      expect(readFileSync(p).equals(g.oldData)).toBe(true);
+      expect(temps()).toEqual([]);
+    });
+
     it('reading a file that changed size is an error, not a silent short file', async () => {
       writeFileSync(join(root, 'grow.txt'), 'abc');
       await expect(collect(t.openRead('grow.txt', 10))).rejects.toMatchObject({ code: 'E_CHANGED_DURING_SYNC' });

@@ -186,3 +186,28 @@ describe('key authentication (a key file is signed with at once, as OpenSSH does
     expect(s.channels.length).toBeGreaterThan(0);
   });
 });
+
+describe('SFTP channel start', () => {
+  it('channels are handed out before the server states its limits, which are applied when they come', async () => {
+    const { cfg } = await wan(20);
+    const s = await connect(env.srv.alias, { configFile: cfg, interactive: false, compress: 'off', channels: 2 });
+    cleanups.push(() => s.close());
+    // Ready one round trip (40 ms here) before the limits@openssh.com answer: still outstanding now.
+    const pending = await Promise.all(s.channels.map((ch) => Promise.race([ch.limits.then(() => false), Promise.resolve(true)])));
+    expect(pending).toEqual([true, true]);
+    // Usable at once, with ssh2's defaults for OpenSSH; a read bigger than any request size comes back whole.
+    const t = new SftpTransport(s.channels, env.work, 'test', async () => undefined);
+    const data = randomBytes(1_500_000);
+    writeFileSync(join(env.work, 'early.bin'), data);
+    expect((await t.readFile('early.bin'))!.equals(data)).toBe(true);
+    await Promise.all(s.channels.map((ch) => ch.limits));
+    // OpenSSH's sftp-server: 256 KiB packets, reads and writes a little under that, and its handle limit.
+    for (const ch of s.channels) {
+      expect(ch.maxRead).toBeGreaterThan(200_000);
+      expect(ch.maxRead).toBeLessThanOrEqual(256 * 1024);
+      expect(ch.maxWrite).toBeGreaterThan(200_000);
+      expect(ch.maxOpenHandles).toBeGreaterThan(0);
+      expect((ch.sftp as unknown as { maxOpenHandles?: number }).maxOpenHandles, 'the answer was applied').toBeDefined();
+    }
+  });
+});

@@ -5,7 +5,7 @@ import type { Entry } from '../../types.js';
 import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { WsyncError } from '../../errors.js';
 import { ancestors, joinRel, localJoin, parentOf, tempNameFor } from '../../util/paths.js';
-import { checkRebuildOps, outsideEdit } from '../rebuild.js';
+import { checkRebuildOps, dataWritten, outsideEdit } from '../rebuild.js';
 
 const BLOCK = 1 << 20;
 /**
@@ -267,13 +267,17 @@ export class LocalTransport implements Transport {
 
   async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
-    const tmp = await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts);
+    return this.staged(await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts), rel);
+  }
+
+  /** A finished temp file, renamed in or removed later. */
+  private staged(tmp: string, rel: string): StagedFile {
     let done = false;
     return {
       commit: async (o = {}) => {
         done = true;
         try {
-          await this.commit(tmp, rel, { exclusive: o.exclusive });
+          await this.commit(tmp, rel, o);
           return true;
         } catch (err) {
           if (o.exclusive && err instanceof WsyncError && (err.cause as NodeJS.ErrnoException)?.code === 'EEXIST') return false;
@@ -351,6 +355,12 @@ export class LocalTransport implements Transport {
   }
 
   async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    await (await this.stageRebuild(rel, old, ops, literal, meta)).commit({ backupTo: opts.backupTo });
+  }
+
+  async stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: { gate?: Promise<unknown>; tempName?: string } = {}): Promise<StagedFile> {
+    // Awaited only after the opens: a refusal meanwhile is not unhandled.
+    opts.gate?.catch(() => undefined);
     checkRebuildOps(ops, old.size, meta.size);
     await this.assertRealParents(rel);
     const finalAbs = this.abs(rel);
@@ -368,10 +378,11 @@ export class LocalTransport implements Transport {
       const now = { size: st.size, mtime: Math.floor(st.mtimeMs / 1000) };
       if (!st.isFile() || now.size !== old.size || now.mtime !== old.mtime) throw outsideEdit(finalAbs, old, now);
     };
-    const tmp = this.abs(tempNameFor(rel));
+    const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
     let out: fsp.FileHandle | undefined;
     let ok = false;
     try {
+      await opts.gate;
       await checkOld();
       out = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
         throw ioError(err, `cannot create ${tmp}`);
@@ -408,7 +419,7 @@ export class LocalTransport implements Transport {
       await src.close().catch(() => undefined);
       if (!ok && out) await fsp.unlink(tmp).catch(() => undefined);
     }
-    await this.commit(tmp, rel, opts);
+    return this.staged(tmp, rel);
   }
 
   private async commit(tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
@@ -485,10 +496,11 @@ export class LocalTransport implements Transport {
       throw ioError(err, `cannot create ${abs}`);
     }
     let state: 'open' | 'closed' | 'done' = 'open';
-    return {
-      commit: async (data, renameTo, after, behind) => {
-        if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
-        state = 'closed';
+    let written: Promise<void> | undefined;
+    const write = (data: Buffer): Promise<void> => {
+      if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: write after close`);
+      state = 'closed';
+      return (written = (async () => {
         try {
           await writeAll(fh, data, 0);
           await fh.sync();
@@ -497,6 +509,12 @@ export class LocalTransport implements Transport {
         } finally {
           await fh.close();
         }
+      })());
+    };
+    return {
+      write,
+      commit: async (data, renameTo, after, behind) => {
+        await dataWritten(rel, data, write, written);
         await after;
         if (renameTo !== undefined) {
           await fsp.rename(abs, this.abs(renameTo)).catch((err) => {

@@ -2,6 +2,7 @@ import type { SFTPWrapper, Stats as SftpStats, FileEntry, InputAttributes } from
 import { WsyncError } from '../../errors.js';
 import type { Entry } from '../../types.js';
 import { coalesceRequests } from './coalesce.js';
+import { limitsKnown } from './ready.js';
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02 §7). */
 export const SFTP_STATUS = { OK: 0, EOF: 1, NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4 } as const;
@@ -48,21 +49,32 @@ export function entryFromAttrs(attrs: SftpStats | FileEntry['attrs'], target?: s
  * issuing several before awaiting them is what pipelines; the server handles one channel's requests in order.
  */
 export class SftpChannel {
-  readonly maxRead: number;
-  readonly maxWrite: number;
-  readonly maxOpenHandles: number;
   readonly extensions: Record<string, string>;
+  /** Resolves when the server's limits@openssh.com answer is in (see readyBeforeLimits), or at once without one. */
+  readonly limits: Promise<void>;
   /** Files currently using this channel; the pool picks the least busy. */
   load = 0;
+  private readonly s: { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number };
 
   constructor(readonly sftp: SFTPWrapper) {
     const s = sftp as unknown as { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number; _extensions?: Record<string, string> };
-    // ssh2 reads limits@openssh.com before 'ready'; its fallback is 32 KiB-ish for non-OpenSSH servers.
-    this.maxRead = s._maxReadLen ?? 32 * 1024;
-    this.maxWrite = s._maxWriteLen ?? 32 * 1024;
-    this.maxOpenHandles = s.maxOpenHandles && Number.isFinite(s.maxOpenHandles) ? s.maxOpenHandles : 1024;
+    this.s = s;
     this.extensions = s._extensions ?? {};
+    this.limits = this.has('limits@openssh.com') ? limitsKnown(sftp) : Promise.resolve();
     coalesceRequests(sftp);
+  }
+
+  // Read live: the limits may arrive after the channel is in use. ssh2's fallback is 32 KiB-ish for non-OpenSSH
+  // servers and 254 KiB for OpenSSH.
+  get maxRead(): number {
+    return this.s._maxReadLen ?? 32 * 1024;
+  }
+  get maxWrite(): number {
+    return this.s._maxWriteLen ?? 32 * 1024;
+  }
+  get maxOpenHandles(): number {
+    const n = this.s.maxOpenHandles;
+    return n && Number.isFinite(n) ? n : 1024;
   }
 
   has(ext: string, version = '1'): boolean {

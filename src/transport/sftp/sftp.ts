@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Entry } from '../../types.js';
 import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
-import { checkRebuildOps, outsideEdit } from '../rebuild.js';
+import { checkRebuildOps, dataWritten, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
 import { ancestors, joinRel, parentOf, remoteJoin, tempNameFor } from '../../util/paths.js';
@@ -18,6 +18,8 @@ interface ChannelSlot {
   ch: SftpChannel;
   files: Semaphore;
   bytes: Semaphore;
+  /** Pinned views on this channel: a lock's, whose later requests should not queue behind a big copy. */
+  pins: number;
 }
 
 /** After a failed copy into a temp: let the requests in flight finish, then close and remove the temp, close the source. */
@@ -48,16 +50,24 @@ export class SftpTransport implements Transport {
     private readonly onClose: () => Promise<void>,
   ) {
     if (channels.length === 0) throw new Error('SftpTransport needs at least one channel');
+    const filesFor = (ch: SftpChannel) => Math.max(4, Math.min(FILES_PER_CHANNEL, Math.floor(ch.maxOpenHandles / 2)));
     this.slots = channels.map((ch) => ({
       ch,
-      files: new Semaphore(Math.max(4, Math.min(FILES_PER_CHANNEL, Math.floor(ch.maxOpenHandles / 2)))),
+      files: new Semaphore(filesFor(ch)),
       bytes: new Semaphore(BYTES_IN_FLIGHT_PER_CHANNEL),
+      pins: 0,
     }));
+    // A server that allows few open handles says so in its limits, which may come after the first requests.
+    for (const slot of this.slots) void slot.ch.limits.then(() => slot.files.setCapacity(filesFor(slot.ch)));
     this.caps = {
       copyData: channels.every((c) => c.has('copy-data')),
       fsync: channels.every((c) => c.has('fsync@openssh.com')),
-      maxRead: Math.min(...channels.map((c) => c.maxRead)),
-      maxWrite: Math.min(...channels.map((c) => c.maxWrite)),
+      get maxRead() {
+        return Math.min(...channels.map((c) => c.maxRead));
+      },
+      get maxWrite() {
+        return Math.min(...channels.map((c) => c.maxWrite));
+      },
     };
   }
 
@@ -89,7 +99,7 @@ export class SftpTransport implements Transport {
 
   private pick(): ChannelSlot {
     let best = this.slots[0];
-    for (const s of this.slots) if (s.ch.load < best.ch.load) best = s;
+    for (const s of this.slots) if (s.ch.load < best.ch.load || (s.ch.load === best.ch.load && s.pins < best.pins)) best = s;
     return best;
   }
 
@@ -177,14 +187,16 @@ export class SftpTransport implements Transport {
         const parts: Buffer[] = [];
         let pos = 0;
         for (let wave = opts.small ? 1 : 4; ; wave *= 2) {
-          const reads = Array.from({ length: wave }, (_, i) => ch.read(h, ch.maxRead, pos + i * ch.maxRead));
+          // Fixed per wave: the server's limits can arrive (and change maxRead) while it is out.
+          const chunk = ch.maxRead;
+          const reads = Array.from({ length: wave }, (_, i) => ch.read(h, chunk, pos + i * chunk));
           const got = await Promise.all(reads);
           let short = false;
           for (const b of got) {
             if (short) break;
             parts.push(b);
             pos += b.length;
-            if (b.length < ch.maxRead) short = true;
+            if (b.length < chunk) short = true;
           }
           if (short) break;
         }
@@ -289,12 +301,13 @@ export class SftpTransport implements Transport {
         stamp: `${st.size ?? 0}:${st.mtime ?? 0}`,
         read: async (pos, length) => {
           const parts: Promise<Buffer>[] = [];
-          for (let off = 0; off < length; off += ch.maxRead) parts.push(ch.read(handle, Math.min(ch.maxRead, length - off), pos + off));
+          const chunk = ch.maxRead;
+          for (let off = 0; off < length; off += chunk) parts.push(ch.read(handle, Math.min(chunk, length - off), pos + off));
           for (const p of parts) p.catch(() => undefined);
           const out = Buffer.allocUnsafe(length);
           let off = 0;
           for (const p of parts) {
-            const want = Math.min(ch.maxRead, length - off);
+            const want = Math.min(chunk, length - off);
             let got = 0;
             let b = await p.catch((err) => {
               throw mapSftpError(err, `cannot read ${this.describe(rel)}`);
@@ -394,12 +407,17 @@ export class SftpTransport implements Transport {
   async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const { ch, tmp } = await this.onChannel(async (slot) => ({ ch: slot.ch, tmp: await this.writeTemp(slot, rel, (async function* () { yield data; })(), meta, opts) }));
+    return this.staged(ch, tmp, rel);
+  }
+
+  /** A finished temp file, renamed in or removed on the channel that wrote it. */
+  private staged(ch: SftpChannel, tmp: string, rel: string): StagedFile {
     let done = false;
     return {
       commit: async (o = {}) => {
         done = true;
         try {
-          await this.commit(ch, tmp, rel, { exclusive: o.exclusive });
+          await this.commit(ch, tmp, rel, o);
           return true;
         } catch (err) {
           if (o.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) return false;
@@ -435,13 +453,15 @@ export class SftpTransport implements Transport {
     try {
       for await (const chunk of data) {
         if (failed) break;
-        for (let off = 0; off < chunk.length; off += ch.maxWrite) {
+        // maxWrite is read per piece: the server's limits can arrive while a file is being sent.
+        for (let off = 0; off < chunk.length; ) {
           const piece = chunk.subarray(off, Math.min(chunk.length, off + ch.maxWrite));
           await slot.bytes.acquire(piece.length);
           const w = ch.write(h, piece, pos);
           w.finally(() => slot.bytes.release(piece.length)).catch(() => undefined);
           track(w);
           pos += piece.length;
+          off += piece.length;
         }
       }
       if (pos !== meta.size && !failed) {
@@ -470,12 +490,18 @@ export class SftpTransport implements Transport {
    * data without waiting for it.
    */
   async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    await (await this.stageRebuild(rel, old, ops, literal, meta)).commit({ backupTo: opts.backupTo });
+  }
+
+  async stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: { gate?: Promise<unknown>; tempName?: string } = {}): Promise<StagedFile> {
+    // Awaited only after the opens: a refusal meanwhile is not unhandled.
+    opts.gate?.catch(() => undefined);
     checkRebuildOps(ops, old.size, meta.size);
     if (!this.caps.copyData) throw new WsyncError('E_INTERNAL', `rebuildFile needs copy-data, which ${this.label} does not offer`);
-    return this.onChannel(async (slot) => {
+    const { ch, tmp } = await this.onChannel(async (slot) => {
       const { ch } = slot;
       const abs = this.abs(rel);
-      const tmp = this.abs(tempNameFor(rel));
+      const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
       const where = this.describe(rel);
       const sameAsOld = (st: import('ssh2').Stats) => {
         const now = { size: st.size ?? -1, mtime: st.mtime ?? -1 };
@@ -496,6 +522,7 @@ export class SftpTransport implements Transport {
       try {
         if (o.status === 'rejected') throw isNoSuchFile(o.reason) ? outsideEdit(where, old, null) : mapSftpError(o.reason, `cannot open ${where}`);
         if (t.status === 'rejected') throw mapSftpError(t.reason, `cannot create ${where}`);
+        await opts.gate;
         // The old file's check is the first request behind the opens, and the copies follow without waiting for
         // its answer: the server runs them in order, and if the check fails the temp they filled is deleted
         // unseen. The same check after the last copy catches a change during the copies.
@@ -534,8 +561,9 @@ export class SftpTransport implements Transport {
         await discardTemp(ch, inflight, hTmp, tmp, hOld);
         throw mapSftpError(err, `cannot rebuild ${where}`);
       }
-      await this.commit(ch, tmp, rel, opts);
+      return { ch, tmp };
     });
+    return this.staged(ch, tmp, rel);
   }
 
   async writeFromRanges(rel: string, srcRel: string, ranges: ReadonlyArray<readonly [number, number]>, meta: WriteMeta): Promise<void> {
@@ -684,17 +712,23 @@ export class SftpTransport implements Transport {
       throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
     }
     let state: 'open' | 'closed' | 'done' = 'open';
-    return {
-      commit: async (data, renameTo, after, behind) => {
-        if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: commit after close`);
-        state = 'closed';
-        const ops: Promise<unknown>[] = [];
-        for (let off = 0; off < data.length; off += ch.maxWrite) ops.push(ch.write(h, data.subarray(off, off + ch.maxWrite), off));
-        if (ch.has('fsync@openssh.com')) ops.push(ch.fsync(h));
-        ops.push(ch.close(h));
-        const settled = await Promise.allSettled(ops);
+    let written: Promise<void> | undefined;
+    const write = (data: Buffer): Promise<void> => {
+      if (state !== 'open') throw new WsyncError('E_INTERNAL', `${rel}: write after close`);
+      state = 'closed';
+      const ops: Promise<unknown>[] = [];
+      for (let off = 0; off < data.length; off += ch.maxWrite) ops.push(ch.write(h, data.subarray(off, off + ch.maxWrite), off));
+      if (ch.has('fsync@openssh.com')) ops.push(ch.fsync(h));
+      ops.push(ch.close(h));
+      return (written = Promise.allSettled(ops).then((settled) => {
         const failed = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
         if (failed) throw mapSftpError(failed.reason, `cannot write ${this.describe(rel)}`);
+      }));
+    };
+    return {
+      write,
+      commit: async (data, renameTo, after, behind) => {
+        await dataWritten(rel, data, write, written);
         await after;
         if (renameTo !== undefined) {
           const renamed = ch.posixRename(abs, this.abs(renameTo));
@@ -771,6 +805,7 @@ export class SftpTransport implements Transport {
 
   pinned(): Transport {
     const slot = this.pick();
+    slot.pins++;
     const view = Object.create(this) as SftpTransport;
     // Every request of the view goes to this one channel; requests are sent as they are issued.
     (view as unknown as { pick: () => ChannelSlot }).pick = () => slot;
