@@ -117,6 +117,10 @@ export interface EngineOptions {
  */
 const MAX_COPY_LENGTH = 64 * 2 ** 20;
 
+/** Limits of the extra local read that lets the final manifest be written ahead (see runSync). */
+const PREDICT_MAX_FILES = 2000;
+const PREDICT_MAX_BYTES = 32 * 2 ** 20;
+
 async function hashFile(t: Transport, rel: string, size: number): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of t.openRead(rel, size)) h.update(chunk);
@@ -166,15 +170,23 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   lockP?.catch(() => undefined);
   const earlyManifestP = pin ? readManifest(pin) : undefined;
   earlyManifestP?.catch(() => undefined);
-  // Changed big files the cache knows start their rebuilds now, to be adopted or dropped once the plan is made.
-  const specsP =
-    lockP && o.cache && o.direction === 'push' && o.remote.caps.copyData
-      ? o.cache.then((c) => Speculations.start(o.local, o.remote, c, lockP, MAX_COPY_LENGTH)).catch(() => undefined)
-      : undefined;
+  // Changed big files the cache knows start their rebuilds now (once the prewarm has cut them), to be adopted or
+  // dropped once the plan is made.
   const trace = o.onTrace ?? (() => undefined);
-  void specsP?.then((s) => {
-    for (const [rel] of s?.contents() ?? []) trace('speculation staged', rel);
-  });
+  const specs = lockP && o.cache && o.direction === 'push' && o.remote.caps.copyData ? new Speculations() : undefined;
+  let prewarmed = false;
+  const specsStarted =
+    specs && lockP && o.cache
+      ? o.cache
+          .then((c) => {
+            prewarmed = true;
+            return specs.start(o.local, o.remote, c, lockP, MAX_COPY_LENGTH);
+          })
+          .then(() => {
+            for (const [rel] of specs.contents()) trace('speculation staged', rel);
+          })
+          .catch(() => undefined)
+      : undefined;
   // The new manifest's temp file is created in the same round trip (on a first run .wsync/ is not there yet and
   // the end falls back to writeManifest): at the end it needs only its data and the rename, one trip less.
   const manifestTmpP = pin
@@ -225,7 +237,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     }
   };
   const lock = await lockP?.catch(async (err) => {
-    await Promise.all([(await manifestTmpP)?.abort(), (await specsP)?.discardAll()]);
+    await Promise.all([(await manifestTmpP)?.abort(), specs?.discardAll()]);
     throw err;
   });
   // Once only: the final manifest's rename may already have released it, and a second unlink could remove the
@@ -268,7 +280,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const srcTree = o.direction === 'push' ? localTree : remoteTree;
     const dstTree = o.direction === 'push' ? remoteTree : localTree;
     stats.filesScanned = srcTree.size;
-    const specs = await specsP;
+    // Starting them takes a local lstat per big file; a prewarm still cutting a huge file is not waited for.
+    if (prewarmed) await specsStarted;
+    specs?.stop();
     // A file with a staged rebuild was cut in this version (its stamp is checked again before the rename): its
     // hash is known now, which lets the final manifest be written ahead (below).
     for (const [rel, c] of specs?.contents() ?? []) {
@@ -363,9 +377,34 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // When every file to be sent has a known hash, the manifest the run will end with is known now: written into
     // its temp while the transfers run, it then only needs the rename at the end (one round trip less), as long
     // as everything went as planned.
-    const predicted = predictNext(p, base);
-    const tmpNow = predicted && !(manifest && sameTree(predicted, manifest.entries)) ? await manifestTmpP : undefined;
-    const prewritten = tmpNow ? tmpNow.write(encodeManifest({ entries: predicted! }, writer)).then(() => true, () => false) : undefined;
+    // Files to be sent whose hash is not known yet are hashed for this first when they are few and small (a local
+    // read, alongside the transfers); the transfer hashes what it sends again, and a file that changed in between
+    // just means the prediction is dropped.
+    // It goes out once the transfers' data has (it is incompressible, and ahead of the files it would turn SSH
+    // compression off for them), but before their answers are back.
+    let tmpWritten = false;
+    const unsent = new Set(p.transfers.map((op) => op.path));
+    let allSent!: () => void;
+    const allSentP = new Promise<void>((r) => (allSent = r));
+    const sent = (rel: string) => {
+      if (unsent.delete(rel) && unsent.size === 0) allSent();
+    };
+    if (unsent.size === 0) allSent();
+    const prewritten = (async (): Promise<Tree | undefined> => {
+      const unknown = p.transfers.filter((op) => op.kind === 'put' && !op.entry.sha256).map((op) => op.path);
+      const bytes = unknown.reduce((n, rel) => n + srcTree.get(rel)!.size, 0);
+      if (unknown.length > 0 && (o.direction !== 'push' || unknown.length > PREDICT_MAX_FILES || bytes > PREDICT_MAX_BYTES)) return undefined;
+      const hashes = new Map<string, string>();
+      await mapLimit(unknown, 16, async (rel) => hashes.set(rel, await hashFile(o.local, rel, srcTree.get(rel)!.size)));
+      const predicted = predictNext(p, base, hashes);
+      if (!predicted || (manifest && sameTree(predicted, manifest.entries))) return undefined;
+      const tmp = await manifestTmpP;
+      if (!tmp) return undefined;
+      await allSentP;
+      tmpWritten = true;
+      await tmp.write(encodeManifest({ entries: predicted }, writer));
+      return predicted;
+    })().catch(() => undefined);
     let checkpointing: Promise<void> | undefined;
     const timer = setInterval(() => {
       if (checkpointing) return;
@@ -401,6 +440,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         const b = base.get(op.path);
         if (b) next.set(op.path, b);
         else next.delete(op.path);
+        sent(op.path);
         return;
       }
       try {
@@ -410,6 +450,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         fail(op, err);
       } finally {
         pending.delete(op.path);
+        sent(op.path);
       }
     };
 
@@ -434,7 +475,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         bytesDone += n;
         progress();
       });
-      await dst.writeFile(op.path, hs.stream, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined });
+      const data = (async function* () {
+        yield* hs.stream;
+        sent(op.path);
+      })();
+      await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined });
       const { sha256, chunked } = hs.result();
       next.set(op.path, chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 });
       if (chunked) {
@@ -614,10 +659,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         const tmp = await manifestTmpP;
         // The lock goes right behind the rename on the same channel: the server runs them in that order.
         const unlock = () => release?.().catch(() => undefined) ?? Promise.resolve();
-        if (tmp && prewritten && sameTree(next, predicted!) && (await prewritten)) {
+        const predicted = await prewritten;
+        if (tmp && predicted && sameTree(next, predicted)) {
           trace('manifest prewritten');
           await tmp.commit(null, MANIFEST_PATH, undefined, unlock);
-        } else if (tmp && !prewritten) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, unlock);
+        } else if (tmp && !tmpWritten) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, unlock);
         else await writeManifest(o.remote, { entries: next }, writer);
       }
       finalTree = next;
@@ -636,7 +682,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     }
   } finally {
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
-    await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), (await specsP)?.discardAll()]);
+    await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
     if (cacheP) {
       const cache = await cacheP;
       // What the target holds now, for the next run's early rebuilds (unknown after a failed manifest write: none).
@@ -668,13 +714,14 @@ function carryChunkers(next: Tree, base: Tree): void {
  * The manifest a run will write if every operation succeeds, or undefined while some file to be sent has no known
  * hash (most do not: they are hashed as they are sent). Mirrors what putWhole and putDelta record.
  */
-function predictNext(p: Plan, base: Tree): Tree | undefined {
+function predictNext(p: Plan, base: Tree, hashes: Map<string, string>): Tree | undefined {
   const t: Tree = new Map(p.next);
   for (const op of p.transfers) {
     if (op.kind !== 'put') continue;
-    const e = op.entry;
-    if (!e.sha256) return undefined;
-    t.set(op.path, e.size >= DELTA_MIN_FILE_SIZE ? { ...e, chunker: specForUpdate(base.get(op.path)?.chunker, e.size) } : { ...e });
+    const sha256 = op.entry.sha256 ?? hashes.get(op.path);
+    if (!sha256) return undefined;
+    const e = { ...op.entry, sha256 };
+    t.set(op.path, e.size >= DELTA_MIN_FILE_SIZE ? { ...e, chunker: specForUpdate(base.get(op.path)?.chunker, e.size) } : e);
   }
   return t;
 }

@@ -37,6 +37,15 @@ export interface Speculation {
 
 export class Speculations {
   private readonly byPath = new Map<string, { s: Speculation; reader: FileReader; unhook: () => void }>();
+  private stopped = false;
+
+  /**
+   * No new ones from now on: the run has planned (a rebuild started later could not be adopted) or is giving up.
+   * The set of staged ones is final once this is called.
+   */
+  stop(): void {
+    this.stopped = true;
+  }
 
   /** Temps of staged rebuilds, relative to the root. */
   temps(): Set<string> {
@@ -70,8 +79,9 @@ export class Speculations {
     return s;
   }
 
-  /** Removes every staged rebuild not taken; resolves when they are gone. */
+  /** Stops, and removes every staged rebuild not taken; resolves when they are gone. */
   async discardAll(): Promise<void> {
+    this.stop();
     const all = [...this.byPath.values()];
     this.byPath.clear();
     await Promise.all(
@@ -84,18 +94,15 @@ export class Speculations {
   }
 
   /**
-   * Stages the rebuild of each big file the cache says the target holds and that changed locally since. Copies
-   * and writes wait for `gate` (the lock). Best effort: anything unexpected just means no speculation for a file.
+   * Stages the rebuild of each big file the cache says the target holds and that changed locally since, until
+   * stop(). Copies and writes wait for `gate` (the lock). Best effort: anything unexpected just means no
+   * speculation for a file.
    */
-  static start(local: Transport, remote: Transport, cache: ChunkCache, gate: Promise<unknown>, maxCopyLength: number): Promise<Speculations> {
-    const out = new Speculations();
-    return (async () => {
-      for (const [rel, old] of cache.remoteFiles()) {
-        if (out.byPath.size >= MAX_SPECULATIONS) break;
-        await out.startOne(local, remote, cache, gate, maxCopyLength, rel, old).catch(() => undefined);
-      }
-      return out;
-    })();
+  async start(local: Transport, remote: Transport, cache: ChunkCache, gate: Promise<unknown>, maxCopyLength: number): Promise<void> {
+    for (const [rel, old] of cache.remoteFiles()) {
+      if (this.stopped || this.byPath.size >= MAX_SPECULATIONS) break;
+      await this.startOne(local, remote, cache, gate, maxCopyLength, rel, old).catch(() => undefined);
+    }
   }
 
   private async startOne(
@@ -107,21 +114,24 @@ export class Speculations {
     rel: string,
     old: { size: number; mtime: number; list: ChunkList },
   ): Promise<void> {
-    const st = await local.lstat(rel);
-    if (st?.type !== 'file' || st.size < DELTA_MIN_FILE_SIZE) return;
+    // Only a file the cache has cut in exactly this version (the prewarm does that for changed ones): the literals
+    // are checked against its chunk ids, and the copies are only right if the rest of the file is what it says.
+    // An unchanged file costs one lstat here.
     const spec = old.list.spec;
-    if (!sameSpec(specForUpdate(spec, st.size), spec)) return;
+    const stamp = await local.stamp(rel);
+    const cur = stamp ? cache.fileContent(rel, stamp, spec) : undefined;
+    if (!cur || cur.sha256 === old.list.sha256 || cur.size < DELTA_MIN_FILE_SIZE || !sameSpec(specForUpdate(spec, cur.size), spec)) return;
+    const st = await local.lstat(rel);
+    if (st?.type !== 'file' || st.size !== cur.size) return;
     const reader = await local.openReader(rel);
     let kept = false;
     try {
-      // Only a file the cache has cut in exactly this version: the literals are checked against its chunk ids, and
-      // the copies are only right if the rest of the file is what the list says.
-      const cur = cache.fileContent(rel, reader.stamp, spec);
-      if (!cur || cur.sha256 === old.list.sha256 || cur.size !== st.size || reader.size !== st.size) return;
+      if (reader.stamp !== stamp || reader.size !== cur.size) return;
       const chunks = toChunkRefs(cur);
       const delta = planDelta(toChunkRefs(old.list), chunks, { maxCopyLength });
       if (!delta.worthIt) return;
       validateDelta(delta.ops, old.size, st.size);
+      if (this.stopped) return;
       const meta = { mode: st.mode, mtime: st.mtime, size: st.size };
       const temp = tempNameFor(rel);
       const literal = verifiedLiterals(reader, chunks, local.describe(rel), () => undefined);
@@ -129,7 +139,7 @@ export class Speculations {
       staged.catch(() => undefined);
       // Ctrl-C while it is staged: the temp goes with the lock.
       const unhook = onInterrupt(() => staged.then((f) => f.abort(), () => undefined));
-      const s: Speculation = { rel, temp, old: { sha256: old.list.sha256, size: old.size, mtime: old.mtime, spec }, stamp: reader.stamp, cur, meta, delta, staged };
+      const s: Speculation = { rel, temp, old: { sha256: old.list.sha256, size: old.size, mtime: old.mtime, spec }, stamp, cur, meta, delta, staged };
       this.byPath.set(rel, { s, reader, unhook });
       kept = true;
     } finally {

@@ -164,8 +164,27 @@ describe('early rebuilds and the manifest written ahead', () => {
       const v2 = Buffer.from(v1);
       randomBytes(4096).copy(v2, 1_000_000);
       edit(client, v2, 1_700_000_100);
+      // The refusal comes 200 ms late, as over a slow link, so that the rebuild is staged before it.
+      const slowLock = new Proxy(remote, {
+        get(target, prop) {
+          if (prop === 'pinned') {
+            return () => {
+              const view = target.pinned!();
+              return new Proxy(view, {
+                get(v, q) {
+                  if (q === 'createExclusive') return async (rel: string, data: Buffer) => (await new Promise((r) => setTimeout(r, 200)), v.createExclusive(rel, data));
+                  const f = Reflect.get(v, q, v);
+                  return typeof f === 'function' ? f.bind(v) : f;
+                },
+              });
+            };
+          }
+          const v = Reflect.get(target, prop, target);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
       const trace: string[] = [];
-      await expect(push(client, remote, { trace })).rejects.toMatchObject({ code: 'E_LOCKED' });
+      await expect(push(client, slowLock, { trace })).rejects.toMatchObject({ code: 'E_LOCKED' });
       expect(trace).toEqual(['speculation staged f.bin']);
       expect(readFileSync(join(remoteDir, 'f.bin')).equals(v1)).toBe(true);
       expect(temps(remoteDir)).toEqual([]);
@@ -182,9 +201,10 @@ describe('early rebuilds and the manifest written ahead', () => {
       edit(client, v2, 1_700_000_100);
       // The stamp the adoption checks is not the one the file was cut in (as if it was saved again meanwhile).
       const lt = new LocalTransport(client.dir);
+      let stamps = 0;
       const moved = new Proxy(lt, {
         get(target, prop) {
-          if (prop === 'stamp') return async (rel: string) => `${await target.stamp(rel)}:later`;
+          if (prop === 'stamp') return async (rel: string) => `${await target.stamp(rel)}${stamps++ > 0 ? ':later' : ''}`;
           const v = Reflect.get(target, prop, target);
           return typeof v === 'function' ? v.bind(target) : v;
         },
@@ -238,6 +258,16 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(r2.ok).toBe(true);
       expect(t2).toEqual(['manifest prewritten']);
       expect((await readManifest(new LocalTransport(remoteDir)))!.entries.get('b.txt')).toMatchObject({ sha256: sha(Buffer.from('TWO')) });
+
+      // New sizes: the hashes are not known from the plan, so the few small files are hashed for it.
+      writeFileSync(join(client.dir, 'a.txt'), 'one, longer');
+      writeFileSync(join(client.dir, 'c.txt'), 'new');
+      const { r: r3, trace: t3 } = await push(client, remote);
+      expect(r3.ok).toBe(true);
+      expect(t3).toEqual(['manifest prewritten']);
+      const m3 = (await readManifest(new LocalTransport(remoteDir)))!;
+      expect([m3.entries.get('a.txt')?.sha256, m3.entries.get('c.txt')?.sha256]).toEqual([sha(Buffer.from('one, longer')), sha(Buffer.from('new'))]);
+      expect(readdirSync(join(remoteDir, '.wsync')).filter((x) => x.endsWith('.tmp'))).toEqual([]);
     } finally {
       await remote.close();
     }
