@@ -374,14 +374,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       return t;
     };
     const writer = { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction };
-    // When every file to be sent has a known hash, the manifest the run will end with is known now: written into
-    // its temp while the transfers run, it then only needs the rename at the end (one round trip less), as long
-    // as everything went as planned.
-    // Files to be sent whose hash is not known yet are hashed for this first when they are few and small (a local
-    // read, alongside the transfers); the transfer hashes what it sends again, and a file that changed in between
-    // just means the prediction is dropped.
-    // It goes out once the transfers' data has (it is incompressible, and ahead of the files it would turn SSH
-    // compression off for them), but before their answers are back.
+    // When every file to be sent has a known hash, the manifest the run will end with is known before the files
+    // arrive: written into its temp meanwhile, it needs only the rename at the end (a round trip less), provided
+    // everything went as planned. Files whose hash the plan does not know are hashed for this when they are few and
+    // small (a local read beside the transfers; a file that changes in between only voids the prediction). It is
+    // sent once the transfers' data has gone, before their answers are back: it is incompressible, and ahead of
+    // text files it would switch SSH compression to stored for them.
     let tmpWritten = false;
     const unsent = new Set(p.transfers.map((op) => op.path));
     let allSent!: () => void;

@@ -172,7 +172,9 @@ describe('big files', () => {
     const s = delta.stats as { filesDelta: number; bytesSent: number };
     expect(s.filesDelta).toBe(1);
     expect(s.bytesSent).toBeLessThan(1_200_000);
-    // Measured ~115 MiB for the upload (ssh2 and 8 MiB of writes in flight per channel) and ~97 MiB for the rebuild.
-    for (const r of [whole, delta]) expect(r.maxRssMiB as number, r.label as string).toBeLessThan(160);
+    // Measured 112–122 MiB for the upload (ssh2 and 8 MiB of writes in flight per channel) and 81–97 MiB for the
+    // rebuild; one run on a busy machine reached 161 MiB for the upload (1 MiB read buffers waiting for a GC). Either
+    // is far from the 512 MiB a buffered file would take.
+    for (const r of [whole, delta]) expect(r.maxRssMiB as number, r.label as string).toBeLessThan(192);
   });
 });

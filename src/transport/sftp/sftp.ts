@@ -483,16 +483,16 @@ export class SftpTransport implements Transport {
     return tmp;
   }
 
+  async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
+    await (await this.stageRebuild(rel, old, ops, literal, meta)).commit({ backupTo: opts.backupTo });
+  }
+
   /**
    * Everything on one channel: copy-data only works between handles of the same sftp-server process. Copies carry
    * no payload and are sent back to back; literal writes share the channel's bytes-in-flight budget with uploads.
    * Order on the wire is the order the server applies them in, so fsetstat, fsync and the final fstats follow the
    * data without waiting for it.
    */
-  async rebuildFile(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
-    await (await this.stageRebuild(rel, old, ops, literal, meta)).commit({ backupTo: opts.backupTo });
-  }
-
   async stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: { gate?: Promise<unknown>; tempName?: string } = {}): Promise<StagedFile> {
     // Awaited only after the opens: a refusal meanwhile is not unhandled.
     opts.gate?.catch(() => undefined);
