@@ -512,8 +512,14 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const early = specs?.take(op.path, b, d, e, spec);
       if (early) {
         const staged = await early.staged.catch(() => undefined);
-        // Still the version that was cut: otherwise the copies may not match what the file now holds.
-        if (staged && (await o.local.stamp(op.path).catch(() => null)) === early.stamp) {
+        // Still the version that was cut (otherwise the copies may not match what the file now holds), and the old
+        // remote file still the one the copies came from.
+        const oldStill = async () => {
+          if (!early.recheck) return true;
+          const now = await dst.lstat(op.path).catch(() => null);
+          return now?.type === 'file' && now.size === early.old.size && now.mtime === early.old.mtime;
+        };
+        if (staged && (await o.local.stamp(op.path).catch(() => null)) === early.stamp && (await oldStill())) {
           trace('speculation used', op.path);
           await staged.commit();
           deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta);
@@ -629,7 +635,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         }
       });
       mark('transfers');
-      const discarding = specs?.discardAll();
+      // Before directory modes (one may forbid removing the temp) and deletes (an rmdir would find it).
+      await specs?.discardAll();
       await mapLimit(dirMetas, o.concurrency, runOp);
       progress(true);
 
@@ -652,7 +659,6 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       clearInterval(timer);
       await checkpointing;
       mark('deletes');
-      await discarding;
       if (!manifest || !sameTree(next, manifest.entries)) {
         const tmp = await manifestTmpP;
         // The lock goes right behind the rename on the same channel: the server runs them in that order.

@@ -33,11 +33,18 @@ export interface Speculation {
   readonly meta: WriteMeta;
   readonly delta: DeltaPlan;
   readonly staged: Promise<StagedFile>;
+  /**
+   * The staged file was complete before the plan asked for it: its last check of the old file may be long past,
+   * so the old file must be checked again before the rename (otherwise the rename follows that check by one round
+   * trip, as in an ordinary rebuild).
+   */
+  readonly recheck: boolean;
 }
 
 export class Speculations {
-  private readonly byPath = new Map<string, { s: Speculation; reader: FileReader; unhook: () => void }>();
+  private readonly byPath = new Map<string, { s: Speculation; reader: FileReader; unhook: () => void; done: boolean }>();
   private stopped = false;
+  private discarding: Promise<unknown> = Promise.resolve();
 
   /**
    * No new ones from now on: the run has planned (a rebuild started later could not be adopted) or is giving up.
@@ -76,21 +83,23 @@ export class Speculations {
     this.byPath.delete(rel);
     x.unhook();
     void x.s.staged.then(() => x.reader.close(), () => x.reader.close()).catch(() => undefined);
-    return s;
+    return { ...s, recheck: x.done };
   }
 
-  /** Stops, and removes every staged rebuild not taken; resolves when they are gone. */
+  /** Stops, and removes every staged rebuild not taken; resolves when they are gone (also those of earlier calls). */
   async discardAll(): Promise<void> {
     this.stop();
     const all = [...this.byPath.values()];
     this.byPath.clear();
-    await Promise.all(
+    const now = Promise.all(
       all.map(async ({ s, reader, unhook }) => {
         unhook();
         await s.staged.then((st) => st.abort(), () => undefined);
         await reader.close().catch(() => undefined);
       }),
     );
+    this.discarding = Promise.all([this.discarding, now]);
+    await this.discarding;
   }
 
   /**
@@ -139,8 +148,10 @@ export class Speculations {
       staged.catch(() => undefined);
       // Ctrl-C while it is staged: the temp goes with the lock.
       const unhook = onInterrupt(() => staged.then((f) => f.abort(), () => undefined));
-      const s: Speculation = { rel, temp, old: { sha256: old.list.sha256, size: old.size, mtime: old.mtime, spec }, stamp, cur, meta, delta, staged };
-      this.byPath.set(rel, { s, reader, unhook });
+      const s: Speculation = { rel, temp, old: { sha256: old.list.sha256, size: old.size, mtime: old.mtime, spec }, stamp, cur, meta, delta, staged, recheck: false };
+      const entry = { s, reader, unhook, done: false };
+      void staged.then(() => (entry.done = true), () => undefined);
+      this.byPath.set(rel, entry);
       kept = true;
     } finally {
       if (!kept) await reader.close();

@@ -156,8 +156,8 @@ export interface Transport {
   /**
    * rebuildFile up to, not including, the rename: the checks, copies, writes, mode, mtime, fsync and size check are
    * done when it resolves, and the staged file is renamed in (or removed) later. Lets a rebuild start before the
-   * run has decided it wants it. With `gate`, nothing is copied or written before it resolves (only the opens go
-   * out), and if it rejects the temp is removed and the call rejects with its reason. `tempName` as in WriteOptions.
+   * run has decided it wants it. With `gate`, nothing is opened, created or written before it resolves, and if it
+   * rejects, so does the call. `tempName` as in WriteOptions.
    */
   stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts?: { gate?: Promise<unknown>; tempName?: string }): Promise<StagedFile>;
   /**

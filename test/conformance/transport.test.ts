@@ -388,8 +388,9 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       const gate = new Promise<void>((r) => (open = r));
       const stagedP = t.stageRebuild('st.bin', old(c), c.ops, c.source, { ...meta, size: c.newData.length }, { gate, tempName: '.st.bin.wsync-0000abcd.tmp' });
       await new Promise((r) => setTimeout(r, 100));
-      // Held at the gate: no literal asked for yet.
+      // Held at the gate: no literal asked for yet, no temp created.
       expect(c.asked).toEqual([]);
+      expect(temps()).toEqual([]);
       open();
       const staged = await stagedP;
       expect(readFileSync(p).equals(c.oldData)).toBe(true);

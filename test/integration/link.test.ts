@@ -211,3 +211,21 @@ describe('SFTP channel start', () => {
     }
   });
 });
+
+describe('SFTP without the limits extension (OpenSSH before 8.6)', () => {
+  it('reads ask for at most 64 KiB, which such servers answer whole; files of any size read back intact', async () => {
+    const { startSshd } = await import('../support/sshd.js');
+    const old = await startSshd({ sftpFlags: '-P limits' });
+    cleanups.push(() => old.stop());
+    const s = await connect(old.alias, { configFile: old.sshConfig, interactive: false, compress: 'off', channels: 1 });
+    cleanups.push(() => s.close());
+    const [ch] = s.channels;
+    expect(ch!.has('limits@openssh.com')).toBe(false);
+    await ch!.limits;
+    expect(ch!.maxRead).toBe(64 * 1024);
+    const t = new SftpTransport(s.channels, old.remoteRoot, 'old', async () => undefined);
+    const data = randomBytes(1_000_003);
+    writeFileSync(join(old.remoteRoot, 'm.bin'), data);
+    expect((await t.readFile('m.bin'))!.equals(data)).toBe(true);
+  });
+});

@@ -127,6 +127,49 @@ describe('early rebuilds and the manifest written ahead', () => {
     }
   });
 
+  it('an outside edit made after the staged rebuild was complete is caught before the rename', async () => {
+    const { client, remote, remoteDir, v1 } = await setup();
+    try {
+      const v2 = Buffer.from(v1);
+      randomBytes(4096).copy(v2, 500_000);
+      edit(client, v2, 1_700_000_100);
+      // A slow listing, so that the staged file is complete long before the plan asks for it; then someone saves
+      // the remote file just before the rebuild would be renamed in (the adoption's local stamp check).
+      const slowList = new Proxy(remote, {
+        get(target, prop) {
+          if (prop === 'readdir') return async (rel: string) => (await new Promise((r) => setTimeout(r, 300)), target.readdir(rel));
+          const v = Reflect.get(target, prop, target);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      const outside = randomBytes(v1.length);
+      const lt = new LocalTransport(client.dir);
+      let stamps = 0;
+      const editing = new Proxy(lt, {
+        get(target, prop) {
+          if (prop === 'stamp') {
+            return async (rel: string) => {
+              if (stamps++ === 1) {
+                writeFileSync(join(remoteDir, 'f.bin'), outside);
+                utimesSync(join(remoteDir, 'f.bin'), 1_700_000_050, 1_700_000_050);
+              }
+              return target.stamp(rel);
+            };
+          }
+          const v = Reflect.get(target, prop, target);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      const { r, trace } = await push(client, slowList, { local: editing });
+      expect(trace).toContain('speculation discarded f.bin');
+      expect(r.conflicts.map((c) => c.path)).toEqual(['f.bin']);
+      expect(readFileSync(join(remoteDir, 'f.bin')).equals(outside)).toBe(true);
+      expect(temps(remoteDir)).toEqual([]);
+    } finally {
+      await remote.close();
+    }
+  });
+
   it('drops it when another run replaced the file with other bytes of the same size and mtime', async () => {
     // The old file passes the size/mtime check, so the staged copy is made from the wrong bytes: only the
     // manifest's hash can tell, and the rebuild must not be renamed in.

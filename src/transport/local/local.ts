@@ -359,9 +359,10 @@ export class LocalTransport implements Transport {
   }
 
   async stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: { gate?: Promise<unknown>; tempName?: string } = {}): Promise<StagedFile> {
-    // Awaited only after the opens: a refusal meanwhile is not unhandled.
-    opts.gate?.catch(() => undefined);
     checkRebuildOps(ops, old.size, meta.size);
+    // Before anything else, the temp file included (another run holding the lock could take it for a leftover, or
+    // find it in a directory it removes), and before taking a file slot (the lock may need one).
+    await opts.gate;
     await this.assertRealParents(rel);
     const finalAbs = this.abs(rel);
     let src: fsp.FileHandle;
@@ -382,7 +383,6 @@ export class LocalTransport implements Transport {
     let out: fsp.FileHandle | undefined;
     let ok = false;
     try {
-      await opts.gate;
       await checkOld();
       out = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
         throw ioError(err, `cannot create ${tmp}`);

@@ -65,9 +65,11 @@ export class SftpChannel {
   }
 
   // Read live: the limits may arrive after the channel is in use. ssh2's fallback is 32 KiB-ish for non-OpenSSH
-  // servers and 254 KiB for OpenSSH.
+  // servers and 254 KiB for OpenSSH. OpenSSH before 8.6 has no limits extension and answers reads with at most
+  // 64 KiB, which readers would take for the end of the file: without the extension, reads ask for no more.
   get maxRead(): number {
-    return this.s._maxReadLen ?? 32 * 1024;
+    const n = this.s._maxReadLen ?? 32 * 1024;
+    return this.has('limits@openssh.com') ? n : Math.min(n, 64 * 1024);
   }
   get maxWrite(): number {
     return this.s._maxWriteLen ?? 32 * 1024;

@@ -494,9 +494,10 @@ export class SftpTransport implements Transport {
    * data without waiting for it.
    */
   async stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: { gate?: Promise<unknown>; tempName?: string } = {}): Promise<StagedFile> {
-    // Awaited only after the opens: a refusal meanwhile is not unhandled.
-    opts.gate?.catch(() => undefined);
     checkRebuildOps(ops, old.size, meta.size);
+    // Before anything else, the temp file included (another run holding the lock could take it for a leftover, or
+    // find it in a directory it removes), and before taking a file slot (the lock may need one).
+    await opts.gate;
     if (!this.caps.copyData) throw new WsyncError('E_INTERNAL', `rebuildFile needs copy-data, which ${this.label} does not offer`);
     const { ch, tmp } = await this.onChannel(async (slot) => {
       const { ch } = slot;
@@ -522,7 +523,6 @@ export class SftpTransport implements Transport {
       try {
         if (o.status === 'rejected') throw isNoSuchFile(o.reason) ? outsideEdit(where, old, null) : mapSftpError(o.reason, `cannot open ${where}`);
         if (t.status === 'rejected') throw mapSftpError(t.reason, `cannot create ${where}`);
-        await opts.gate;
         // The old file's check is the first request behind the opens, and the copies follow without waiting for
         // its answer: the server runs them in order, and if the check fails the temp they filled is deleted
         // unseen. The same check after the last copy catches a change during the copies.
