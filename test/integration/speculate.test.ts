@@ -54,6 +54,17 @@ async function push(client: Client, remote: Transport, opts: { local?: Transport
 
 const temps = (dir: string) => readdirSync(dir).filter(isTempName);
 
+/** `t` with some methods replaced (the rest bound to it). */
+function override<T extends object>(t: T, methods: Record<string, unknown>): T {
+  return new Proxy(t, {
+    get(target, prop) {
+      if (typeof prop === 'string' && prop in methods) return methods[prop];
+      const v = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
 describe('early rebuilds and the manifest written ahead', () => {
   const server = useServer('wsync-speculate-');
   let n = 0;
@@ -135,29 +146,17 @@ describe('early rebuilds and the manifest written ahead', () => {
       edit(client, v2, 1_700_000_100);
       // A slow listing, so that the staged file is complete long before the plan asks for it; then someone saves
       // the remote file just before the rebuild would be renamed in (the adoption's local stamp check).
-      const slowList = new Proxy(remote, {
-        get(target, prop) {
-          if (prop === 'readdir') return async (rel: string) => (await new Promise((r) => setTimeout(r, 300)), target.readdir(rel));
-          const v = Reflect.get(target, prop, target);
-          return typeof v === 'function' ? v.bind(target) : v;
-        },
-      });
+      const slowList = override(remote, { readdir: async (rel: string) => (await new Promise((r) => setTimeout(r, 300)), remote.readdir(rel)) });
       const outside = randomBytes(v1.length);
       const lt = new LocalTransport(client.dir);
       let stamps = 0;
-      const editing = new Proxy(lt, {
-        get(target, prop) {
-          if (prop === 'stamp') {
-            return async (rel: string) => {
-              if (stamps++ === 1) {
-                writeFileSync(join(remoteDir, 'f.bin'), outside);
-                utimesSync(join(remoteDir, 'f.bin'), 1_700_000_050, 1_700_000_050);
-              }
-              return target.stamp(rel);
-            };
+      const editing = override(lt, {
+        stamp: async (rel: string) => {
+          if (stamps++ === 1) {
+            writeFileSync(join(remoteDir, 'f.bin'), outside);
+            utimesSync(join(remoteDir, 'f.bin'), 1_700_000_050, 1_700_000_050);
           }
-          const v = Reflect.get(target, prop, target);
-          return typeof v === 'function' ? v.bind(target) : v;
+          return lt.stamp(rel);
         },
       });
       const { r, trace } = await push(client, slowList, { local: editing });
@@ -208,22 +207,10 @@ describe('early rebuilds and the manifest written ahead', () => {
       randomBytes(4096).copy(v2, 1_000_000);
       edit(client, v2, 1_700_000_100);
       // The refusal comes 200 ms late, as over a slow link, so that the rebuild is staged before it.
-      const slowLock = new Proxy(remote, {
-        get(target, prop) {
-          if (prop === 'pinned') {
-            return () => {
-              const view = target.pinned!();
-              return new Proxy(view, {
-                get(v, q) {
-                  if (q === 'createExclusive') return async (rel: string, data: Buffer) => (await new Promise((r) => setTimeout(r, 200)), v.createExclusive(rel, data));
-                  const f = Reflect.get(v, q, v);
-                  return typeof f === 'function' ? f.bind(v) : f;
-                },
-              });
-            };
-          }
-          const v = Reflect.get(target, prop, target);
-          return typeof v === 'function' ? v.bind(target) : v;
+      const slowLock = override(remote, {
+        pinned: () => {
+          const view = remote.pinned!();
+          return override(view, { createExclusive: async (rel: string, data: Buffer) => (await new Promise((r) => setTimeout(r, 200)), view.createExclusive(rel, data)) });
         },
       });
       const trace: string[] = [];
@@ -245,13 +232,7 @@ describe('early rebuilds and the manifest written ahead', () => {
       // The stamp the adoption checks is not the one the file was cut in (as if it was saved again meanwhile).
       const lt = new LocalTransport(client.dir);
       let stamps = 0;
-      const moved = new Proxy(lt, {
-        get(target, prop) {
-          if (prop === 'stamp') return async (rel: string) => `${await target.stamp(rel)}${stamps++ > 0 ? ':later' : ''}`;
-          const v = Reflect.get(target, prop, target);
-          return typeof v === 'function' ? v.bind(target) : v;
-        },
-      });
+      const moved = override(lt, { stamp: async (rel: string) => `${await lt.stamp(rel)}${stamps++ > 0 ? ':later' : ''}` });
       const { r, trace } = await push(client, remote, { local: moved });
       expect(r.ok).toBe(true);
       expect(trace).toEqual(['speculation staged f.bin', 'speculation discarded f.bin', 'manifest prewritten']);
@@ -275,16 +256,10 @@ describe('early rebuilds and the manifest written ahead', () => {
       utimesSync(join(client.dir, 'a.txt'), 1_700_000_300, 1_700_000_300);
       utimesSync(join(client.dir, 'b.txt'), 1_700_000_300, 1_700_000_300);
       const before = (await readManifest(new LocalTransport(remoteDir)))!.entries.get('b.txt')!;
-      const failing = new Proxy(remote, {
-        get(target, prop) {
-          if (prop === 'writeFile') {
-            return async (rel: string, ...rest: unknown[]) => {
-              if (rel === 'b.txt') throw new WsyncError('E_REMOTE_IO', 'b.txt: Failure');
-              return (target.writeFile as (...a: unknown[]) => Promise<void>)(rel, ...rest);
-            };
-          }
-          const v = Reflect.get(target, prop, target);
-          return typeof v === 'function' ? v.bind(target) : v;
+      const failing = override(remote, {
+        writeFile: async (rel: string, ...rest: unknown[]) => {
+          if (rel === 'b.txt') throw new WsyncError('E_REMOTE_IO', 'b.txt: Failure');
+          return (remote.writeFile as (...a: unknown[]) => Promise<void>)(rel, ...rest);
         },
       });
       const { r, trace } = await push(client, failing);
