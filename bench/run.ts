@@ -19,7 +19,7 @@ import {
 } from './harness.js';
 
 type Tool = 'wsync' | 'rsync' | 'scp';
-type CaseId = 'initial' | 'noop' | 'edit' | 'initialPlain' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
+type CaseId = 'initial' | 'noop' | 'edit' | 'initialPlain' | 'pullInitial' | 'pullEdit' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
 const TREE_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'initial', label: '(a) initial push, empty remote' },
   { id: 'noop', label: '(b) no-op re-push' },
@@ -30,6 +30,11 @@ const TREE_CASES: Array<{ id: CaseId; label: string }> = [
  * with compression off, so the table shows what each part is worth. rsync's column repeats its (a).
  */
 const PLAIN_CASE = { id: 'initialPlain' as const, label: "(a') initial push, wsync --no-compress" };
+/** The other direction, from the remote tree as (c) left it: the agent-on-a-VM workflow pulls results back. */
+const PULL_CASES: Array<{ id: CaseId; label: string }> = [
+  { id: 'pullInitial', label: '(p1) initial pull into an empty directory' },
+  { id: 'pullEdit', label: '(p2) pull after ~50 edits on the remote' },
+];
 /** One big incompressible file, pushed, then edited twice (delta transfer). Sizes in 10^6 bytes, as in the table. */
 const bigCases = (mb: number): Array<{ id: CaseId; label: string }> => [
   { id: 'bigInitial', label: `(d) initial push of one ${mb} MB file` },
@@ -114,13 +119,15 @@ function settings(): Settings {
   };
 }
 
-function commandFor(tool: Tool, local: string, alias: string, remote: string, cfg: string, s: Settings): [string, string[]] {
+function commandFor(tool: Tool, local: string, alias: string, remote: string, cfg: string, s: Settings, pull = false): [string, string[]] {
   switch (tool) {
     case 'wsync':
-      return [process.execPath, [s.wsyncBin, 'push', local, `${alias}:${remote}`, '-F', cfg, ...s.wsyncArgs]];
-    case 'rsync':
-      // Trailing slashes: copy the contents of local into remote, the same layout the other tools produce.
-      return ['rsync', ['-a', '-e', `ssh -F ${cfg}`, `${local}/`, `${alias}:${remote}/`]];
+      return [process.execPath, [s.wsyncBin, pull ? 'pull' : 'push', local, `${alias}:${remote}`, '-F', cfg, ...s.wsyncArgs]];
+    case 'rsync': {
+      // Trailing slashes: copy the contents of one directory into the other, the same layout the other tools produce.
+      const ends = [`${local}/`, `${alias}:${remote}/`];
+      return ['rsync', ['-a', '-e', `ssh -F ${cfg}`, ...(pull ? ends.reverse() : ends)]];
+    }
     case 'scp':
       // remote must not exist yet: `scp -r dir host:existing` would create existing/<basename(dir)>.
       return ['scp', ['-r', '-F', cfg, local, `${alias}:${remote}`]];
@@ -177,6 +184,7 @@ async function main(): Promise<void> {
     const results = new Map<Tool, Map<CaseId, Cell>>();
     const notes: string[] = [];
     let editSummary = '';
+    let pullEditSummary = '';
     const wsyncBin = s.wsyncBin;
     const wsyncShown = shortPath(wsyncBin);
 
@@ -185,7 +193,7 @@ async function main(): Promise<void> {
     const envFor = (tool: Tool, id: CaseId): NodeJS.ProcessEnv => privateHomeEnv(join(work, id === 'initialPlain' ? `home-${tool}-plain` : `home-${tool}`));
 
     /** Runs one tool on one case, verifies the remote, records the cell. */
-    const runCase = async (tool: Tool, c: { id: CaseId; label: string }, local: string, remote: string, fileCount: number, initialId: CaseId, extraArgs: string[] = []): Promise<void> => {
+    const runCase = async (tool: Tool, c: { id: CaseId; label: string }, local: string, remote: string, fileCount: number, initialId: CaseId, extraArgs: string[] = [], pull = false): Promise<void> => {
       const cells = results.get(tool)!;
       process.stdout.write(`${tool.padEnd(5)} ${c.label} … `);
       if (tool === 'wsync' && !existsSync(wsyncBin)) {
@@ -193,7 +201,7 @@ async function main(): Promise<void> {
         console.log(`FAIL: ${wsyncShown} does not exist`);
         return;
       }
-      const [cmd, toolArgs] = commandFor(tool, local, srv!.alias, remote, cfg, s);
+      const [cmd, toolArgs] = commandFor(tool, local, srv!.alias, remote, cfg, s, pull);
       const args = [...toolArgs, ...extraArgs];
       const timeoutS = c.id === initialId ? s.timeoutInitialS : s.timeoutRepushS;
       const o = await runMeasured(proxy!, cmd, args, { timeoutS, env: envFor(tool, c.id), log: join(logs, `${tool}-${c.id}.log`) });
@@ -254,6 +262,26 @@ async function main(): Promise<void> {
         }
         await runCase(tool, c, local, remote, tree.files.length, 'initial');
       }
+      // Pulls into a directory of their own, from the remote tree as (c) left it; then the remote is edited (as an
+      // agent would, same edits for every tool) and pulled again.
+      const pulled = join(work, `pull-${tool}`);
+      for (const c of PULL_CASES) {
+        if (tool === 'scp') {
+          results.get(tool)!.set(c.id, { status: 'na', note: 'n/a' });
+          continue;
+        }
+        if (!shouldRun(tool, c, 'pullInitial', 'initial pull')) continue;
+        const edit = results.get(tool)!.get('edit');
+        if (edit?.status !== 'ok') {
+          results.get(tool)!.set(c.id, { status: 'skipped', note: `skipped ((c) ${edit?.status ?? 'missing'})` });
+          continue;
+        }
+        if (c.id === 'pullEdit') {
+          const e = applyEdits(remote, tree.files, s.seed + 7, EDIT_MTIME + 1000);
+          pullEditSummary = `${e.edited.length} edited, ${e.touched.length} touched (mtime only), ${e.added.length} added, made in the remote tree`;
+        } else mkdirSync(pulled);
+        await runCase(tool, c, pulled, remote, tree.files.length, 'pullInitial', [], true);
+      }
     }
 
     const plainRow = s.tools.includes('wsync') && results.get('wsync')?.get('initial')?.status !== undefined;
@@ -308,7 +336,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...BIG_CASES];
+    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...PULL_CASES, ...BIG_CASES];
 
     const get = (t: Tool, c: CaseId) => results.get(t)?.get(c === 'initialPlain' && t !== 'wsync' ? (t === 'rsync' ? 'initial' : c) : c);
     const header = '| case | wsync s | rsync s | scp s | wsync/rsync | wsync wire bytes | rsync wire bytes | scp wire bytes |';
@@ -376,6 +404,7 @@ async function main(): Promise<void> {
       `- tree: ${tree.files.length} files, ${tree.dirs} dirs, ${fmtBytes(tree.bytes)}, seed ${s.seed}` +
         (floorS ? `; sending it once at the link rate takes ≥ ${floorS.toFixed(1)} s` : ''),
       `- edit case: ${editSummary || 'not run'}`,
+      `- pull cases: (p1) into an empty directory from the remote tree as (c) left it; (p2) after ${pullEditSummary || '(not run)'}`,
       `- big-file cases: ${BIG_CASES.length ? `one ${fmtBytes(bigBytes)} file of random bytes; (e) overwrites 1,000,000 bytes at offset size/2 + 12,345 (+ 3,000,000 per further run); (f) then inserts 100 bytes at offset 0; each edit sets a new mtime; (e) and (f) run ${s.bigReps} times per tool, a new edit each time, and the table shows the run with the median time` : 'not run'}`,
       `- ssh connect + auth + exec \`true\` through the proxy: ${probe.secs.toFixed(2)} s`,
       `- limits: initial push ${s.timeoutInitialS} s, re-push ${s.timeoutRepushS} s`,

@@ -193,10 +193,10 @@ export interface EditSummary {
 /**
  * The "developer worked for an hour" change set, identical for every tool's copy: 36 text edits (line inserted
  * mid-file, which shifts every later byte; line replaced; lines appended), one 4 KiB overwrite inside a 1 MiB
- * binary, 10 files touched without content change, and 3 new files. All changed files get EDIT_MTIME, so
- * mtime-based tools see them as changed, as they would after an editor save.
+ * binary, 10 files touched without content change, and 3 new files. All changed files get `mtime` (EDIT_MTIME by
+ * default; a second round of edits needs another), so mtime-based tools see them as changed, as after an editor save.
  */
-export function applyEdits(root: string, files: TreeFile[], seed: number): EditSummary {
+export function applyEdits(root: string, files: TreeFile[], seed: number, mtime = EDIT_MTIME): EditSummary {
   const r = prng(seed ^ 0x5eed);
   const texts = files.filter((f) => f.kind === 'text' || f.kind === 'doc');
   const chosen = new Set<string>();
@@ -210,7 +210,7 @@ export function applyEdits(root: string, files: TreeFile[], seed: number): EditS
     }
   };
   const out: EditSummary = { edited: [], touched: [], added: [] };
-  const stamp = (p: string) => utimesSync(p, EDIT_MTIME, EDIT_MTIME);
+  const stamp = (p: string) => utimesSync(p, mtime, mtime);
 
   for (let i = 0; i < 36; i++) {
     const f = take(texts);
