@@ -3,7 +3,7 @@
  * remote before it can plan, three round trips; on a link with 50 ms of latency that is as long as the server
  * takes to copy 100 MB. For a big file that changed locally since the last run, the chunk cache already knows what
  * the target held (path, size, mtime, content) and what the file holds now (cut while connecting), so its rebuild
- * can be staged right away under a temp name, with the copies held back until the lock is ours. The plan later
+ * can start right away under a temp name; nothing reaches the server before the lock is ours. The plan later
  * adopts a staged rebuild only when the manifest and the listing confirm the old version it was built from and
  * the local file is still the one that was cut; everything else is removed unseen (temp names are invisible to
  * the sync and are never renamed in without that confirmation).

@@ -360,8 +360,8 @@ export class LocalTransport implements Transport {
 
   async stageRebuild(rel: string, old: OldVersion, ops: readonly RebuildOp[], literal: LiteralSource, meta: WriteMeta, opts: { gate?: Promise<unknown>; tempName?: string } = {}): Promise<StagedFile> {
     checkRebuildOps(ops, old.size, meta.size);
-    // Before anything else, the temp file included (another run holding the lock could take it for a leftover, or
-    // find it in a directory it removes), and before taking a file slot (the lock may need one).
+    // Before anything else, the temp file included: another run holding the lock could take it for a leftover, or
+    // find it in a directory it removes.
     await opts.gate;
     await this.assertRealParents(rel);
     const finalAbs = this.abs(rel);
