@@ -10,7 +10,7 @@ import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR }
 import { acquireLock } from '../manifest/lock.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { mapLimit, Semaphore } from '../util/limit.js';
-import { ancestors, comparePaths, parentOf, tempNameFor } from '../util/paths.js';
+import { ancestors, baseName, comparePaths, isTempName, parentOf, tempNameFor } from '../util/paths.js';
 import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
 import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
@@ -189,10 +189,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       : undefined;
   // The new manifest's temp file is created in the same round trip (on a first run .wsync/ is not there yet and
   // the end falls back to writeManifest): at the end it needs only its data and the rename, one trip less.
+  const manifestTmpName = tempNameFor(MANIFEST_PATH);
   const manifestTmpP = pin
-    ? pin.openExclusive(tempNameFor(MANIFEST_PATH)).then(
+    ? pin.openExclusive(manifestTmpName).then(
         (f) => {
-          // Ctrl-C removes it with the lock; only a killed run leaves it behind (a few hundred bytes in .wsync/).
+          // Ctrl-C removes it with the lock; only a killed run leaves it behind, and the next run removes it.
           if (f) onInterrupt(() => f.abort());
           return f;
         },
@@ -252,6 +253,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // The remote listing comes only after the lock: a listing taken earlier could miss another run's last writes.
     // Directories known from the local tree and the manifest are listed at once instead of level by level.
     const prefetcher = new Prefetcher(o.remote);
+    // Temp files in .wsync/ are manifests of runs that were killed (with the lock held, any but ours are dead).
+    const stateTemps = o.dryRun
+      ? undefined
+      : o.remote.readdir(STATE_DIR).then(
+          (l) => (l ?? []).map((d) => `${STATE_DIR}/${d.name}`).filter((rel) => isTempName(baseName(rel)) && rel !== manifestTmpName),
+          () => [],
+        );
     prefetcher.prefetch(localDirs);
     onLocalDir = (rel) => prefetcher.prefetch([rel]);
     const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
@@ -355,7 +363,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
     const ownTemps = specs?.temps() ?? new Set<string>();
     await Promise.all([
-      ...remoteWalk.temps.filter((t) => !ownTemps.has(t)).map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
+      ...[...remoteWalk.temps.filter((t) => !ownTemps.has(t)), ...((await stateTemps) ?? [])].map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
       ...localWalk.temps.map((t) => o.local.remove(t, 'file').catch(() => undefined)),
     ]);
 

@@ -244,6 +244,22 @@ describe('early rebuilds and the manifest written ahead', () => {
     }
   });
 
+  it('a manifest temp left in .wsync/ by a killed run is removed by the next run', async () => {
+    const { client, remote, remoteDir } = await setup();
+    try {
+      // What a run killed after writing its manifest ahead leaves (SIGKILL runs no cleanup).
+      const stale = join(remoteDir, '.wsync', '.manifest.json.gz.wsync-deadbeef.tmp');
+      writeFileSync(stale, randomBytes(5000));
+      writeFileSync(join(remoteDir, '.wsync', 'unrelated.txt'), 'kept');
+      const { r } = await push(client, remote);
+      expect(r.ok).toBe(true);
+      expect(existsSync(stale)).toBe(false);
+      expect(readdirSync(join(remoteDir, '.wsync')).sort()).toEqual(['manifest.json.gz', 'unrelated.txt']);
+    } finally {
+      await remote.close();
+    }
+  });
+
   it('the manifest written ahead is replaced when a transfer fails', async () => {
     const { client, remote, remoteDir } = await setup();
     try {
