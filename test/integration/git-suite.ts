@@ -99,7 +99,7 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
         { tool: { content: 'x', mode: 0o644 }, plain: { content: 'p', mode: 0o755 } }, // exec bit off and on
         { l: { link: 'dir/b.txt' } }, // symlink retarget
         { todir: null, 'todir/inside.txt': 'dir now\n' }, // file -> dir
-        { fromdir: null, 'fromdir': 'file now\n' }, // dir -> file
+        { fromdir: 'file now\n' }, // dir -> file (commit() removes what was there)
         { 'dir/b.txt': null, 'dir2/b.txt': 'b\n' }, // rename (and the old dir disappears)
         { 'a.txt': { link: 'plain' } }, // file -> symlink
         { 'a.txt': 'file again\n', 'bin.dat': randomBytes(5000) }, // symlink -> file, binary
