@@ -397,13 +397,15 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     };
     if (unsent.size === 0) allSent();
     const prewritten = (async (): Promise<Tree | undefined> => {
+      // Nothing to overlap without transfers (a no-op run of a big tree should not pay for copies and compares).
+      if (p.transfers.length === 0) return undefined;
       const unknown = p.transfers.filter((op) => op.kind === 'put' && !op.entry.sha256).map((op) => op.path);
       const bytes = unknown.reduce((n, rel) => n + srcTree.get(rel)!.size, 0);
       if (unknown.length > 0 && (o.direction !== 'push' || unknown.length > PREDICT_MAX_FILES || bytes > PREDICT_MAX_BYTES)) return undefined;
       const hashes = new Map<string, string>();
       await mapLimit(unknown, 16, async (rel) => hashes.set(rel, await hashFile(o.local, rel, srcTree.get(rel)!.size)));
       const predicted = predictNext(p, base, hashes);
-      if (!predicted || (manifest && sameTree(predicted, manifest.entries))) return undefined;
+      if (!predicted) return undefined;
       const tmp = await manifestTmpP;
       if (!tmp) return undefined;
       await allSentP;
@@ -672,7 +674,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         // The lock goes right behind the rename on the same channel: the server runs them in that order.
         const unlock = () => release?.().catch(() => undefined) ?? Promise.resolve();
         const predicted = await prewritten;
-        if (tmp && predicted && sameTree(next, predicted)) {
+        // `next` is p.next changed only by the transfers' results and by failures: comparing those paths suffices.
+        const asPredicted = predicted && failed.size === 0 && !deletesSkipped && p.transfers.every((op) => sameEntry(next.get(op.path), predicted.get(op.path)));
+        if (tmp && predicted && asPredicted) {
           trace('manifest prewritten');
           await tmp.commit(null, MANIFEST_PATH, undefined, unlock);
         } else if (tmp && !tmpWritten) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, unlock);
@@ -744,12 +748,15 @@ function* contentKeys(trees: Tree[]): Generator<string> {
 
 function sameTree(a: Tree, b: Tree): boolean {
   if (a.size !== b.size) return false;
-  for (const [p, e] of a) {
-    const f = b.get(p);
-    if (!f || f.type !== e.type || f.size !== e.size || f.mtime !== e.mtime || f.mode !== e.mode || f.target !== e.target || f.sha256 !== e.sha256) return false;
-    if ((f.chunker || e.chunker) && !(f.chunker && e.chunker && sameSpec(f.chunker, e.chunker))) return false;
-  }
+  for (const [p, e] of a) if (!sameEntry(e, b.get(p))) return false;
   return true;
+}
+
+/** Equal as manifest entries (what encodeManifest records). */
+function sameEntry(e: Entry | undefined, f: Entry | undefined): boolean {
+  if (!e || !f) return e === f;
+  if (f.type !== e.type || f.size !== e.size || f.mtime !== e.mtime || f.mode !== e.mode || f.target !== e.target || f.sha256 !== e.sha256) return false;
+  return !(f.chunker || e.chunker) || !!(f.chunker && e.chunker && sameSpec(f.chunker, e.chunker));
 }
 
 function reportDryRun(p: Plan, src: Tree, dst: Tree, stats: SyncStats, emit: (ev: SyncEvent) => void): void {
