@@ -102,3 +102,36 @@ describe('engine delta paths', () => {
     expect(readFileSync(join(remote, 'f.bin')).equals(v2)).toBe(true);
   });
 });
+
+describe('engine checkpoints', () => {
+  it('a long run records what it has done in the manifest while it runs', async () => {
+    const local = join(work, 'cp-local');
+    const remote = join(work, 'cp-remote');
+    mkdirSync(local, { recursive: true });
+    for (let i = 0; i < 12; i++) writeFileSync(join(local, `f${i}.txt`), `file ${i}\n`);
+    const { readManifest } = await import('../../src/manifest/manifest.js');
+    const rt = new LocalTransport(remote);
+    // One file at a time, 400 ms each: the run takes ~5 s, past the first checkpoint at 3 s.
+    const slow = override(rt, {
+      writeFile: async (...args: Parameters<Transport['writeFile']>) => {
+        await new Promise((r) => setTimeout(r, 400));
+        return rt.writeFile(...args);
+      },
+    });
+    let seen: number | undefined;
+    const probe = setTimeout(() => {
+      void readManifest(new LocalTransport(remote)).then((m) => (seen = m?.entries.size));
+    }, 4200);
+    const r = await runSync({
+      direction: 'push', local: new LocalTransport(local), remote: slow, delete: false, force: false, dryRun: false,
+      filter: { gitignore: true, excludes: [], includes: [] }, concurrency: 1, lockWaitSeconds: 0, breakLock: false,
+      cacheDir: join(work, 'cache'),
+    });
+    clearTimeout(probe);
+    expect(r.ok).toBe(true);
+    // Mid-run: some of the files, not yet all.
+    expect(seen).toBeGreaterThan(0);
+    expect(seen).toBeLessThan(12);
+    expect((await readManifest(rt))?.entries.size).toBe(12);
+  }, 20_000);
+});
