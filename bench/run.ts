@@ -318,7 +318,9 @@ async function main(): Promise<void> {
             if (c.id === 'bigOverwrite') {
               // Not aligned to anything: a little past the middle, a different 1 MB each run.
               const fd = openSync(file, 'r+');
-              writeSync(fd, randomBytesSeeded(1_000_000, s.seed + 1 + 10 * i), 0, 1_000_000, Math.floor(bigBytes / 2) + 12_345 + i * 3_000_000);
+              // (Kept inside the file when --big-mb is small.)
+              const at = (Math.floor(bigBytes / 2) + 12_345 + i * 3_000_000) % Math.max(1, bigBytes - 1_000_000);
+              writeSync(fd, randomBytesSeeded(1_000_000, s.seed + 1 + 10 * i), 0, 1_000_000, at);
               closeSync(fd);
               utimesSync(file, EDIT_MTIME + i, EDIT_MTIME + i);
             } else if (c.id === 'bigInsert') {
