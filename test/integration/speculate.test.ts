@@ -84,20 +84,33 @@ describe('early rebuilds and the manifest written ahead', () => {
     expect(first.trace.filter((t) => t.startsWith('speculation'))).toEqual([]);
     return { client, remote, remoteDir, v1 };
   };
+  /** A fresh client and target with f.bin pushed once; the connection is closed afterwards. */
+  const withSetup = async (fn: (x: Awaited<ReturnType<typeof setup>>) => Promise<void>) => {
+    const x = await setup();
+    try {
+      await fn(x);
+    } finally {
+      await x.remote.close();
+    }
+  };
+  /** A copy of `v1` with 4 KiB of new bytes at `at`. */
+  const patched = (v1: Buffer, at: number) => {
+    const v = Buffer.from(v1);
+    randomBytes(4096).copy(v, at);
+    return v;
+  };
   const edit = (client: Client, data: Buffer, mtime: number) => {
     writeFileSync(join(client.dir, 'f.bin'), data);
     utimesSync(join(client.dir, 'f.bin'), mtime, mtime);
   };
 
   it('adopts the staged rebuild of an edited big file, and writes the final manifest ahead', async () => {
-    const { client, remote, remoteDir, v1 } = await setup();
-    try {
+    await withSetup(async ({ client, remote, remoteDir, v1 }) => {
       const loaded = await ChunkCache.load(client.cacheFile, { local: client.dir, target: remote.describe() });
       expect([...loaded.remoteFiles()].map(([rel, r]) => [rel, r.size, r.mtime, r.list.sha256])).toEqual([['f.bin', v1.length, 1_700_000_000, sha(v1)]]);
 
       // Overwrite in the middle (same size), then insert at the head (new size).
-      const v2 = Buffer.from(v1);
-      randomBytes(4096).copy(v2, 1_500_000);
+      const v2 = patched(v1, 1_500_000);
       const v3 = Buffer.concat([randomBytes(100), v2]);
       for (const [data, mtime] of [[v2, 1_700_000_100], [v3, 1_700_000_200]] as const) {
         edit(client, data, mtime);
@@ -113,19 +126,15 @@ describe('early rebuilds and the manifest written ahead', () => {
         expect(temps(remoteDir)).toEqual([]);
         expect(existsSync(join(remoteDir, LOCK_PATH))).toBe(false);
       }
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('drops the staged rebuild when the remote file was edited outside wsync: conflict, outside edit kept', async () => {
-    const { client, remote, remoteDir, v1 } = await setup();
-    try {
+    await withSetup(async ({ client, remote, remoteDir, v1 }) => {
       const outside = randomBytes(v1.length);
       writeFileSync(join(remoteDir, 'f.bin'), outside);
       utimesSync(join(remoteDir, 'f.bin'), 1_700_000_050, 1_700_000_050);
-      const v2 = Buffer.from(v1);
-      randomBytes(4096).copy(v2, 100_000);
+      const v2 = patched(v1, 100_000);
       edit(client, v2, 1_700_000_100);
       const { r, trace } = await push(client, remote);
       expect(r.ok).toBe(false);
@@ -133,16 +142,12 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(trace).toEqual(['speculation staged f.bin']);
       expect(readFileSync(join(remoteDir, 'f.bin')).equals(outside)).toBe(true);
       expect(temps(remoteDir)).toEqual([]);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('an outside edit made after the staged rebuild was complete is caught before the rename', async () => {
-    const { client, remote, remoteDir, v1 } = await setup();
-    try {
-      const v2 = Buffer.from(v1);
-      randomBytes(4096).copy(v2, 500_000);
+    await withSetup(async ({ client, remote, remoteDir, v1 }) => {
+      const v2 = patched(v1, 500_000);
       edit(client, v2, 1_700_000_100);
       // A slow listing, so that the staged file is complete long before the plan asks for it; then someone saves
       // the remote file just before the rebuild would be renamed in (the adoption's local stamp check).
@@ -164,16 +169,13 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(r.conflicts.map((c) => c.path)).toEqual(['f.bin']);
       expect(readFileSync(join(remoteDir, 'f.bin')).equals(outside)).toBe(true);
       expect(temps(remoteDir)).toEqual([]);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('drops it when another run replaced the file with other bytes of the same size and mtime', async () => {
     // The old file passes the size/mtime check, so the staged copy is made from the wrong bytes: only the
     // manifest's hash can tell, and the rebuild must not be renamed in.
-    const { client, remote, remoteDir, v1 } = await setup();
-    try {
+    await withSetup(async ({ client, remote, remoteDir, v1 }) => {
       // What another machine's wsync would leave after pushing its own f.bin (same size, same mtime).
       const theirs = randomBytes(v1.length);
       writeFileSync(join(remoteDir, 'f.bin'), theirs);
@@ -183,8 +185,7 @@ describe('early rebuilds and the manifest written ahead', () => {
       m.entries.set('f.bin', { ...m.entries.get('f.bin')!, sha256: sha(theirs) });
       await writeManifest(rt, m, {});
 
-      const v2 = Buffer.from(v1);
-      randomBytes(4096).copy(v2, 2_000_000);
+      const v2 = patched(v1, 2_000_000);
       edit(client, v2, 1_700_000_100);
       const { r, trace } = await push(client, remote);
       expect(r.ok).toBe(true);
@@ -194,17 +195,13 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(readFileSync(join(remoteDir, 'f.bin')).equals(v2)).toBe(true);
       expect((await readManifest(rt))?.entries.get('f.bin')?.sha256).toBe(sha(v2));
       expect(temps(remoteDir)).toEqual([]);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('a lock held by another run: the staged temp is removed and nothing is written', async () => {
-    const { client, remote, remoteDir, v1 } = await setup();
-    try {
+    await withSetup(async ({ client, remote, remoteDir, v1 }) => {
       writeFileSync(join(remoteDir, LOCK_PATH), JSON.stringify({ host: 'elsewhere', pid: 1, started: new Date().toISOString() }) + '\n');
-      const v2 = Buffer.from(v1);
-      randomBytes(4096).copy(v2, 1_000_000);
+      const v2 = patched(v1, 1_000_000);
       edit(client, v2, 1_700_000_100);
       // The refusal comes 200 ms late, as over a slow link, so that the rebuild is staged before it.
       const slowLock = override(remote, {
@@ -218,16 +215,12 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(trace).toEqual(['speculation staged f.bin']);
       expect(readFileSync(join(remoteDir, 'f.bin')).equals(v1)).toBe(true);
       expect(temps(remoteDir)).toEqual([]);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('not used when the local file changed after it was cut; the usual rebuild runs instead', async () => {
-    const { client, remote, remoteDir, v1 } = await setup();
-    try {
-      const v2 = Buffer.from(v1);
-      randomBytes(4096).copy(v2, 1_000_000);
+    await withSetup(async ({ client, remote, remoteDir, v1 }) => {
+      const v2 = patched(v1, 1_000_000);
       edit(client, v2, 1_700_000_100);
       // The stamp the adoption checks is not the one the file was cut in (as if it was saved again meanwhile).
       const lt = new LocalTransport(client.dir);
@@ -239,14 +232,11 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(r.stats.filesDelta).toBe(1);
       expect(readFileSync(join(remoteDir, 'f.bin')).equals(v2)).toBe(true);
       expect(temps(remoteDir)).toEqual([]);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('a manifest temp left in .wsync/ by a killed run is removed by the next run', async () => {
-    const { client, remote, remoteDir } = await setup();
-    try {
+    await withSetup(async ({ client, remote, remoteDir }) => {
       // What a run killed after writing its manifest ahead leaves (SIGKILL runs no cleanup).
       const stale = join(remoteDir, '.wsync', '.manifest.json.gz.wsync-deadbeef.tmp');
       writeFileSync(stale, randomBytes(5000));
@@ -255,14 +245,11 @@ describe('early rebuilds and the manifest written ahead', () => {
       expect(r.ok).toBe(true);
       expect(existsSync(stale)).toBe(false);
       expect(readdirSync(join(remoteDir, '.wsync')).sort()).toEqual(['manifest.json.gz', 'unrelated.txt']);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 
   it('the manifest written ahead is replaced when a transfer fails', async () => {
-    const { client, remote, remoteDir } = await setup();
-    try {
+    await withSetup(async ({ client, remote, remoteDir }) => {
       // Small files with the same size and a new mtime are hashed before the plan: the final manifest is known.
       writeFileSync(join(client.dir, 'a.txt'), 'one');
       writeFileSync(join(client.dir, 'b.txt'), 'two');
@@ -302,8 +289,6 @@ describe('early rebuilds and the manifest written ahead', () => {
       const m3 = (await readManifest(new LocalTransport(remoteDir)))!;
       expect([m3.entries.get('a.txt')?.sha256, m3.entries.get('c.txt')?.sha256]).toEqual([sha(Buffer.from('one, longer')), sha(Buffer.from('new'))]);
       expect(readdirSync(join(remoteDir, '.wsync')).filter((x) => x.endsWith('.tmp'))).toEqual([]);
-    } finally {
-      await remote.close();
-    }
+    });
   });
 });
