@@ -15,6 +15,8 @@ export interface SyncOptions {
   /** Replace or delete destination paths changed outside wsync (old copies go to .wsync/trash/), and lift the delete limit. */
   force?: boolean;
   dryRun?: boolean;
+  /** Compare files of equal size and mtime by content on both sides (reads them all; see EngineOptions.checksum). */
+  checksum?: boolean;
   exclude?: string[];
   include?: string[];
   /** Honour .gitignore files (default true). */
@@ -93,6 +95,7 @@ async function run(direction: Direction, localDir: string, target: Target | stri
       concurrency: o.concurrency ?? 1024,
       lockWaitSeconds: o.wait ?? 0,
       breakLock: o.breakLock ?? false,
+      checksum: o.checksum ?? false,
       onEvent: o.onEvent,
       afterTransfer: o.afterTransfer,
       onTrace: o.onTrace,
@@ -102,7 +105,7 @@ async function run(direction: Direction, localDir: string, target: Target | stri
     result.timings.connect = connectMs;
     return result;
   } finally {
-    await remote.close();
+    await Promise.all([remote.close(), local.close()]);
   }
 }
 

@@ -20,6 +20,11 @@ export interface Entry {
    * the local chunk cache, keyed by sha256 + this spec; a changed file is re-cut with the same spec so ids match.
    */
   chunker?: ChunkerSpec;
+  /**
+   * Local files only: the inode's change time in ms. Any write moves it, even one that kept the size and put the
+   * mtime back, so it finds edits the size + mtime check cannot see (never sent, never in the manifest).
+   */
+  ctime?: number;
 }
 
 export type Tree = Map<string, Entry>;

@@ -31,6 +31,7 @@ interface SyncArgs {
   channels: number;
   wait: number;
   'break-lock': boolean;
+  checksum: boolean;
 }
 
 function syncOptions(y: Argv): Argv<SyncArgs> {
@@ -53,7 +54,8 @@ function syncOptions(y: Argv): Argv<SyncArgs> {
     .option('concurrency', { type: 'number', default: 1024, describe: 'files in flight at once' })
     .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' })
     .option('wait', { type: 'number', default: 0, describe: 'seconds to wait when another run holds the target lock' })
-    .option('break-lock', { type: 'boolean', default: false, describe: 'remove a lock left by a run that is gone' }) as unknown as Argv<SyncArgs>;
+    .option('break-lock', { type: 'boolean', default: false, describe: 'remove a lock left by a run that is gone' })
+    .option('checksum', { alias: 'c', type: 'boolean', default: false, describe: 'compare files of equal size and mtime by content (reads them on both sides)' }) as unknown as Argv<SyncArgs>;
 }
 
 /**
@@ -83,6 +85,7 @@ function parseSyncFast(argv: string[]): { direction: 'push' | 'pull'; args: Sync
         concurrency: { type: 'string' },
         channels: { type: 'string' },
         wait: { type: 'string' },
+        checksum: { type: 'boolean', short: 'c' },
         ...SHARED_FAST_OPTIONS,
       },
     });
@@ -105,6 +108,7 @@ function parseSyncFast(argv: string[]): { direction: 'push' | 'pull'; args: Sync
     concurrency: num('concurrency', 1024),
     channels: num('channels', 8),
     wait: num('wait', 0),
+    checksum: v.checksum === true,
     ...sharedFastArgs(v),
   };
   if (!local || !remote || extra.length || ![args.concurrency, args.channels, args.wait].every(Number.isFinite)) return null;
@@ -137,6 +141,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     channels: Math.max(1, a.channels),
     wait: a.wait,
     breakLock: a['break-lock'],
+    checksum: a.checksum,
     interactive,
     hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
     authPrompt,
@@ -187,6 +192,11 @@ function exitOnSignals(): void {
 /** Runs the CLI; resolves with the exit code (the bin script exits with it). */
 export async function main(argv: string[]): Promise<number> {
   exitOnSignals();
+  if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+    const { WSYNC_VERSION } = await import('../version.js');
+    process.stdout.write(`wsync ${WSYNC_VERSION}\n`);
+    return 0;
+  }
   let exitCode = 0;
   const jsonWanted = argv.includes('--json');
   const sync = parseSyncFast(argv);

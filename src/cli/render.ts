@@ -1,9 +1,10 @@
 import type { SyncEvent, SyncResult } from '../transfer/engine.js';
+import { isSkippedNotice } from '../scan/walk.js';
 
 export type Verbosity = 'quiet' | 'normal' | 'verbose';
 
 export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
+  if (n < 1024) return `${Math.round(n)} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = n / 1024;
   let i = 0;
@@ -27,6 +28,12 @@ function formatDuration(s: number): string {
 export class Renderer {
   private progressShown = false;
   private started = Date.now();
+  /** Notices already printed: the summary does not repeat them. */
+  private shown = new Set<string>();
+  /** Special files left out, by kind: counted in one line of the summary unless -v named each. */
+  private specials = new Map<string, number>();
+  /** Per-path failures already printed as they happened: the summary lists only the others. */
+  private failedShown = new Set<string>();
 
   constructor(
     private readonly opts: { json: boolean; verbosity: Verbosity; dryRun: boolean; tty: boolean },
@@ -50,18 +57,31 @@ export class Renderer {
       if (!this.opts.tty || this.opts.verbosity === 'quiet') return;
       const secs = (Date.now() - this.started) / 1000;
       const rate = secs > 0 ? ev.bytes / secs : 0;
-      const eta = rate > 0 ? (ev.bytesTotal - ev.bytes) / rate : NaN;
+      // The first seconds (SSH set-up, listings) say nothing about the rate: no ETA until there is one to trust.
+      const eta = rate > 0 && secs >= 2 ? (ev.bytesTotal - ev.bytes) / rate : NaN;
       this.err.write(`\r\x1b[K${ev.files}/${ev.filesTotal} files  ${formatBytes(ev.bytes)}/${formatBytes(ev.bytesTotal)}  ${formatBytes(rate)}/s  ETA ${formatDuration(eta)}`);
       this.progressShown = true;
       return;
     }
     if (ev.type === 'notice') {
+      if (isSkippedNotice(ev)) {
+        // Notice-level: each one with -v, else a count in the summary.
+        if (this.opts.verbosity === 'verbose') {
+          this.clearProgress();
+          this.err.write(`${ev.message}\n`);
+        } else this.specials.set(ev.skipped.kind, (this.specials.get(ev.skipped.kind) ?? 0) + 1);
+        return;
+      }
       this.clearProgress();
-      if (this.opts.verbosity !== 'quiet') this.err.write(`wsync: ${ev.message}\n`);
+      if (this.opts.verbosity !== 'quiet') {
+        this.err.write(`wsync: ${ev.message}\n`);
+        this.shown.add(ev.message);
+      }
       return;
     }
     if (ev.action === '!' || ev.action === 'x') {
       this.clearProgress();
+      if (ev.action === 'x') this.failedShown.add(`${ev.path}\0${ev.reason ?? ''}`);
       this.err.write(`${ev.action === '!' ? 'conflict' : 'failed'}: ${ev.path}: ${ev.reason ?? ''}\n`);
       return;
     }
@@ -80,7 +100,11 @@ export class Renderer {
       return;
     }
     if (this.opts.verbosity === 'quiet' && r.ok) return;
-    const verb = r.dryRun ? 'would send' : r.direction === 'push' ? 'pushed' : 'pulled';
+    if (this.specials.size && this.opts.verbosity !== 'quiet') {
+      const n = [...this.specials.values()].reduce((a, b) => a + b, 0);
+      this.err.write(`wsync: ${n} special file(s) skipped (${[...this.specials.keys()].sort().join(', ')}); -v lists them\n`);
+    }
+    const verb = r.dryRun ? (r.direction === 'push' ? 'would send' : 'would receive') : r.direction === 'push' ? 'pushed' : 'pulled';
     const parts = [`${verb} ${s.filesSent} file(s), ${formatBytes(s.bytesSent)}`];
     if (s.symlinksSent) parts.push(`${s.symlinksSent} symlink(s)`);
     if (s.dirsCreated) parts.push(`${s.dirsCreated} dir(s) created`);
@@ -90,8 +114,9 @@ export class Renderer {
     if (r.problems.length) parts.push(`${r.problems.length} problem(s)`);
     const line = `${parts.join(', ')} in ${(r.durationMs / 1000).toFixed(1)}s`;
     (r.ok ? this.out : this.err).write(line + '\n');
-    if (r.deletesSkipped) this.err.write(`wsync: ${r.deletesSkipped}\n`);
-    for (const p of r.problems) this.err.write(`problem: ${p.path || '.'}: ${p.message}\n`);
+    // Also a notice of the engine's, printed as it happened unless -q.
+    if (r.deletesSkipped && !this.shown.has(r.deletesSkipped)) this.err.write(`wsync: ${r.deletesSkipped}\n`);
+    for (const p of r.problems) if (!this.failedShown.has(`${p.path}\0${p.message}`)) this.err.write(`problem: ${p.path || '.'}: ${p.message}\n`);
     if (s.conflicts) this.err.write('wsync: conflicting paths were left alone; re-run with --force to replace them (old copies go to .wsync/trash/)\n');
   }
 }

@@ -6,6 +6,9 @@ import { STATE_DIR } from './manifest.js';
 
 export const LOCK_PATH = `${STATE_DIR}/lock`;
 
+/** A lock still empty after this long was left by a run killed right after creating it. */
+export const EMPTY_LOCK_DEAD_MS = 4000;
+
 export interface LockInfo {
   host: string;
   pid: number;
@@ -45,6 +48,7 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock
   const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username };
   const deadline = Date.now() + opts.waitSeconds * 1000;
   let madeDir = false;
+  let empty: { mtime: number; since: number } | undefined;
   for (let attempt = 0; ; attempt++) {
     let took: boolean;
     try {
@@ -68,11 +72,24 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock
     }
     const raw = await t.readFile(LOCK_PATH);
     if (raw === null && attempt < 20) continue; // released between our attempt and this read
-    // Just created: its content follows the create without being awaited (see createExclusive).
-    if (raw?.length === 0 && attempt < 20) {
-      await new Promise((r) => setTimeout(r, 25));
+    if (raw?.length === 0) {
+      // Just created: its content follows the create without being awaited (see createExclusive), one round trip
+      // behind it. One that stays empty for EMPTY_LOCK_DEAD_MS was left by a run killed between the two (SIGKILL,
+      // power loss): nothing says who holds it, and no live run leaves it so.
+      // Known by its mtime: a lock that another waiter removed and re-created meanwhile is a different one (at
+      // least EMPTY_LOCK_DEAD_MS younger), and is never removed here.
+      const st = await t.lstat(LOCK_PATH);
+      if (!st) continue;
+      if (!empty || empty.mtime !== st.mtime || st.size !== 0) empty = { mtime: st.mtime, since: Date.now() };
+      if (Date.now() - empty.since < EMPTY_LOCK_DEAD_MS) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      await t.remove(LOCK_PATH, 'file');
+      empty = undefined;
       continue;
     }
+    empty = undefined;
     let other: Partial<LockInfo> = {};
     try {
       other = JSON.parse(raw?.toString('utf8') ?? '{}');

@@ -114,6 +114,13 @@ export function plan(input: PlanInput): Plan {
         out.next.set(p, withHash(s, b));
         continue;
       }
+      // Same bytes on both sides by hash, another mtime (a copy made by git, cp, or an interrupted run): adopted,
+      // whoever wrote it; only the time (and mode) is fixed. No content is replaced, so nothing can be lost.
+      if (d && s.type === 'file' && d.type === 'file' && s.size === d.size && s.sha256 && d.sha256 && s.sha256 === d.sha256) {
+        out.metas.push({ kind: 'meta', path: p, entry: s, mtime: s.mtime, mode: s.mode !== d.mode ? s.mode : undefined });
+        out.next.set(p, s);
+        continue;
+      }
       // Same bytes by hash, only the mtime moved (a touch): fix the time instead of resending.
       if (d && s.type === 'file' && isClean(d, b) && b!.type === 'file' && s.size === b!.size && s.sha256 && s.sha256 === b!.sha256) {
         out.metas.push({ kind: 'meta', path: p, entry: s, mtime: s.mtime, mode: s.mode !== d.mode ? s.mode : undefined });

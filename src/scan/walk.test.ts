@@ -1,10 +1,10 @@
 import { describe, it, expect } from 'vitest';
 import { walk } from './walk.js';
 import { IgnoreRules } from './ignore.js';
-import type { DirEntry, Transport } from '../transport/types.js';
+import type { DirEntry, DirListing, Transport } from '../transport/types.js';
 
 /** A listing-only transport that answers what a hostile server might: names no honest filesystem returns. */
-function fakeTransport(listing: Record<string, DirEntry[]>): Transport {
+function fakeTransport(listing: Record<string, DirListing>): Transport {
   const t = {
     kind: 'sftp',
     root: '/r',
@@ -35,5 +35,21 @@ describe('walk', () => {
     const r = await walk(t, { rules: new IgnoreRules({ gitignore: true, excludes: [], includes: [] }), concurrency: 4 });
     expect([...r.tree.keys()]).toEqual(['a.txt']);
     expect(r.temps).toEqual(['.a.txt.wsync-0123abcd.tmp']);
+  });
+
+  it('lists the special files a listing left out, except excluded ones', async () => {
+    const withSkipped = (entries: DirEntry[], skipped: DirListing['skipped']): DirListing => Object.assign(entries, { skipped });
+    const t = fakeTransport({
+      '': withSkipped([f('a.txt'), d('sub'), d('logs')], [{ name: 'fifo', kind: 'fifo' }, { name: 'dev', kind: 'device' }, { name: 'x.sock', kind: 'socket' }]),
+      sub: withSkipped([f('b')], [{ name: 'sock', kind: 'socket' }]),
+      logs: withSkipped([], [{ name: 'pipe', kind: 'fifo' }]),
+    });
+    const r = await walk(t, { rules: new IgnoreRules({ gitignore: true, excludes: ['*.sock', 'logs/'], includes: [] }), concurrency: 4 });
+    expect([...r.tree.keys()].sort()).toEqual(['a.txt', 'sub', 'sub/b']);
+    expect(r.skipped.sort((a, b) => a.path.localeCompare(b.path))).toEqual([
+      { path: 'dev', kind: 'device' },
+      { path: 'fifo', kind: 'fifo' },
+      { path: 'sub/sock', kind: 'socket' },
+    ]);
   });
 });

@@ -1,5 +1,5 @@
 import type { Problem, Tree } from '../types.js';
-import type { DirEntry, Transport } from '../transport/types.js';
+import type { DirListing, SpecialKind, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import { isSafeName, isTempName, joinRel } from '../util/paths.js';
 import { IgnoreRules } from './ignore.js';
@@ -13,6 +13,35 @@ export interface WalkResult {
   temps: string[];
   /** Directories that could not be listed: nothing below them may be created, changed or deleted. */
   blocked: string[];
+  /** FIFOs, sockets and devices (not excluded by the rules): never synced, but the run says so. */
+  skipped: Array<{ path: string; kind: SpecialKind }>;
+}
+
+/** The notice a sync emits for each special file it leaves out (a NoticeEvent with the details for --json). */
+export interface SkippedNotice {
+  type: 'notice';
+  message: string;
+  skipped: { path: string; kind: SpecialKind; side: 'local' | 'remote' };
+}
+
+export function isSkippedNotice(ev: { type: string }): ev is SkippedNotice {
+  return ev.type === 'notice' && typeof (ev as Partial<SkippedNotice>).skipped === 'object';
+}
+
+/**
+ * One notice per special file of either side, in path order. Those of the destination (which the run neither
+ * reads nor replaces) say which side they are on.
+ */
+export function skippedNotices(direction: 'push' | 'pull', local: WalkResult, remote: WalkResult): SkippedNotice[] {
+  const source = direction === 'push' ? 'local' : 'remote';
+  const out: SkippedNotice[] = [];
+  for (const [side, w] of [['local', local], ['remote', remote]] as const) {
+    for (const { path, kind } of w.skipped) {
+      const where = side === source ? '' : `, on the ${side} side`;
+      out.push({ type: 'notice', message: `skipped: ${path}: not a regular file, directory or symlink (${kind}${where})`, skipped: { path, kind, side } });
+    }
+  }
+  return out.sort((a, b) => (a.skipped.path < b.skipped.path ? -1 : a.skipped.path > b.skipped.path ? 1 : 0));
 }
 
 /**
@@ -22,7 +51,7 @@ export interface WalkResult {
  * listing, never a wrong result: only directories the walk itself reaches are used.
  */
 export class Prefetcher {
-  private listings = new Map<string, Promise<DirEntry[] | null>>();
+  private listings = new Map<string, Promise<DirListing | null>>();
   private asked = new Set<string>();
   constructor(private readonly t: Transport) {}
   prefetch(dirs: Iterable<string>): void {
@@ -34,7 +63,7 @@ export class Prefetcher {
       this.listings.set(d, p);
     }
   }
-  take(dir: string): Promise<DirEntry[] | null> {
+  take(dir: string): Promise<DirListing | null> {
     this.asked.add(dir);
     const p = this.listings.get(dir);
     if (p) {
@@ -64,10 +93,11 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   const problems: Problem[] = [];
   const temps: string[] = [];
   const blocked: string[] = [];
+  const skipped: WalkResult['skipped'] = [];
   const lister = opts.prefetcher ?? new Prefetcher(t);
   opts.onDir?.('');
   const rootEntries = await lister.take('');
-  if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked };
+  if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked, skipped };
 
   const excluded = (rel: string, isDir: boolean) => opts.rules.isExcluded(rel, isDir);
 
@@ -93,6 +123,10 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       if (excluded(rel, entry.type === 'dir')) continue;
       tree.set(rel, entry);
       if (entry.type === 'dir') enqueue(rel);
+    }
+    for (const { name, kind } of entries.skipped ?? []) {
+      const rel = joinRel(dir, name);
+      if (isSafeName(name) && !isTempName(name) && !excluded(rel, false)) skipped.push({ path: rel, kind });
     }
   };
 
@@ -134,7 +168,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       })
       .catch(reject);
   });
-  return { tree, rootExists: true, problems, temps, blocked };
+  return { tree, rootExists: true, problems, temps, blocked, skipped };
 }
 
 /** Drops paths the other side's rules exclude (its rules were not known while this tree was walked). */

@@ -151,7 +151,8 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     }
     if (verdict.status === 'changed') {
       hostKeyError = new WsyncError('E_HOSTKEY_CHANGED', `HOST KEY CHANGED for ${shown}: the server offered ${type} ${fp}, ${verdict.file}:${verdict.line} has ${verdict.knownFingerprint}`, {
-        hint: `this may be an attack. If the server was really re-installed, remove the old key with: ssh-keygen -R '${shown}'`,
+        // -f: the file that holds the key, which need not be ~/.ssh/known_hosts (UserKnownHostsFile, -F configs).
+        hint: `this may be an attack. If the server was really re-installed, remove the old key with: ssh-keygen -f '${verdict.file.replace(/'/g, `'\\''`)}' -R '${shown}'`,
       });
       return false;
     }
@@ -224,7 +225,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
       decisions.set(client, probe?.settle() ?? {});
       resolve();
     });
-    client.once('error', fail);
+    client.on('error', fail);
     client.once('close', () => fail(new Error('connection closed during handshake')));
     const dialStart = performance.now();
     client.connect(cfg);
@@ -241,15 +242,42 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
 export async function connect(alias: string, opts: ConnectOptions): Promise<SshSession> {
   const host = await resolveHost(alias, { configFile: opts.configFile, user: opts.user, port: opts.port, useSshBinary: opts.useSshBinary });
   const { client, chain } = await openClient(host, opts);
+  // From here on the connection can fail at any moment: every error is caught (an 'error' event without a listener
+  // would end the process with a stack trace), and a closed connection fails every request still waiting.
+  let gone: unknown;
+  const channelsSoFar: SftpChannel[] = [];
+  const lost = (err?: unknown) => {
+    gone ??= err ?? new Error('connection closed');
+    for (const ch of channelsSoFar) ch.lose(gone);
+  };
+  client.on('error', lost);
+  client.on('end', () => lost());
+  client.on('close', () => lost());
+  for (const c of chain) {
+    c.on('error', lost);
+    c.on('close', () => lost());
+  }
   const want = Math.max(1, opts.channels ?? 8);
   readyBeforeLimits(client);
   const opened = await Promise.allSettled(
-    Array.from({ length: want }, () => new Promise<SftpChannel>((resolve, reject) => client.sftp((err, sftp) => (err ? reject(err) : resolve(new SftpChannel(sftp)))))),
+    Array.from(
+      { length: want },
+      () =>
+        new Promise<SftpChannel>((resolve, reject) =>
+          client.sftp((err, sftp) => {
+            if (err) return reject(err);
+            const ch = new SftpChannel(sftp);
+            channelsSoFar.push(ch);
+            if (gone) ch.lose(gone);
+            resolve(ch);
+          }),
+        ),
+    ),
   );
   const channels = opened.filter((r): r is PromiseFulfilledResult<SftpChannel> => r.status === 'fulfilled').map((r) => r.value);
-  if (channels.length === 0) {
-    client.end();
-    for (const c of chain) c.end();
+  if (channels.length === 0 || gone) {
+    endQuietly(client, chain);
+    if (gone) throw new WsyncError('E_REMOTE_LOST', `connection to ${host.hostname}:${host.port} was lost while opening SFTP: ${errorMessage(gone)}`, { cause: gone });
     const reason = opened[0].status === 'rejected' ? errorMessage(opened[0].reason) : 'unknown';
     throw new WsyncError('E_CONNECT', `the server refused the SFTP subsystem: ${reason}`, { hint: 'sshd needs a "Subsystem sftp" line' });
   }
@@ -263,11 +291,26 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     close: async () => {
       if (closed) return;
       closed = true;
-      for (const ch of channels) ch.end();
+      for (const ch of channels) {
+        try {
+          ch.end();
+        } catch {
+          // Already gone with its connection.
+        }
+      }
       // Not waiting for the server to close its end: every request that mattered has been answered by now, and
       // the wait is a round trip at the end of every run.
-      client.end();
-      for (const c of chain) c.end();
+      endQuietly(client, chain);
     },
   };
+}
+
+function endQuietly(client: Client, chain: Client[]): void {
+  for (const c of [client, ...chain]) {
+    try {
+      c.end();
+    } catch {
+      // A connection that already failed has nothing to end.
+    }
+  }
 }

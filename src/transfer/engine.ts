@@ -4,7 +4,7 @@ import type { Entry, Problem, Tree } from '../types.js';
 import type { FileReader, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
-import { walk, filterTree, Prefetcher } from '../scan/walk.js';
+import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
 import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
 import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
@@ -16,8 +16,10 @@ import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js'
 import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
 import { chunkReader, hashingStream, verifiedLiterals } from './delta.js';
 import { Speculations } from './speculate.js';
+import { readPairState, writePairState } from './pairstate.js';
 
-export const WSYNC_VERSION = '0.1.0';
+export { WSYNC_VERSION } from '../version.js';
+import { WSYNC_VERSION } from '../version.js';
 
 export type Direction = 'push' | 'pull';
 
@@ -95,6 +97,11 @@ export interface EngineOptions {
   concurrency: number;
   lockWaitSeconds: number;
   breakLock: boolean;
+  /**
+   * Compare by content (rsync's --checksum): files of the same size and mtime on both sides are hashed on both,
+   * so an edit that kept both (same second, same size) is still sent. Reads every such file on both sides.
+   */
+  checksum?: boolean;
   onEvent?: (ev: SyncEvent) => void;
   /** Test hook: called after each completed transfer (e.g. to kill a run mid-way). */
   afterTransfer?: (path: string) => void;
@@ -119,6 +126,9 @@ const MAX_COPY_LENGTH = 64 * 2 ** 20;
 
 /** Limits of the extra local read that lets the final manifest be written ahead (see runSync). */
 const PREDICT_MAX_FILES = 2000;
+/** Files up to this size are hashed for comparison many at a time; bigger ones a few at a time. */
+const HASH_SMALL_MAX = 1 << 20;
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 const PREDICT_MAX_BYTES = 32 * 2 ** 20;
 
 async function hashFile(t: Transport, rel: string, size: number): Promise<string> {
@@ -187,11 +197,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           })
           .catch(() => undefined)
       : undefined;
-  // The new manifest's temp file is created in the same round trip (on a first run .wsync/ is not there yet and
-  // the end falls back to writeManifest): at the end it needs only its data and the rename, one trip less.
+  // The new manifest's temp file is created as soon as the lock is held, while the listings are under way (on a
+  // first run .wsync/ is not there yet and the end falls back to writeManifest): at the end it needs only its data
+  // and the rename, one trip less. Not before the lock: the run holding it would take the temp for a leftover of a
+  // killed run and remove it (with --wait, the manifest of one run then mixed with another's).
   const manifestTmpName = tempNameFor(MANIFEST_PATH);
-  const manifestTmpP = pin
-    ? pin.openExclusive(manifestTmpName).then(
+  const manifestTmpP = pin && lockP
+    ? lockP.then(() => pin.openExclusive(manifestTmpName)).then(
         (f) => {
           // Ctrl-C removes it with the lock; only a killed run leaves it behind, and the next run removes it.
           if (f) onInterrupt(() => f.abort());
@@ -211,6 +223,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const cacheDir = o.cacheDir === undefined ? defaultCacheDir() : o.cacheDir;
   const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
+  const pairFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.pair.json') : null;
   let cacheP: Promise<ChunkCache> | undefined = o.cache;
   const getCache = () => (cacheP ??= ChunkCache.load(cacheFile, cacheLabel));
   // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
@@ -237,6 +250,29 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (!reader) await r.close();
     }
   };
+  /**
+   * Hashes both copies of each path, many at once: over SFTP a small file's hash costs a round trip or two, so 16 at
+   * a time made adopting a 9,000-file tree take a minute. Big files go a few at a time (their reads fill the link).
+   */
+  const hashBoth = async (items: Array<{ path: string; e: Entry; d: Entry }>): Promise<void> => {
+    const one = async ({ path, e, d }: { path: string; e: Entry; d: Entry }) => {
+      if (e.size === 0) {
+        e.sha256 ??= EMPTY_SHA256;
+        d.sha256 = EMPTY_SHA256;
+        return;
+      }
+      try {
+        const [hs, hd] = await Promise.all([e.sha256 ?? hashFile(src, path, e.size), hashFile(dst, path, e.size)]);
+        e.sha256 = hs;
+        d.sha256 = hd;
+      } catch {
+        // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
+      }
+    };
+    const small = items.filter((i) => i.e.size <= HASH_SMALL_MAX);
+    const big = items.filter((i) => i.e.size > HASH_SMALL_MAX);
+    await Promise.all([mapLimit(small, 256, one), mapLimit(big, 4, one)]);
+  };
   const lock = await lockP?.catch(async (err) => {
     await Promise.all([(await manifestTmpP)?.abort(), specs?.discardAll()]);
     throw err;
@@ -254,12 +290,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // Directories known from the local tree and the manifest are listed at once instead of level by level.
     const prefetcher = new Prefetcher(o.remote);
     // Temp files in .wsync/ are manifests of runs that were killed (with the lock held, any but ours are dead).
-    const stateTemps = o.dryRun
-      ? undefined
-      : o.remote.readdir(STATE_DIR).then(
-          (l) => (l ?? []).map((d) => `${STATE_DIR}/${d.name}`).filter((rel) => isTempName(baseName(rel)) && rel !== manifestTmpName),
-          () => [],
-        );
+    const stateList = o.dryRun ? undefined : o.remote.readdir(STATE_DIR).catch(() => null);
+    const stateTemps = stateList?.then((l) => (l ?? []).map((d) => `${STATE_DIR}/${d.name}`).filter((rel) => isTempName(baseName(rel)) && rel !== manifestTmpName));
+    // `.wsync/` holds only ignored files for git: `git status` in a work tree there does not list it, and `git add -A`
+    // does not commit the manifest.
+    const stateIgnored = stateList?.then((l) => (l && !l.some((d) => d.name === '.gitignore') ? ignoreStateDir(o.remote) : undefined));
+    stateIgnored?.catch(() => undefined);
     prefetcher.prefetch(localDirs);
     onLocalDir = (rel) => prefetcher.prefetch([rel]);
     const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
@@ -278,6 +314,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       manifestP,
     ]);
     mark('scanned');
+    // FIFOs, sockets and devices are never synced: each is named (-v, --json) or counted (render.ts).
+    for (const ev of skippedNotices(o.direction, localWalk, remoteWalk)) emit(ev);
     const localTree = filterTree(localWalk.tree, remoteRules);
     const remoteTree = filterTree(remoteWalk.tree, localRules);
     problems.push(...localWalk.problems, ...remoteWalk.problems);
@@ -296,6 +334,31 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     for (const [rel, c] of specs?.contents() ?? []) {
       const e = srcTree.get(rel);
       if (e?.type === 'file' && e.sha256 === undefined && e.size === c.size && e.mtime === c.mtime) e.sha256 = c.sha256;
+    }
+
+    // A local file whose size and mtime match the manifest but whose ctime says it was written after the last run
+    // here began (an edit within one second at the same size, or one that put the mtime back) is compared by
+    // content: pushed if it differs, a conflict on pull rather than overwritten. Both copies of such a path then
+    // carry a hash, so the plan compares content. Without a previous run from this machine: the quick check alone.
+    const lastScan = readPairState(pairFile)?.lastScanStart;
+    if (lastScan !== undefined) {
+      const localSide = o.direction === 'push' ? srcTree : dstTree;
+      const otherSide = o.direction === 'push' ? dstTree : srcTree;
+      const suspects = [...localSide].filter(([p, e]) => {
+        const b = base.get(p);
+        return e.type === 'file' && e.ctime !== undefined && e.ctime >= lastScan - 1000 && b?.type === 'file' && !!b.sha256 && b.size === e.size && b.mtime === e.mtime && !e.sha256;
+      });
+      await mapLimit(suspects, 8, async ([p, e]) => {
+        try {
+          const h = await hashFile(o.local, p, e.size);
+          e.sha256 = h;
+          const b = base.get(p)!;
+          const other = otherSide.get(p);
+          if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) other.sha256 = b.sha256;
+        } catch {
+          // Unreadable now: the transfer reports it.
+        }
+      });
     }
 
     // A touched file (same size, new mtime) is hashed locally so the plan can fix its time instead of resending.
@@ -318,20 +381,17 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
     // Size and mtime agree but the destination changed since the last sync (or wsync never wrote it): two edits
     // in the same second, or a copy made by another tool. Only the bytes can tell, so compare hashes.
+    // Likewise a destination file wsync did not write (or that changed since) with the source's size but another
+    // mtime: a tree made by `git clone`, `cp` without -p, rsync without -t, or a rerun after an interruption. The same
+    // bytes are adopted (the mtime and mode fixed, nothing sent); only different bytes are a conflict.
     const ambiguous = [...srcTree].filter(([path, e]) => {
       const d = dstTree.get(path);
+      if (e.type !== 'file' || d?.type !== 'file' || d.size !== e.size) return false;
       const b = base.get(path);
-      return e.type === 'file' && e.size > 0 && d?.type === 'file' && d.size === e.size && d.mtime === e.mtime && !(b && sameContent(d, b));
+      const clean = b !== undefined && sameContent(d, b);
+      return d.mtime === e.mtime ? e.size > 0 && (o.checksum || !clean) : !clean;
     });
-    await mapLimit(ambiguous, 16, async ([path, e]) => {
-      try {
-        const [hs, hd] = await Promise.all([hashFile(src, path, e.size), hashFile(dst, path, e.size)]);
-        e.sha256 = hs;
-        dstTree.get(path)!.sha256 = hd;
-      } catch {
-        // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
-      }
-    });
+    await hashBoth(ambiguous.map(([path, e]) => ({ path, e, d: dstTree.get(path)! })));
 
     mark('verified');
     const p = plan({
@@ -484,15 +544,27 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       // Big files are cut while they stream, so that the next change to them can go as a delta.
       const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
       const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
-      const hs = hashingStream(src.openRead(op.path, e.size), spec, (n) => {
+      // The source's reader fails at its end if the file was modified while it was read, and the hash of what was
+      // read must be the one the plan knows (if it knows one): either way nothing is renamed into place, so no
+      // mix of two versions lands (and none is recorded in the manifest).
+      const hs = hashingStream(src.openRead(op.path, e.size, e.mtime), spec, (n) => {
         bytesDone += n;
         progress();
       });
       const data = (async function* () {
         yield* hs.stream;
+        if (e.sha256 && hs.result().sha256 !== e.sha256) {
+          throw new WsyncError('E_CHANGED_DURING_SYNC', `${src.describe(op.path)} changed while it was being sent (its content is not what was scanned); it goes on the next run`);
+        }
         sent(op.path);
       })();
-      await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined });
+      // What the plan saw at the destination must still be there right before the rename (unless --force moves it
+      // to the trash): an edit made there meanwhile is a conflict, not something to overwrite.
+      const d = dstTree.get(op.path);
+      const expect = backup ? undefined : op.replace && d && d.type !== 'dir' ? { type: d.type, size: d.size, mtime: d.mtime } : op.replace ? undefined : null;
+      // Under --force a change found there goes to the trash instead, and the file is replaced all the same.
+      const changedTo = o.force && expect ? `${trash}/${op.path}` : undefined;
+      await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo });
       const { sha256, chunked } = hs.result();
       next.set(op.path, chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 });
       if (chunked) {
@@ -584,6 +656,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       switch (op.kind) {
         case 'remove': {
           const existed = dstTree.get(op.path);
+          if (!op.backup && existed && existed.type !== 'dir') {
+            // Re-checked right before: a file edited since the listing is someone's work, not ours to delete.
+            const now = await dst.lstat(op.path);
+            if (now && !(now.type === existed.type && now.mtime === existed.mtime && now.size === existed.size)) {
+              throw new WsyncError('E_CONFLICT', `${dst.describe(op.path)} was changed by someone else while this run was working; not deleted`);
+            }
+          }
           if (op.backup) await dst.rename(op.path, `${trash}/${op.path}`);
           else if (op.type === 'dir') await dst.remove(op.path, 'dir');
           else await dst.remove(op.path, 'file');
@@ -657,6 +736,10 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
       let deletesSkipped: string | undefined;
       if (p.deletes.length > 0) {
+        // Held back after any failure (a transfer, mkdir or attribute update that did not happen, or a path found
+        // changed during the transfer): the tree is not the one the run meant to mirror. A conflict found by the
+        // plan holds back only its own path (and what is below it): an untracked file on the destination must not
+        // stop every deletion run after run, and a wrong source directory is caught by the delete limit.
         if (problems.length > 0 || failed.size > 0) {
           deletesSkipped = `${p.deletes.length} deletion(s) skipped because of the errors above`;
           for (const op of p.deletes) {
@@ -673,6 +756,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       }
       clearInterval(timer);
       await checkpointing;
+      await stateIgnored?.catch(() => undefined);
+      // A pull that moved local files to .wsync/trash/ made the local .wsync/: hidden from git the same way.
+      if (o.direction === 'pull' && (await o.local.lstat(STATE_DIR).catch(() => null)) && !(await o.local.lstat(`${STATE_DIR}/.gitignore`).catch(() => null))) {
+        await ignoreStateDir(o.local).catch(() => undefined);
+      }
       mark('deletes');
       if (!manifest || !sameTree(next, manifest.entries)) {
         const tmp = await manifestTmpP;
@@ -704,6 +792,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   } finally {
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
+    // The manifest now describes what this run found from its scan on: later local writes are the ones to check.
+    if (finalTree && !o.dryRun) writePairState(pairFile, { lastScanStart: started });
     if (cacheP) {
       const cache = await cacheP;
       // What the target holds now, for the next run's early rebuilds (unknown after a failed manifest write: none).
@@ -716,6 +806,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const ok = stats.conflicts === 0 && problems.length === 0;
     return { direction: o.direction, dryRun: o.dryRun, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started, timings };
   }
+}
+
+/** Writes `.wsync/.gitignore` ("*": everything in it, itself included, is ignored by git). */
+async function ignoreStateDir(t: Transport): Promise<void> {
+  await t.writeSmall(`${STATE_DIR}/.gitignore`, Buffer.from('# wsync state: not part of the tree\n*\n'));
 }
 
 /**

@@ -1,5 +1,6 @@
 import { WsyncError } from '../errors.js';
-import type { OldVersion, RebuildOp } from './types.js';
+import type { OldVersion, RebuildOp, WriteOptions } from './types.js';
+import type { Entry } from '../types.js';
 
 /**
  * Guards every rebuildFile implementation against a plan that does not describe the file it claims to: a wrong op
@@ -29,4 +30,39 @@ export function dataWritten(rel: string, data: Buffer | null, write: (d: Buffer)
   if (data) return write(data);
   if (!written) throw new WsyncError('E_INTERNAL', `${rel}: commit without data`);
   return written;
+}
+
+/**
+ * The destination right before a rename, against what the plan saw there (WriteOptions.expect): any difference is
+ * someone else's change made while this run was sending, which must not be overwritten.
+ */
+export function checkExpected(where: string, now: Entry | null, expect: WriteOptions['expect'] & {} | null): void {
+  if (expect === null) {
+    if (now) throw new WsyncError('E_CONFLICT', `${where} was created by someone else while this run was sending it; theirs was kept, ours not written`);
+    return;
+  }
+  if (!asExpected(now, expect)) {
+    const what = now ? 'changed' : 'removed';
+    throw new WsyncError('E_CONFLICT', `${where} was ${what} by someone else while this run was sending it; theirs was kept, ours not written`);
+  }
+}
+
+/** The destination is still what the listing showed (type, mtime, and size for a file). */
+export function asExpected(now: Entry | null, expect: NonNullable<WriteOptions['expect']>): boolean {
+  return now !== null && now.type === expect.type && now.mtime === expect.mtime && (now.type !== 'file' || now.size === expect.size);
+}
+
+/**
+ * Where a version someone else made is kept beside the one that replaced it, as syncthing names them:
+ * `dir/name.sync-conflict-YYYYMMDD-HHMMSS-<who>.ext` (a dotfile keeps its whole name before the suffix).
+ */
+export function conflictName(rel: string, when: Date, who = 'remote'): string {
+  const slash = rel.lastIndexOf('/');
+  const dir = slash < 0 ? '' : rel.slice(0, slash + 1);
+  const name = rel.slice(slash + 1);
+  const dot = name.lastIndexOf('.');
+  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  const p = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${when.getFullYear()}${p(when.getMonth() + 1)}${p(when.getDate())}-${p(when.getHours())}${p(when.getMinutes())}${p(when.getSeconds())}`;
+  return `${dir}${stem}.sync-conflict-${stamp}-${who}${ext}`;
 }

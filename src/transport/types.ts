@@ -24,6 +24,30 @@ export interface DirEntry {
   entry: Entry;
 }
 
+/** What a name that is neither a file, a directory nor a symlink is; such names are never synced. */
+export type SpecialKind = 'fifo' | 'socket' | 'device' | 'other';
+
+/**
+ * A directory listing. `skipped` names the entries left out because they are special (FIFOs, sockets, devices),
+ * so that a sync can say so instead of passing over them in silence; absent when there were none.
+ */
+export type DirListing = DirEntry[] & { skipped?: Array<{ name: string; kind: SpecialKind }> };
+
+/** The kind of a special file from its st_mode (Node's Stats.mode and SFTP attrs carry the same S_IFMT bits). */
+export function specialKindOf(mode: number): SpecialKind {
+  switch (mode & 0o170000) {
+    case 0o010000:
+      return 'fifo';
+    case 0o140000:
+      return 'socket';
+    case 0o020000:
+    case 0o060000:
+      return 'device';
+    default:
+      return 'other';
+  }
+}
+
 export interface WriteMeta {
   mode: number;
   mtime: number;
@@ -43,6 +67,18 @@ export interface WriteOptions {
   parents?: boolean | 'last';
   /** The temp file's name (in the same directory) instead of wsync's own pattern, e.g. git's `tmp_obj_*`. */
   tempName?: string;
+  /**
+   * What the destination path must still be right before the rename: a file (or symlink) of this size and mtime,
+   * or null for nothing there. Otherwise the new file is not renamed in (its temp is removed) and the write fails
+   * with E_CONFLICT: someone changed the destination after it was listed. Over SFTP the check is sent behind the
+   * data and answered with it, so a change in the round trip before the rename can still be overwritten.
+   */
+  expect?: { type: 'file' | 'symlink'; size: number; mtime: number } | null;
+  /**
+   * With `expect`: where a destination found changed goes instead (relative to the root, e.g. the trash under
+   * --force), and the write goes ahead. Without it such a change is kept beside the new file, or the write refused.
+   */
+  changedTo?: string;
 }
 
 /**
@@ -124,14 +160,21 @@ export interface Transport {
   /** Human-readable location for messages: 'host:/abs/path' or '/abs/path'. */
   describe(rel?: string): string;
 
-  /** Entries of a directory (lstat semantics, symlink targets filled in); null when it does not exist. */
-  readdir(rel: string): Promise<DirEntry[] | null>;
+  /**
+   * Entries of a directory (lstat semantics, symlink targets filled in); null when it does not exist. Special
+   * files are not among them, only named in the listing's `skipped`.
+   */
+  readdir(rel: string): Promise<DirListing | null>;
   lstat(rel: string): Promise<Entry | null>;
   /** Whole small file, null when missing. */
   /** `small`: the caller expects a few KB at most (git refs, loose objects), so no read ahead is asked for. */
   readFile(rel: string, opts?: { small?: boolean }): Promise<Buffer | null>;
-  /** Streams `size` bytes of a file; throws E_CHANGED_DURING_SYNC if it no longer has that size. */
-  openRead(rel: string, size: number): AsyncIterable<Buffer>;
+  /**
+   * The file's bytes in order. Fails with E_CHANGED_DURING_SYNC, at the end at the latest (so that a write fed by
+   * it is never renamed into place), when the file is not `size` bytes, or its mtime is not `mtime` (when given), or
+   * it was modified while it was read: what was read must be one version of the file, never a mix.
+   */
+  openRead(rel: string, size: number, mtime?: number): AsyncIterable<Buffer>;
   openReader(rel: string): Promise<FileReader>;
   /**
    * A string that changes whenever the regular file at `rel` may have changed: null when it is missing or not a

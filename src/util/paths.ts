@@ -66,14 +66,57 @@ export function remoteJoin(root: string, rel: string): string {
   return root.endsWith('/') ? root + rel : `${root}/${rel}`;
 }
 
-const TEMP_RE = /^\.(.+)\.wsync-[0-9a-f]{8}\.tmp$/;
+// `s`: a name may hold any character but / and NUL, a newline included.
+const TEMP_RE = /^\.(.+)\.wsync-[0-9a-f]{8}\.tmp$/s;
 
-/** Temp names are recognisable so that a later run can clear what an interrupted one left behind. */
+/** Longest name (one path component, in bytes of UTF-8) that Linux, the BSDs and macOS filesystems accept. */
+export const NAME_MAX = 255;
+
+/** Bytes the temp form adds to a name: the leading dot and `.wsync-xxxxxxxx.tmp`. */
+const TEMP_EXTRA = 1 + '.wsync-'.length + 8 + '.tmp'.length;
+
+/** The longest prefix of `s` that is at most `max` bytes of UTF-8, cut between characters (never inside one). */
+export function utf8Prefix(s: string, max: number): string {
+  const buf = Buffer.from(s, 'utf8');
+  if (buf.length <= max) return s;
+  let end = max;
+  // Back off over continuation bytes (10xxxxxx) to the start of the character the cut would split.
+  while (end > 0 && (buf[end] & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end).toString('utf8');
+}
+
+/**
+ * Temp names are recognisable so that a later run can clear what an interrupted one left behind. The form is
+ * `.<name>.wsync-xxxxxxxx.tmp`, in the target's own directory (so that the final rename stays in one directory).
+ * A name too long for that (over 235 bytes) would give a temp no filesystem accepts; it gets
+ * `.<prefix>~.wsync-xxxxxxxx.tmp` instead, with as much of the name as fits: still matched by isTempName, and the
+ * random part keeps two long names with one prefix apart.
+ */
 export function tempNameFor(rel: string): string {
   const rand = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
-  return joinRel(parentOf(rel), `.${baseName(rel)}.wsync-${rand}.tmp`);
+  let name = baseName(rel);
+  if (Buffer.byteLength(name, 'utf8') + TEMP_EXTRA > NAME_MAX) name = utf8Prefix(name, NAME_MAX - TEMP_EXTRA - 1) + '~';
+  return joinRel(parentOf(rel), `.${name}.wsync-${rand}.tmp`);
 }
 
 export function isTempName(name: string): boolean {
   return TEMP_RE.test(name);
+}
+
+/** The longest component of a relative path, in bytes of UTF-8 (to compare with NAME_MAX). */
+export function longestNameBytes(rel: string): number {
+  let n = 0;
+  for (const c of rel.split('/')) n = Math.max(n, Buffer.byteLength(c, 'utf8'));
+  return n;
+}
+
+/**
+ * What to say when a filesystem answers ENAMETOOLONG for these paths: which name (one component over NAME_MAX
+ * bytes), or else the whole path (over PATH_MAX).
+ */
+export function tooLongText(paths: ReadonlyArray<string | undefined>, side = ''): string {
+  const given = paths.filter((p): p is string => typeof p === 'string');
+  const name = Math.max(0, ...given.map(longestNameBytes));
+  if (name > NAME_MAX) return `name too long${side} (${name} bytes; the limit is ${NAME_MAX})`;
+  return `path too long${side} (${Math.max(0, ...given.map((p) => Buffer.byteLength(p, 'utf8')))} bytes)`;
 }

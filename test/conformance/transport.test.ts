@@ -66,7 +66,7 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect(Math.floor(st.mtimeMs / 1000)).toBe(1_600_000_000);
       expect(readFileSync(join(root, 'd/f.bin')).equals(data)).toBe(true);
       expect(await collect(t.openRead('d/f.bin', data.length))).toEqual(data);
-      expect(await t.lstat('d/f.bin')).toEqual({ type: 'file', size: data.length, mtime: 1_600_000_000, mode: 0o755 });
+      expect(await t.lstat('d/f.bin')).toMatchObject({ type: 'file', size: data.length, mtime: 1_600_000_000, mode: 0o755 });
       expect(await t.lstat('nope')).toBeNull();
       expect((await t.readFile('d/f.bin'))!.equals(data)).toBe(true);
       expect(await t.readFile('nope')).toBeNull();
@@ -419,6 +419,67 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect(temps()).toEqual([]);
     });
 
+    it('a write keeps to what was listed at the destination: a change made meanwhile is never overwritten unseen', async () => {
+      await t.mkdir('exp', 0o755);
+      const put = (name: string, body: string, opts: import('../../src/transport/types.js').WriteOptions) =>
+        t.writeFile(`exp/${name}`, chunks(Buffer.from(body)), { mode: 0o644, mtime: 1_650_000_000, size: body.length }, opts);
+      const listed = (name: string) => {
+        const st = lstatSync(join(root, 'exp', name));
+        return { type: 'file' as const, size: st.size, mtime: Math.floor(st.mtimeMs / 1000) };
+      };
+      const names = () => readdirSync(join(root, 'exp')).sort();
+      // Unchanged since listed: replaced, nothing left beside it.
+      writeFileSync(join(root, 'exp/same.txt'), 'old');
+      utimesSync(join(root, 'exp/same.txt'), 1_600_000_000, 1_600_000_000);
+      await put('same.txt', 'new!', { expect: listed('same.txt') });
+      expect(readFileSync(join(root, 'exp/same.txt'), 'utf8')).toBe('new!');
+      expect(names()).toEqual(['same.txt']);
+      // Changed after the listing: theirs survives (beside ours, or in place), and the write says so.
+      writeFileSync(join(root, 'exp/edited.txt'), 'old');
+      utimesSync(join(root, 'exp/edited.txt'), 1_600_000_000, 1_600_000_000);
+      const seen = listed('edited.txt');
+      writeFileSync(join(root, 'exp/edited.txt'), 'theirs');
+      await expect(put('edited.txt', 'ours', { expect: seen })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      const texts = names().map((n) => readFileSync(join(root, 'exp', n), 'utf8'));
+      expect(texts).toContain('theirs');
+      expect(names().filter((n) => /\.wsync-[0-9a-f]{8}\.tmp$/.test(n))).toEqual([]);
+      const copy = names().find((n) => /^edited\.sync-conflict-\d{8}-\d{6}-(remote|local)\.txt$/.test(n));
+      if (copy) expect(readFileSync(join(root, 'exp/edited.txt'), 'utf8')).toBe('ours');
+      else expect(readFileSync(join(root, 'exp/edited.txt'), 'utf8')).toBe('theirs');
+      // Created after the listing (expect nothing): theirs kept, ours not written.
+      writeFileSync(join(root, 'exp/created.txt'), 'theirs');
+      await expect(put('created.txt', 'ours', { expect: null })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      expect(readFileSync(join(root, 'exp/created.txt'), 'utf8')).toBe('theirs');
+      await put('fresh.txt', 'ours', { expect: null });
+      expect(readFileSync(join(root, 'exp/fresh.txt'), 'utf8')).toBe('ours');
+      // --force: a change found goes where it is told (the trash), and the write goes ahead.
+      writeFileSync(join(root, 'exp/forced.txt'), 'old');
+      utimesSync(join(root, 'exp/forced.txt'), 1_600_000_000, 1_600_000_000);
+      const seen2 = listed('forced.txt');
+      writeFileSync(join(root, 'exp/forced.txt'), 'theirs');
+      await put('forced.txt', 'ours', { expect: seen2, changedTo: 'trash/exp/forced.txt' });
+      expect(readFileSync(join(root, 'exp/forced.txt'), 'utf8')).toBe('ours');
+      expect(readFileSync(join(root, 'trash/exp/forced.txt'), 'utf8')).toBe('theirs');
+    });
+
+    it('a file read is one version: not the scanned mtime, or rewritten while read, is an error', async () => {
+      writeFileSync(join(root, 'ver.txt'), 'abcdef');
+      utimesSync(join(root, 'ver.txt'), 1_600_000_000, 1_600_000_000);
+      expect((await collect(t.openRead('ver.txt', 6, 1_600_000_000))).toString()).toBe('abcdef');
+      await expect(collect(t.openRead('ver.txt', 6, 1_600_000_001))).rejects.toMatchObject({ code: 'E_CHANGED_DURING_SYNC' });
+      const big = randomBytes(3 * 1024 * 1024);
+      writeFileSync(join(root, 'ver.bin'), big);
+      utimesSync(join(root, 'ver.bin'), 1_600_000_000, 1_600_000_000);
+      const it = t.openRead('ver.bin', big.length, 1_600_000_000)[Symbol.asyncIterator]();
+      await it.next();
+      // Rewritten in place (same size) while the reader is part-way: its end must fail.
+      writeFileSync(join(root, 'ver.bin'), randomBytes(big.length));
+      const rest = (async () => {
+        for (;;) if ((await it.next()).done) return;
+      })();
+      await expect(rest).rejects.toMatchObject({ code: 'E_CHANGED_DURING_SYNC' });
+    });
+
     it('reading a file that changed size is an error, not a silent short file', async () => {
       writeFileSync(join(root, 'grow.txt'), 'abc');
       await expect(collect(t.openRead('grow.txt', 10))).rejects.toMatchObject({ code: 'E_CHANGED_DURING_SYNC' });
@@ -433,9 +494,11 @@ const sftpFixture = (sftpFlags?: string) => async (): Promise<Fixture> => {
   const srv = await startSshd({ sftpFlags });
   return {
     open: (dir) => openTarget(`${srv.alias}:${dir}`, { sshConfig: srv.sshConfig }),
-    copyData: !sftpFlags,
+    copyData: !sftpFlags?.includes('copy-data'),
     stop: () => srv.stop(),
   };
 };
 conformance('sftp (OpenSSH, copy-data)', sftpFixture());
 conformance('sftp (OpenSSH, -P copy-data)', sftpFixture('-P copy-data'));
+// Without hard links a replaced file is checked by an lstat answered just before the rename.
+conformance('sftp (OpenSSH, -P hardlink@openssh.com)', sftpFixture('-P hardlink@openssh.com'));

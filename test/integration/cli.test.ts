@@ -191,6 +191,13 @@ describe('wsync CLI against a real sshd', () => {
     const changed = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
     expect(changed.code).toBe(2);
     expect(changed.stderr).toMatch(/HOST KEY CHANGED/);
+    // The hint names the known_hosts file in use: plain `ssh-keygen -R` would edit ~/.ssh/known_hosts instead.
+    expect(changed.stderr).toContain(`hint: this may be an attack. If the server was really re-installed, remove the old key with: ssh-keygen -f '${kh}' -R '[127.0.0.1]:${server.srv.port}'`);
+    // Doing what it says (run through a shell, as pasted) clears the way for --accept-new.
+    const advice = changed.stderr.match(/remove the old key with: (ssh-keygen .*)$/m)![1];
+    execFileSync('sh', ['-c', advice], { stdio: 'ignore' });
+    const after = await runCli(['push', '--accept-new', local, target, '-F', cfg]);
+    expect(after.code, after.stderr).toBe(0);
   });
 
   it('on a terminal: asks about an unknown host key (no: refused and nothing recorded; yes: recorded) and for a key passphrase', async () => {

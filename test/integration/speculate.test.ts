@@ -244,7 +244,7 @@ describe('early rebuilds and the manifest written ahead', () => {
       const { r } = await push(client, remote);
       expect(r.ok).toBe(true);
       expect(existsSync(stale)).toBe(false);
-      expect(readdirSync(join(remoteDir, '.wsync')).sort()).toEqual(['manifest.json.gz', 'unrelated.txt']);
+      expect(readdirSync(join(remoteDir, '.wsync')).sort()).toEqual(['.gitignore', 'manifest.json.gz', 'unrelated.txt']);
     });
   });
 

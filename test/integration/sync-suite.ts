@@ -58,8 +58,8 @@ export function defineSyncSuite(name: string, setup: () => Promise<SuiteTarget>)
       expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
       const r2 = await push(local, t.spec(remote), t.options);
       expect(r2.ok).toBe(true);
-      // Only the manifest is left in .wsync/: no lock, and no temp from either run (written or unused).
-      expect(readdirSync(join(remote, '.wsync'))).toEqual(['manifest.json.gz']);
+      // Only the manifest (and the .gitignore that hides .wsync/ from git) is left in .wsync/: no lock, and no temp from either run (written or unused).
+      expect(readdirSync(join(remote, '.wsync'))).toEqual(['.gitignore', 'manifest.json.gz']);
       expect(r2.stats.filesSent).toBe(0);
       expect(r2.stats.bytesSent).toBe(0);
       expect(r2.stats.symlinksSent + r2.stats.dirsCreated + r2.stats.deleted + r2.stats.attributesUpdated).toBe(0);

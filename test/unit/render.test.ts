@@ -11,7 +11,7 @@ function sink(): { stream: Writable; text: () => string } {
 
 const result = (over: Partial<SyncResult> = {}): SyncResult => ({
   direction: 'push', dryRun: false, ok: true, conflicts: [], problems: [], durationMs: 1234, timings: {},
-  stats: { filesSent: 2, bytesSent: 2048, dirsCreated: 1, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 3 },
+  stats: { filesSent: 2, bytesSent: 2048, filesDelta: 0, bytesReused: 0, dirsCreated: 1, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 3 },
   ...over,
 });
 
@@ -41,6 +41,73 @@ describe('Renderer', () => {
     expect(lines.map((l) => l.type)).toEqual(['item', 'summary']);
     expect(lines[1].stats.bytesSent).toBe(2048);
     expect(err.text()).toBe('');
+  });
+
+  it('says "N deletion(s) skipped" once: as the engine\'s notice, or in the summary when the notice was not shown', () => {
+    const msg = '2 deletion(s) skipped because of the errors above';
+    const failed = result({ ok: false, deletesSkipped: msg, problems: [{ path: 'a', code: 'E_REMOTE_IO', message: 'cannot write a: Failure' }] });
+    const count = (text: string) => text.split(msg).length - 1;
+    for (const verbosity of ['normal', 'verbose'] as const) {
+      const out = sink();
+      const err = sink();
+      const r = new Renderer({ json: false, verbosity, dryRun: false, tty: false }, out.stream, err.stream);
+      r.onEvent({ type: 'notice', message: msg });
+      r.summary(failed);
+      expect(count(err.text() + out.text()), verbosity).toBe(1);
+      expect(err.text()).toContain(`wsync: ${msg}\n`);
+    }
+    // -q shows no notices; a run that failed still says why its deletions were held back.
+    const out = sink();
+    const err = sink();
+    const q = new Renderer({ json: false, verbosity: 'quiet', dryRun: false, tty: false }, out.stream, err.stream);
+    q.onEvent({ type: 'notice', message: msg });
+    q.summary(failed);
+    expect(count(err.text() + out.text())).toBe(1);
+  });
+
+  it('prints a per-file failure once (as it happens, not again in the summary); other problems in the summary', () => {
+    const out = sink();
+    const err = sink();
+    const r = new Renderer({ json: false, verbosity: 'normal', dryRun: false, tty: false }, out.stream, err.stream);
+    r.onEvent({ type: 'item', action: 'x', path: 'a', kind: 'file', reason: 'cannot write a: Failure' });
+    r.summary(result({ ok: false, problems: [{ path: 'a', code: 'E_REMOTE_IO', message: 'cannot write a: Failure' }, { path: 'd', code: 'E_REMOTE_IO', message: 'cannot list d' }] }));
+    expect(err.text().split('cannot write a: Failure').length - 1).toBe(1);
+    expect(err.text()).toContain('problem: d: cannot list d\n');
+  });
+
+  it('progress shows whole bytes per second and no ETA in the first seconds; a pull\'s dry run says "would receive"', () => {
+    const out = sink();
+    const err = sink();
+    const r = new Renderer({ json: false, verbosity: 'normal', dryRun: true, tty: true }, out.stream, err.stream);
+    r.onEvent({ type: 'progress', files: 1, filesTotal: 3, bytes: 100, bytesTotal: 10_000_000 });
+    expect(err.text()).not.toMatch(/\d\.\d{3,}/);
+    expect(err.text()).toMatch(/ETA --$/);
+    r.summary(result({ direction: 'pull', dryRun: true }));
+    expect(out.text()).toMatch(/^would receive 2 file\(s\)/);
+    expect(formatBytes(149.2537313432836)).toBe('149 B');
+  });
+
+  it('special files: one line each with -v, one count line by default, nothing with -q, the notice itself with --json', () => {
+    const notices = [
+      { type: 'notice' as const, message: 'skipped: p: not a regular file, directory or symlink (fifo)', skipped: { path: 'p', kind: 'fifo' as const, side: 'local' as const } },
+      { type: 'notice' as const, message: 'skipped: d/s: not a regular file, directory or symlink (socket)', skipped: { path: 'd/s', kind: 'socket' as const, side: 'local' as const } },
+      { type: 'notice' as const, message: 'skipped: q: not a regular file, directory or symlink (fifo)', skipped: { path: 'q', kind: 'fifo' as const, side: 'local' as const } },
+    ];
+    const run = (opts: { json?: boolean; verbosity: 'quiet' | 'normal' | 'verbose' }) => {
+      const out = sink();
+      const err = sink();
+      const r = new Renderer({ json: opts.json ?? false, verbosity: opts.verbosity, dryRun: false, tty: false }, out.stream, err.stream);
+      for (const n of notices) r.onEvent(n);
+      r.summary(result());
+      return { out: out.text(), err: err.text() };
+    };
+    const v = run({ verbosity: 'verbose' });
+    expect(v.err).toBe(notices.map((n) => n.message + '\n').join(''));
+    expect(run({ verbosity: 'normal' }).err).toBe('wsync: 3 special file(s) skipped (fifo, socket); -v lists them\n');
+    expect(run({ verbosity: 'quiet' })).toEqual({ out: '', err: '' });
+    const j = run({ json: true, verbosity: 'normal' });
+    expect(j.err).toBe('');
+    expect(j.out.trim().split('\n').map((l) => JSON.parse(l)).slice(0, 3)).toEqual(notices);
   });
 
   it('formats sizes', () => {

@@ -2,10 +2,12 @@ import { promises as fsp, constants as C, readdirSync, lstatSync, readlinkSync, 
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import type { Capabilities, ExclusiveFile, StagedFile, DirListing, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import { specialKindOf } from '../types.js';
 import { WsyncError } from '../../errors.js';
-import { ancestors, joinRel, localJoin, parentOf, tempNameFor } from '../../util/paths.js';
-import { checkRebuildOps, dataWritten, outsideEdit } from '../rebuild.js';
+import { baseName, joinRel, localJoin, parentOf, tempNameFor, tooLongText } from '../../util/paths.js';
+import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, outsideEdit } from '../rebuild.js';
+import { FdConfiner, O_PATH, RecheckConfiner, errCode, fdConfinementAvailable, type ConfineMode, type Confiner, type Create, type DirLease } from './confine.js';
 
 const BLOCK = 1 << 20;
 /**
@@ -18,10 +20,38 @@ const SYNC_READ_MAX = 64 * 1024;
 export function entryFromStats(st: Stats, target?: string): Entry | null {
   const mtime = Math.floor(st.mtimeMs / 1000);
   const mode = st.mode & 0o7777;
-  if (st.isFile()) return { type: 'file', size: st.size, mtime, mode };
+  if (st.isFile()) return { type: 'file', size: st.size, mtime, mode, ctime: st.ctimeMs };
   if (st.isDirectory()) return { type: 'dir', size: 0, mtime, mode };
   if (st.isSymbolicLink()) return { type: 'symlink', size: 0, mtime, mode, target: target ?? '' };
   return null; // sockets, fifos, devices are not synced
+}
+
+/** The file opened for reading is the version that was scanned: `size` bytes, and mtime `mtime` (when known). */
+function checkVersion(rel: string, st: import('node:fs').BigIntStats, size: number, mtime: number | undefined): void {
+  if (Number(st.size) !== size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} changed size since it was scanned; it goes on the next run`);
+  if (mtime !== undefined && Number(st.mtimeMs / 1000n) !== mtime) {
+    throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} was modified since it was scanned; it goes on the next run`);
+  }
+}
+
+/**
+ * Nothing wrote to the file while it was read (size, mtime and ctime in nanoseconds unchanged; ctime also catches
+ * a writer that put the mtime back): otherwise what was read may mix two versions.
+ */
+function checkUnchanged(rel: string, before: import('node:fs').BigIntStats, after: import('node:fs').BigIntStats): void {
+  if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs || after.ino !== before.ino) {
+    throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} was modified while it was being read; it goes on the next run`);
+  }
+}
+
+/** lstat as a comparable entry; null when nothing is there. */
+async function lstatEntry(p: string): Promise<Entry | null> {
+  try {
+    return entryFromStats(await fsp.lstat(p));
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return null;
+    throw err;
+  }
 }
 
 function stampOf(st: import('node:fs').BigIntStats): string {
@@ -36,8 +66,26 @@ async function writeAll(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<v
 }
 
 function ioError(err: unknown, what: string): WsyncError {
-  const e = err as NodeJS.ErrnoException;
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  if (e.code === 'ENAMETOOLONG') return new WsyncError('E_LOCAL_IO', `${what}: ${tooLongText([e.path, e.dest])}`, { cause: err });
   return new WsyncError('E_LOCAL_IO', `${what}: ${e.code ?? ''} ${e.message ?? String(err)}`.trim(), { cause: err });
+}
+
+const NOFOLLOW = C.O_NOFOLLOW ?? 0;
+
+/** A temp file written next to its final name, in a directory held until it is renamed in or removed. */
+interface Temp {
+  d: DirLease;
+  name: string;
+}
+
+export interface LocalTransportOptions {
+  /**
+   * How writes are kept inside the root when directories under it are swapped for symlinks (see confine.ts):
+   * 'auto' (the default) is 'fd' where /proc/self/fd and O_PATH work (Linux), 'recheck' elsewhere. Asking for
+   * 'recheck' is for tests of the fallback.
+   */
+  confine?: 'auto' | ConfineMode;
 }
 
 /**
@@ -48,12 +96,18 @@ export class LocalTransport implements Transport {
   readonly kind = 'local' as const;
   readonly caps: Capabilities = { copyData: true, fsync: true, maxRead: BLOCK, maxWrite: BLOCK };
   readonly root: string;
-  /** Directories already proven to be real directories (not symlinks) under the root. */
-  private verifiedDirs = new Set<string>(['']);
+  /** How writes are confined to the root: 'fd' (Linux) or 'recheck'. */
+  readonly confinement: ConfineMode;
+  private readonly confine: Confiner;
   private lastYield = Date.now();
 
-  constructor(root: string) {
+  constructor(root: string, opts: LocalTransportOptions = {}) {
     this.root = path.resolve(root);
+    const want = opts.confine ?? 'auto';
+    const fd = want !== 'recheck' && fdConfinementAvailable();
+    if (want === 'fd' && !fd) throw new WsyncError('E_INTERNAL', 'directory fd confinement needs /proc/self/fd and O_PATH (Linux)');
+    this.confinement = fd ? 'fd' : 'recheck';
+    this.confine = fd ? new FdConfiner(this.root, ioError) : new RecheckConfiner(this.root, ioError);
   }
 
   describe(rel = ''): string {
@@ -64,27 +118,7 @@ export class LocalTransport implements Transport {
     return localJoin(this.root, rel);
   }
 
-  /**
-   * Refuses to write through a symlinked directory: a pulled tree must never reach outside the local root, even
-   * when the local tree already holds a symlink where the remote has a directory.
-   */
-  private async assertRealParents(rel: string): Promise<void> {
-    for (const dir of ancestors(rel)) {
-      if (this.verifiedDirs.has(dir)) continue;
-      let st: Stats;
-      try {
-        st = await fsp.lstat(this.abs(dir));
-      } catch (err) {
-        throw ioError(err, `cannot reach ${this.abs(dir)}`);
-      }
-      if (!st.isDirectory()) {
-        throw new WsyncError('E_UNSAFE_PATH', `refusing to write ${rel}: ${dir} is not a real directory (a symlink or file)`);
-      }
-      this.verifiedDirs.add(dir);
-    }
-  }
-
-  async readdir(rel: string): Promise<DirEntry[] | null> {
+  async readdir(rel: string): Promise<DirListing | null> {
     // Synchronous calls on purpose: one directory's lstats take microseconds from the page cache, while the
     // thread-pool round trip per call made scans several times slower and competed with SSH traffic. Every few
     // milliseconds the scan steps aside, so that replies from the server (lock, manifest) are handled meanwhile.
@@ -101,13 +135,14 @@ export class LocalTransport implements Transport {
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;
       throw ioError(err, `cannot list ${dir}`);
     }
-    const out: DirEntry[] = [];
+    const out: DirListing = [];
     for (const name of names) {
       const p = path.join(dir, name);
       try {
         const st = lstatSync(p);
         const entry = entryFromStats(st, st.isSymbolicLink() ? readlinkSync(p) : undefined);
         if (entry) out.push({ name, entry });
+        else (out.skipped ??= []).push({ name, kind: specialKindOf(st.mode) });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, `cannot stat ${p}`);
       }
@@ -135,9 +170,9 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async *openRead(rel: string, size: number): AsyncIterable<Buffer> {
+  async *openRead(rel: string, size: number, mtime?: number): AsyncIterable<Buffer> {
     if (size <= SYNC_READ_MAX) {
-      yield this.readSmall(rel, size);
+      yield this.readSmall(rel, size, mtime);
       return;
     }
     let fh: fsp.FileHandle;
@@ -147,6 +182,8 @@ export class LocalTransport implements Transport {
       throw ioError(err, `cannot open ${this.abs(rel)}`);
     }
     try {
+      const before = await fh.stat({ bigint: true });
+      checkVersion(rel, before, size, mtime);
       let pos = 0;
       while (pos < size) {
         const want = Math.min(BLOCK, size - pos);
@@ -158,14 +195,13 @@ export class LocalTransport implements Transport {
         pos += bytesRead;
         yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
       }
-      const st = await fh.stat();
-      if (st.size !== size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} changed size while it was being read`);
+      checkUnchanged(rel, before, await fh.stat({ bigint: true }));
     } finally {
       await fh.close();
     }
   }
 
-  private readSmall(rel: string, size: number): Buffer {
+  private readSmall(rel: string, size: number, mtime?: number): Buffer {
     let fd: number;
     try {
       fd = openSync(this.abs(rel), C.O_RDONLY | (C.O_NOFOLLOW ?? 0));
@@ -173,6 +209,8 @@ export class LocalTransport implements Transport {
       throw ioError(err, `cannot open ${this.abs(rel)}`);
     }
     try {
+      const before = fstatSync(fd, { bigint: true });
+      checkVersion(rel, before, size, mtime);
       // One byte more than expected: a file that grew is caught without another call.
       const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
@@ -182,9 +220,8 @@ export class LocalTransport implements Transport {
         got += n;
         if (got === buf.length) break;
       }
-      if (got !== size || fstatSync(fd).size !== size) {
-        throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} changed size while it was being read`);
-      }
+      if (got !== size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} changed size while it was being read`);
+      checkUnchanged(rel, before, fstatSync(fd, { bigint: true }));
       return buf.subarray(0, size);
     } catch (err) {
       throw err instanceof WsyncError ? err : ioError(err, `cannot read ${this.abs(rel)}`);
@@ -245,18 +282,57 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async mkdir(rel: string, mode: number): Promise<void> {
-    await this.assertRealParents(rel);
-    const p = this.abs(rel);
-    try {
-      await fsp.mkdir(p, { mode: mode & 0o777 });
-      await fsp.chmod(p, mode & 0o7777);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-        const st = await fsp.lstat(p);
-        if (st.isDirectory()) return;
+  /**
+   * The directory holding `rel` (confined: see confine.ts) with `first` run in it. When `first` fails with ENOENT
+   * because that directory was removed meanwhile (and perhaps made again, by someone else), it runs once more in a
+   * fresh one. Resolves with the lease still held: the caller releases it.
+   */
+  private async inParent<T>(rel: string, create: Create, first: (d: DirLease, name: string) => Promise<T>): Promise<{ d: DirLease; v: T }> {
+    const dir = parentOf(rel);
+    const name = baseName(rel);
+    for (let attempt = 0; ; attempt++) {
+      const d = await this.confine.dir(dir, rel, create);
+      try {
+        return { d, v: await first(d, name) };
+      } catch (err) {
+        const again = attempt === 0 && errCode(err) === 'ENOENT' && (await this.confine.stale(d));
+        d.release();
+        if (!again) throw err;
       }
-      throw ioError(err, `cannot create directory ${p}`);
+    }
+  }
+
+  /** Creates `name` in `d` with O_EXCL; undone when the directory turns out to have changed meanwhile ('recheck'). */
+  private async createIn(d: DirLease, name: string, mode: number): Promise<fsp.FileHandle> {
+    const fh = await fsp.open(d.at(name), C.O_WRONLY | C.O_CREAT | C.O_EXCL | NOFOLLOW, mode);
+    try {
+      d.verify();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await fsp.unlink(d.at(name)).catch(() => undefined);
+      throw err;
+    }
+    return fh;
+  }
+
+  async mkdir(rel: string, mode: number): Promise<void> {
+    const p = this.abs(rel);
+    const { d, v: created } = await this.inParent(rel, false, async (dl, name) => {
+      try {
+        await fsp.mkdir(dl.at(name), { mode: mode & 0o777 });
+        return true;
+      } catch (err) {
+        if (errCode(err) === 'EEXIST' && (await fsp.lstat(dl.at(name))).isDirectory()) return false;
+        throw err;
+      }
+    }).catch((err) => {
+      throw err instanceof WsyncError ? err : ioError(err, `cannot create directory ${p}`);
+    });
+    try {
+      // The mode (mkdir's is cut by the umask) set on the directory just made, which is kept open from now on.
+      if (created) await this.confine.made(d, baseName(rel), rel, mode & 0o7777);
+    } finally {
+      d.release();
     }
   }
 
@@ -271,7 +347,7 @@ export class LocalTransport implements Transport {
   }
 
   /** A finished temp file, renamed in or removed later. */
-  private staged(tmp: string, rel: string): StagedFile {
+  private staged(tmp: Temp, rel: string): StagedFile {
     let done = false;
     return {
       commit: async (o = {}) => {
@@ -287,25 +363,19 @@ export class LocalTransport implements Transport {
       abort: async () => {
         if (done) return;
         done = true;
-        await fsp.unlink(tmp).catch(() => undefined);
+        await fsp.unlink(tmp.d.at(tmp.name)).catch(() => undefined);
+        tmp.d.release();
       },
     };
   }
 
-  /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
-  private async writeTemp(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
-    if (opts.parents) {
-      const dirs = ancestors(rel);
-      for (const d of opts.parents === 'last' ? dirs.slice(-1) : dirs) {
-        await fsp.mkdir(this.abs(d), 0o755).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'EEXIST') throw ioError(err, `cannot create ${this.abs(d)}`);
-        });
-      }
-    }
-    await this.assertRealParents(rel);
-    const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
-    const fh = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
-      throw ioError(err, `cannot create ${tmp}`);
+  /** Data, mode, mtime and fsync under a temp name in the target's directory, which stays held for the commit. */
+  private async writeTemp(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<Temp> {
+    const name = opts.tempName ?? baseName(tempNameFor(rel));
+    const tmpAbs = this.abs(joinRel(parentOf(rel), name));
+    const create: Create = opts.parents === 'last' ? 'last' : !!opts.parents;
+    const { d, v: fh } = await this.inParent(rel, create, (dl) => this.createIn(dl, name, meta.mode & 0o777)).catch((err) => {
+      throw err instanceof WsyncError ? err : ioError(err, `cannot create ${tmpAbs}`);
     });
     let ok = false;
     try {
@@ -327,15 +397,26 @@ export class LocalTransport implements Transport {
       ok = true;
     } finally {
       await fh.close().catch(() => undefined);
-      if (!ok) await fsp.unlink(tmp).catch(() => undefined);
+      if (!ok) {
+        await fsp.unlink(d.at(name)).catch(() => undefined);
+        d.release();
+      }
     }
-    return tmp;
+    return { d, name };
   }
 
   async writeFromRanges(rel: string, srcRel: string, ranges: ReadonlyArray<readonly [number, number]>, meta: WriteMeta): Promise<void> {
-    const src = await fsp.open(this.abs(srcRel), C.O_RDONLY).catch((err) => {
-      throw ioError(err, `cannot open ${this.abs(srcRel)}`);
+    const { d, v: src } = await this.inParent(srcRel, false, (dl, name) => fsp.open(dl.at(name), C.O_RDONLY | NOFOLLOW)).catch((err) => {
+      throw err instanceof WsyncError ? err : ioError(err, `cannot open ${this.abs(srcRel)}`);
     });
+    try {
+      d.verify();
+    } catch (err) {
+      await src.close();
+      throw err;
+    } finally {
+      d.release();
+    }
     try {
       const parts = async function* () {
         for (const [off, len] of ranges) {
@@ -363,29 +444,29 @@ export class LocalTransport implements Transport {
     // Before anything else, the temp file included: another run holding the lock could take it for a leftover, or
     // find it in a directory it removes.
     await opts.gate;
-    await this.assertRealParents(rel);
     const finalAbs = this.abs(rel);
-    let src: fsp.FileHandle;
-    try {
-      src = await fsp.open(finalAbs, C.O_RDONLY | (C.O_NOFOLLOW ?? 0));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
+    const { d, v: src } = await this.inParent(rel, false, (dl, name) => fsp.open(dl.at(name), C.O_RDONLY | NOFOLLOW)).catch((err) => {
+      if (err instanceof WsyncError) throw err;
+      const code = errCode(err);
       // ELOOP: O_NOFOLLOW met a symlink, which is not the file the manifest describes either.
       if (code === 'ENOENT' || code === 'ELOOP') throw outsideEdit(finalAbs, old, null);
       throw ioError(err, `cannot open ${finalAbs}`);
-    }
+    });
     const checkOld = async () => {
       const st = await src.stat();
       const now = { size: st.size, mtime: Math.floor(st.mtimeMs / 1000) };
       if (!st.isFile() || now.size !== old.size || now.mtime !== old.mtime) throw outsideEdit(finalAbs, old, now);
     };
-    const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
+    const name = opts.tempName ?? baseName(tempNameFor(rel));
+    const tmpAbs = this.abs(joinRel(parentOf(rel), name));
     let out: fsp.FileHandle | undefined;
     let ok = false;
     try {
+      // The old file read must be one inside the root too.
+      d.verify();
       await checkOld();
-      out = await fsp.open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL, meta.mode & 0o777).catch((err) => {
-        throw ioError(err, `cannot create ${tmp}`);
+      out = await this.createIn(d, name, meta.mode & 0o777).catch((err) => {
+        throw err instanceof WsyncError ? err : ioError(err, `cannot create ${tmpAbs}`);
       });
       const buf = Buffer.allocUnsafe(BLOCK);
       for (const op of ops) {
@@ -417,34 +498,121 @@ export class LocalTransport implements Transport {
     } finally {
       await out?.close().catch(() => undefined);
       await src.close().catch(() => undefined);
-      if (!ok && out) await fsp.unlink(tmp).catch(() => undefined);
+      if (!ok) {
+        if (out) await fsp.unlink(d.at(name)).catch(() => undefined);
+        d.release();
+      }
     }
-    return this.staged(tmp, rel);
+    return this.staged({ d, name }, rel);
   }
 
-  private async commit(tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
-    const finalAbs = this.abs(rel);
+  /** Renames a temp over `rel`, both in the directory the temp was made in; releases that directory. */
+  private async commit(tmp: Temp, rel: string, opts: WriteOptions): Promise<void> {
+    const { d } = tmp;
+    const from = d.at(tmp.name);
+    const to = d.at(baseName(rel));
     try {
+      d.verify();
       if (opts.exclusive) {
         // link() fails on an existing name, which is what an exclusive create needs; rename would replace.
-        await fsp.link(tmpAbs, finalAbs);
-        await fsp.unlink(tmpAbs);
-        return;
+        await fsp.link(from, to);
+        await fsp.unlink(from);
+      } else if (opts.backupTo) {
+        await this.moveAside(d, rel, opts.backupTo);
+        await fsp.rename(from, to);
+      } else if (opts.expect === null) {
+        await this.createChecked(from, to, rel);
+      } else if (opts.expect) {
+        await this.replaceChecked(d, from, to, rel, opts.expect, opts.changedTo);
+      } else {
+        await fsp.rename(from, to);
       }
-      if (opts.backupTo) await this.moveAside(rel, opts.backupTo);
-      await fsp.rename(tmpAbs, finalAbs);
+      d.verify();
     } catch (err) {
-      await fsp.unlink(tmpAbs).catch(() => undefined);
-      throw ioError(err, `cannot move into place ${finalAbs}`);
+      await fsp.unlink(from).catch(() => undefined);
+      throw err instanceof WsyncError ? err : ioError(err, `cannot move into place ${this.abs(rel)}`);
+    } finally {
+      d.release();
     }
   }
 
-  private async moveAside(rel: string, backupTo: string): Promise<void> {
+  /**
+   * A new file where the plan saw nothing: link() refuses an existing name, so a file someone created meanwhile is
+   * kept and this one dropped (E_CONFLICT). A filesystem without hard links (FAT, exFAT): checked, then renamed.
+   */
+  private async createChecked(from: string, to: string, rel: string): Promise<void> {
     try {
-      await fsp.mkdir(path.dirname(this.abs(backupTo)), { recursive: true });
-      await fsp.rename(this.abs(rel), this.abs(backupTo));
+      await fsp.link(from, to);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const code = errCode(err);
+      if (code === 'EEXIST') checkExpected(this.abs(rel), await lstatEntry(to), null);
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+      checkExpected(this.abs(rel), await lstatEntry(to), null);
+      await fsp.rename(from, to);
+      return;
+    }
+    await fsp.unlink(from);
+  }
+
+  /**
+   * Replaces a file without losing an edit made after it was listed (the local twin of the SFTP transport's):
+   * the current file is linked aside, the new one renamed in, and the old one looked at. Not what the listing
+   * showed: kept as `name.sync-conflict-<time>-local.ext` beside the new one (E_CONFLICT), or at `changedTo`. Without
+   * hard links the check is an lstat right before the rename.
+   */
+  private async replaceChecked(d: DirLease, from: string, to: string, rel: string, expect: NonNullable<WriteOptions['expect']>, changedTo?: string): Promise<void> {
+    const asideName = baseName(tempNameFor(rel));
+    const aside = d.at(asideName);
+    let linked = true;
+    try {
+      await fsp.link(to, aside);
+    } catch (err) {
+      const code = errCode(err);
+      if (code === 'ENOENT') linked = false;
+      else if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+        const now = await lstatEntry(to);
+        if (!asExpected(now, expect) && now) {
+          if (changedTo === undefined) checkExpected(this.abs(rel), now, expect);
+          else await this.moveAside(d, rel, changedTo);
+        }
+        await fsp.rename(from, to);
+        return;
+      } else throw err;
+    }
+    await fsp.rename(from, to);
+    if (!linked) return;
+    const was = await lstatEntry(aside);
+    if (asExpected(was, expect)) {
+      await fsp.unlink(aside).catch(() => undefined);
+      return;
+    }
+    if (changedTo !== undefined) {
+      const b = await this.confine.dir(parentOf(changedTo), changedTo, true);
+      try {
+        await fsp.rename(aside, b.at(baseName(changedTo)));
+      } finally {
+        b.release();
+      }
+      return;
+    }
+    const keep = conflictName(rel, new Date(), 'local');
+    await fsp.rename(aside, d.at(baseName(keep)));
+    throw new WsyncError('E_CONFLICT', `${this.abs(rel)} was changed while this run was writing it; the new version is in place, the changed one is kept as ${keep}`);
+  }
+
+  /** Moves what is at `rel` (in `d`) to `backupTo`, creating the directories on the way; a missing `rel` is fine. */
+  private async moveAside(d: DirLease, rel: string, backupTo: string): Promise<void> {
+    const b = await this.confine.dir(parentOf(backupTo), backupTo, true);
+    try {
+      await fsp.rename(d.at(baseName(rel)), b.at(baseName(backupTo)));
+      d.verify();
+      b.verify();
+      // Should it have been a directory: what was cached under that name is in the trash now.
+      this.confine.forget(rel);
+    } catch (err) {
+      if (errCode(err) !== 'ENOENT' || err instanceof WsyncError) throw err;
+    } finally {
+      b.release();
     }
   }
 
@@ -460,12 +628,14 @@ export class LocalTransport implements Transport {
   }
 
   async createExclusive(rel: string, data: Buffer): Promise<boolean> {
-    await this.assertRealParents(rel);
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(this.abs(rel), C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o644);
+      const { d, v } = await this.inParent(rel, false, (dl, name) => this.createIn(dl, name, 0o644));
+      d.release();
+      fh = v;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      if (err instanceof WsyncError) throw err;
+      if (errCode(err) === 'EEXIST') return false;
       throw ioError(err, `cannot create ${this.abs(rel)}`);
     }
     try {
@@ -477,24 +647,35 @@ export class LocalTransport implements Transport {
   }
 
   async appendFile(rel: string, data: Buffer): Promise<void> {
-    await this.assertRealParents(rel);
+    const abs = this.abs(rel);
+    const flags = C.O_WRONLY | C.O_CREAT | C.O_APPEND | NOFOLLOW;
+    const { d, v: fh } = await this.inParent(rel, false, (dl, name) => fsp.open(dl.at(name), flags, 0o644)).catch((err) => {
+      throw err instanceof WsyncError ? err : ioError(err, `cannot append to ${abs}`);
+    });
     try {
-      await fsp.appendFile(this.abs(rel), data, { mode: 0o644, flag: C.O_WRONLY | C.O_CREAT | C.O_APPEND | (C.O_NOFOLLOW ?? 0) });
+      d.verify();
+      await fh.appendFile(data);
     } catch (err) {
-      throw ioError(err, `cannot append to ${this.abs(rel)}`);
+      throw err instanceof WsyncError ? err : ioError(err, `cannot append to ${abs}`);
+    } finally {
+      d.release();
+      await fh.close().catch(() => undefined);
     }
   }
 
   async openExclusive(rel: string): Promise<ExclusiveFile | null> {
-    await this.assertRealParents(rel);
     const abs = this.abs(rel);
+    let d: DirLease;
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o644);
+      ({ d, v: fh } = await this.inParent(rel, false, (dl, name) => this.createIn(dl, name, 0o644)));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+      if (err instanceof WsyncError) throw err;
+      if (errCode(err) === 'EEXIST') return null;
       throw ioError(err, `cannot create ${abs}`);
     }
+    // Its directory stays held until the commit or abort: the rename and the unlink find the file made here.
+    const here = d.at(baseName(rel));
     let state: 'open' | 'closed' | 'done' = 'open';
     let written: Promise<void> | undefined;
     const write = (data: Buffer): Promise<void> => {
@@ -517,69 +698,135 @@ export class LocalTransport implements Transport {
         await dataWritten(rel, data, write, written);
         await after;
         if (renameTo !== undefined) {
-          await fsp.rename(abs, this.abs(renameTo)).catch((err) => {
-            throw ioError(err, `cannot move ${abs} into place`);
-          });
+          const t = await this.confine.dir(parentOf(renameTo), renameTo);
+          try {
+            d.verify();
+            await fsp.rename(here, t.at(baseName(renameTo)));
+            d.verify();
+            t.verify();
+          } catch (err) {
+            throw err instanceof WsyncError ? err : ioError(err, `cannot move ${abs} into place`);
+          } finally {
+            t.release();
+          }
         }
         // A local filesystem has no round trips to save: simply in order.
         await behind?.();
         state = 'done';
+        d.release();
       },
       abort: async () => {
         if (state === 'done') return;
         if (state === 'open') await fh.close().catch(() => undefined);
         state = 'done';
-        await fsp.unlink(abs).catch(() => undefined);
+        await fsp.unlink(here).catch(() => undefined);
+        d.release();
       },
     };
   }
 
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
-    await this.assertRealParents(rel);
-    const tmp = this.abs(tempNameFor(rel));
-    try {
-      await fsp.symlink(target, tmp);
-    } catch (err) {
-      throw ioError(err, `cannot create symlink ${this.abs(rel)}`);
-    }
-    await this.commit(tmp, rel, opts);
+    const name = baseName(tempNameFor(rel));
+    const { d } = await this.inParent(rel, false, async (dl) => {
+      await fsp.symlink(target, dl.at(name));
+      try {
+        dl.verify();
+      } catch (err) {
+        await fsp.unlink(dl.at(name)).catch(() => undefined);
+        throw err;
+      }
+    }).catch((err) => {
+      throw err instanceof WsyncError ? err : ioError(err, `cannot create symlink ${this.abs(rel)}`);
+    });
+    await this.commit({ d, name }, rel, opts);
   }
 
+  /**
+   * Mode and mtime of a file or directory. Never through a symlink: a symlink at `rel` gets only its own mtime
+   * (its mode means nothing, and its target is not ours to change).
+   */
   async setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
-    await this.assertRealParents(rel);
     const p = this.abs(rel);
-    try {
-      if (meta.mode !== undefined) await fsp.chmod(p, meta.mode & 0o7777);
-      if (meta.mtime !== undefined) await fsp.utimes(p, meta.mtime, meta.mtime);
-    } catch (err) {
-      throw ioError(err, `cannot set attributes of ${p}`);
+    const fail = (err: unknown) => (err instanceof WsyncError ? err : ioError(err, `cannot set attributes of ${p}`));
+    if (this.confinement === 'fd') {
+      // O_PATH: no read permission needed, nothing opened for real (a fifo does not block); the entry itself, not
+      // followed when it is a symlink, and changed through its fd even if its name leads elsewhere by now.
+      const { d, v: fh } = await this.inParent(rel, false, (dl, name) => fsp.open(dl.at(name), O_PATH | NOFOLLOW)).catch((err) => {
+        throw fail(err);
+      });
+      try {
+        if ((await fh.stat()).isSymbolicLink()) {
+          if (meta.mtime !== undefined) await fsp.lutimes(d.at(baseName(rel)), meta.mtime, meta.mtime);
+          return;
+        }
+        const self = `/proc/self/fd/${fh.fd}`;
+        if (meta.mode !== undefined) await fsp.chmod(self, meta.mode & 0o7777);
+        if (meta.mtime !== undefined) await fsp.utimes(self, meta.mtime, meta.mtime);
+      } catch (err) {
+        throw fail(err);
+      } finally {
+        await fh.close().catch(() => undefined);
+        d.release();
+      }
+      return;
     }
+    const { d } = await this.inParent(rel, false, async (dl, name) => {
+      const q = dl.at(name);
+      const st = await fsp.lstat(q);
+      if (meta.mode !== undefined && !st.isSymbolicLink()) {
+        dl.verify();
+        // lchmod (macOS) is not misled by a symlink put there meanwhile; elsewhere chmod is all there is.
+        await (process.platform === 'darwin' ? fsp.lchmod(q, meta.mode & 0o7777) : fsp.chmod(q, meta.mode & 0o7777));
+      }
+      if (meta.mtime !== undefined) await fsp.lutimes(q, meta.mtime, meta.mtime);
+      dl.verify();
+    }).catch((err) => {
+      throw fail(err);
+    });
+    d.release();
   }
 
   async remove(rel: string, type: 'file' | 'dir'): Promise<void> {
-    await this.assertRealParents(rel);
-    const p = this.abs(rel);
+    let d: DirLease;
     try {
-      if (type === 'dir') {
-        await fsp.rmdir(p);
-        this.verifiedDirs = new Set(['']);
-      } else await fsp.unlink(p);
+      ({ d } = await this.inParent(rel, false, (dl, name) => (type === 'dir' ? fsp.rmdir(dl.at(name)) : fsp.unlink(dl.at(name)))));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw ioError(err, `cannot remove ${p}`);
+      if (err instanceof WsyncError) throw err;
+      if (errCode(err) === 'ENOENT') return;
+      throw ioError(err, `cannot remove ${this.abs(rel)}`);
+    }
+    try {
+      d.verify();
+    } finally {
+      d.release();
+      if (type === 'dir') this.confine.forget(rel);
     }
   }
 
   async rename(from: string, to: string): Promise<void> {
-    await this.assertRealParents(from);
-    try {
-      await fsp.mkdir(path.dirname(this.abs(to)), { recursive: true });
-      await fsp.rename(this.abs(from), this.abs(to));
-      this.verifiedDirs = new Set(['']);
-    } catch (err) {
-      throw ioError(err, `cannot rename ${this.abs(from)}`);
+    for (let attempt = 0; ; attempt++) {
+      let f: DirLease | undefined;
+      let t: DirLease | undefined;
+      try {
+        f = await this.confine.dir(parentOf(from), from);
+        t = await this.confine.dir(parentOf(to), to, true);
+        await fsp.rename(f.at(baseName(from)), t.at(baseName(to)));
+        f.verify();
+        t.verify();
+        return;
+      } catch (err) {
+        const again = attempt === 0 && errCode(err) === 'ENOENT' && f && t && ((await this.confine.stale(f)) || (await this.confine.stale(t)));
+        if (!again) throw err instanceof WsyncError ? err : ioError(err, `cannot rename ${this.abs(from)}`);
+      } finally {
+        f?.release();
+        t?.release();
+        this.confine.forget(from);
+        this.confine.forget(to);
+      }
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.confine.close();
+  }
 }

@@ -27,7 +27,7 @@ export function mapSftpError(err: unknown, what: string): WsyncError {
       hint: 'check that the remote user may write there (owner and mode of the target directory)',
     });
   }
-  if (/No response from server|Not connected|Channel not open|Connection lost/i.test(msg)) {
+  if (/No response from server|Not connected|Channel not open|Connection lost|Invalid Zlib|write after end|This socket has been ended/i.test(msg)) {
     return new WsyncError('E_REMOTE_LOST', `${what}: connection to the server was lost`, { cause: err });
   }
   return new WsyncError('E_REMOTE_IO', `${what}: ${msg}`, { cause: err });
@@ -56,12 +56,70 @@ export class SftpChannel {
   load = 0;
   private readonly s: { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number };
 
+  /** Set once the channel or its connection is gone: every request then fails at once with it. */
+  private lostWith: WsyncError | undefined;
+  /** Rejecters of the requests still waiting for an answer. */
+  private readonly waiting = new Set<(err: Error) => void>();
+  private readonly onLost: Array<(err: WsyncError) => void> = [];
+
   constructor(readonly sftp: SFTPWrapper) {
     const s = sftp as unknown as { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number; _extensions?: Record<string, string> };
     this.s = s;
     this.extensions = s._extensions ?? {};
     this.limits = this.has('limits@openssh.com') ? limitsKnown(sftp) : Promise.resolve();
-    coalesceRequests(sftp);
+    // ssh2 fails the requests it knows of when a channel ends, but one issued after that (a continuation of a
+    // failed request, a coalesced batch) would wait forever, and an 'error' without a listener is uncaught.
+    sftp.on('error', (err: Error) => this.lose(err));
+    sftp.on('end', () => this.lose());
+    sftp.on('close', () => this.lose());
+    coalesceRequests(sftp, () => this.lostWith !== undefined, (err) => this.lose(err));
+  }
+
+  /** The error the channel was lost with, or undefined while it works. */
+  get lost(): WsyncError | undefined {
+    return this.lostWith;
+  }
+
+  /** Called once when the channel is lost (at once if it already is). */
+  whenLost(fn: (err: WsyncError) => void): void {
+    if (this.lostWith) fn(this.lostWith);
+    else this.onLost.push(fn);
+  }
+
+  /**
+   * Marks the channel dead (its connection closed or failed, or the server ended it): the requests waiting fail
+   * now, later ones at once. Idempotent.
+   */
+  lose(cause?: unknown): void {
+    if (this.lostWith) return;
+    const why = cause === undefined ? '' : `: ${(cause as Error)?.message ?? String(cause)}`;
+    this.lostWith = new WsyncError('E_REMOTE_LOST', `connection to the server was lost${why}`, { cause });
+    const waiting = [...this.waiting];
+    this.waiting.clear();
+    for (const rej of waiting) rej(this.lostWith);
+    for (const fn of this.onLost.splice(0)) fn(this.lostWith);
+  }
+
+  /** One request: settles with the server's answer, or fails when the channel is lost first. */
+  private req<T = void>(start: (res: (v: T) => void, rej: (err: unknown) => void) => void): Promise<T> {
+    if (this.lostWith) return Promise.reject(this.lostWith);
+    return new Promise<T>((resolve, reject) => {
+      const fail = (err: unknown) => {
+        this.waiting.delete(fail);
+        reject(err);
+      };
+      this.waiting.add(fail);
+      try {
+        start((v) => {
+          this.waiting.delete(fail);
+          resolve(v);
+        }, fail);
+      } catch (err) {
+        // ssh2 throws synchronously when it cannot send (a protocol already torn down).
+        this.lose(err);
+        fail(this.lostWith ?? err);
+      }
+    });
   }
 
   // Read live: the limits may arrive after the channel is in use. ssh2's fallback is 32 KiB-ish for non-OpenSSH
@@ -84,18 +142,18 @@ export class SftpChannel {
   }
 
   open(path: string, flags: import('ssh2').OpenMode, attrs?: InputAttributes): Promise<Buffer> {
-    return new Promise((res, rej) => this.sftp.open(path, flags, attrs ?? {}, (err, h) => (err ? rej(err) : res(h))));
+    return this.req((res, rej) => this.sftp.open(path, flags, attrs ?? {}, (err, h) => (err ? rej(err) : res(h))));
   }
   close(h: Buffer): Promise<void> {
-    return new Promise((res, rej) => this.sftp.close(h, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.close(h, (err) => (err ? rej(err) : res())));
   }
   write(h: Buffer, buf: Buffer, pos: number): Promise<void> {
-    return new Promise((res, rej) => this.sftp.write(h, buf, 0, buf.length, pos, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.write(h, buf, 0, buf.length, pos, (err) => (err ? rej(err) : res())));
   }
   /** Resolves with the bytes read (fewer at EOF; 0 bytes = EOF). */
   read(h: Buffer, len: number, pos: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(len);
-    return new Promise((res, rej) =>
+    return this.req((res, rej) =>
       this.sftp.read(h, buf, 0, len, pos, (err, n) => {
         if (err) return sftpCode(err) === SFTP_STATUS.EOF ? res(buf.subarray(0, 0)) : rej(err);
         // A short read keeps a right-sized copy: a view would pin the whole request-sized block in memory.
@@ -104,61 +162,65 @@ export class SftpChannel {
     );
   }
   fstat(h: Buffer): Promise<SftpStats> {
-    return new Promise((res, rej) => this.sftp.fstat(h, (err, st) => (err ? rej(err) : res(st))));
+    return this.req((res, rej) => this.sftp.fstat(h, (err, st) => (err ? rej(err) : res(st))));
   }
   fsetstat(h: Buffer, attrs: InputAttributes): Promise<void> {
-    return new Promise((res, rej) => this.sftp.fsetstat(h, attrs, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.fsetstat(h, attrs, (err) => (err ? rej(err) : res())));
   }
   setstat(path: string, attrs: InputAttributes): Promise<void> {
-    return new Promise((res, rej) => this.sftp.setstat(path, attrs, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.setstat(path, attrs, (err) => (err ? rej(err) : res())));
   }
   fsync(h: Buffer): Promise<void> {
-    return new Promise((res, rej) => this.sftp.ext_openssh_fsync(h, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.ext_openssh_fsync(h, (err) => (err ? rej(err) : res())));
   }
   lstat(path: string): Promise<SftpStats> {
-    return new Promise((res, rej) => this.sftp.lstat(path, (err, st) => (err ? rej(err) : res(st))));
+    return this.req((res, rej) => this.sftp.lstat(path, (err, st) => (err ? rej(err) : res(st))));
   }
   stat(path: string): Promise<SftpStats> {
-    return new Promise((res, rej) => this.sftp.stat(path, (err, st) => (err ? rej(err) : res(st))));
+    return this.req((res, rej) => this.sftp.stat(path, (err, st) => (err ? rej(err) : res(st))));
   }
   readlink(path: string): Promise<string> {
-    return new Promise((res, rej) => this.sftp.readlink(path, (err, t) => (err ? rej(err) : res(t))));
+    return this.req((res, rej) => this.sftp.readlink(path, (err, t) => (err ? rej(err) : res(t))));
   }
   symlink(target: string, path: string): Promise<void> {
-    return new Promise((res, rej) => this.sftp.symlink(target, path, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.symlink(target, path, (err) => (err ? rej(err) : res())));
   }
   mkdir(path: string, mode: number): Promise<void> {
-    return new Promise((res, rej) => this.sftp.mkdir(path, { mode }, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.mkdir(path, { mode }, (err) => (err ? rej(err) : res())));
   }
   rmdir(path: string): Promise<void> {
-    return new Promise((res, rej) => this.sftp.rmdir(path, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.rmdir(path, (err) => (err ? rej(err) : res())));
   }
   unlink(path: string): Promise<void> {
-    return new Promise((res, rej) => this.sftp.unlink(path, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.unlink(path, (err) => (err ? rej(err) : res())));
   }
   /** Atomic replace; plain SSH_FXP_RENAME refuses an existing target on OpenSSH. */
   posixRename(from: string, to: string): Promise<void> {
     if (!this.has('posix-rename@openssh.com')) {
-      return new Promise((res, rej) => this.sftp.rename(from, to, (err) => (err ? rej(err) : res())));
+      return this.req((res, rej) => this.sftp.rename(from, to, (err) => (err ? rej(err) : res())));
     }
-    return new Promise((res, rej) => this.sftp.ext_openssh_rename(from, to, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.ext_openssh_rename(from, to, (err) => (err ? rej(err) : res())));
   }
   /** Plain rename: fails when `to` exists, which is what an exclusive create needs. */
   renameNoReplace(from: string, to: string): Promise<void> {
-    return new Promise((res, rej) => this.sftp.rename(from, to, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.rename(from, to, (err) => (err ? rej(err) : res())));
+  }
+  /** hardlink@openssh.com: a second name for the file at `from` (never follows a symlink there). */
+  hardlink(from: string, to: string): Promise<void> {
+    return this.req((res, rej) => this.sftp.ext_openssh_hardlink(from, to, (err) => (err ? rej(err) : res())));
   }
   copyData(src: Buffer, srcOff: number, len: number, dst: Buffer, dstOff: number): Promise<void> {
-    return new Promise((res, rej) => this.sftp.ext_copy_data(src, srcOff, len, dst, dstOff, (err) => (err ? rej(err) : res())));
+    return this.req((res, rej) => this.sftp.ext_copy_data(src, srcOff, len, dst, dstOff, (err) => (err ? rej(err) : res())));
   }
   realpath(path: string): Promise<string> {
-    return new Promise((res, rej) => this.sftp.realpath(path, (err, p) => (err ? rej(err) : res(p))));
+    return this.req((res, rej) => this.sftp.realpath(path, (err, p) => (err ? rej(err) : res(p))));
   }
   opendir(path: string): Promise<Buffer> {
-    return new Promise((res, rej) => this.sftp.opendir(path, (err, h) => (err ? rej(err) : res(h))));
+    return this.req((res, rej) => this.sftp.opendir(path, (err, h) => (err ? rej(err) : res(h))));
   }
   /** One READDIR: null at EOF. */
   readdirChunk(h: Buffer): Promise<FileEntry[] | null> {
-    return new Promise((res, rej) =>
+    return this.req((res, rej) =>
       this.sftp.readdir(h, (err, list) => {
         if (err) return sftpCode(err) === SFTP_STATUS.EOF ? res(null) : rej(err);
         res(list as FileEntry[]);
@@ -167,5 +229,20 @@ export class SftpChannel {
   }
   end(): void {
     this.sftp.end();
+  }
+  /**
+   * statvfs@openssh.com on `path`: the filesystem's size and free space (blocks in units of frsize). Rejects at
+   * once on a server without the extension (ssh2 would throw, which req takes for a lost channel).
+   */
+  statvfs(path: string): Promise<{ frsize: number; blocks: number; bavail: number; files: number; favail: number; namemax: number }> {
+    if (!this.has('statvfs@openssh.com', '2')) return Promise.reject(new Error('the server does not offer statvfs@openssh.com'));
+    return this.req((res, rej) =>
+      this.sftp.ext_openssh_statvfs(path, (err, st) => {
+        if (err) return rej(err);
+        // uint64s: numbers, bigints or strings depending on ssh2's options; far below 2^53 in practice.
+        const n = (v: unknown) => Number(v ?? 0);
+        res({ frsize: n(st.f_frsize) || n(st.f_bsize), blocks: n(st.f_blocks), bavail: n(st.f_bavail), files: n(st.f_files), favail: n(st.f_favail), namemax: n(st.f_namemax) });
+      }),
+    );
   }
 }

@@ -23,7 +23,7 @@ interface SftpInternals {
  * (close) first sends what is held, so nothing overtakes a request. Returns false (and changes nothing) when
  * ssh2's internals are not the expected shape.
  */
-export function coalesceRequests(sftp: SFTPWrapper): boolean {
+export function coalesceRequests(sftp: SFTPWrapper, isLost: () => boolean = () => false, onBroken: (err: unknown) => void = () => undefined): boolean {
   const s = sftp as unknown as SftpInternals;
   const proto = s._protocol;
   const out = s.outgoing;
@@ -39,8 +39,15 @@ export function coalesceRequests(sftp: SFTPWrapper): boolean {
     const data = held.length === 1 ? held[0] : Buffer.concat(held, heldBytes);
     held = [];
     heldBytes = 0;
-    // A channel the server closed fails its pending requests through ssh2; sending into it would be an error.
-    if (out.state === 'open') proto.channelData(out.id, data);
+    // A channel the server closed, or whose connection is gone, fails its pending requests (ssh2 and SftpChannel
+    // do); sending into it would throw from this microtask, where nothing could catch it (ssh2's zlib stream is
+    // destroyed with the socket: "Invalid Zlib instance").
+    if (out.state !== 'open' || isLost()) return;
+    try {
+      proto.channelData(out.id, data);
+    } catch (err) {
+      onBroken(err);
+    }
   };
 
   s._protocol = new Proxy(proto, {

@@ -1,10 +1,11 @@
 import path from 'node:path';
 import type { Entry } from '../../types.js';
-import type { Capabilities, ExclusiveFile, StagedFile, DirEntry, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
-import { checkRebuildOps, dataWritten, outsideEdit } from '../rebuild.js';
+import type { Capabilities, ExclusiveFile, StagedFile, DirListing, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
+import { specialKindOf } from '../types.js';
+import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
-import { ancestors, joinRel, parentOf, remoteJoin, tempNameFor } from '../../util/paths.js';
+import { NAME_MAX, ancestors, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
 
 /** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
@@ -13,6 +14,10 @@ const BYTES_IN_FLIGHT_PER_CHANNEL = 8 * 1024 * 1024;
 const FILES_PER_CHANNEL = 128;
 /** Reads kept in flight for one download. */
 const READ_AHEAD = 16;
+/** How long a free-space answer stands for its directory: a full disk fails every upload in flight at once. */
+const SPACE_CHECK_TTL_MS = 5000;
+/** Less room than this (or than the file being written) after a failed write: the disk is full. */
+const NEARLY_FULL = 1024 * 1024;
 
 interface ChannelSlot {
   ch: SftpChannel;
@@ -20,6 +25,25 @@ interface ChannelSlot {
   bytes: Semaphore;
   /** Pinned views on this channel: a lock's, whose later requests should not queue behind a big copy. */
   pins: number;
+}
+
+/** OpenSSH's answer to ENAMETOOLONG and EINVAL (sftp-server.c errno_to_portable); not in SFTP_STATUS. */
+const SSH_FX_BAD_MESSAGE = 5;
+/** ProFTPD (and SFTP v5+ servers) answer a refused no-replace rename with this instead of FAILURE. */
+const SSH_FX_FILE_ALREADY_EXISTS = 11;
+
+/**
+ * mapSftpError for a request that creates `rel` (or its temp): a name over NAME_MAX bytes is refused by the
+ * server's filesystem with a bare "Bad message" or "Failure", which is said as what it is.
+ */
+function mapNameError(err: unknown, what: string, rel: string): WsyncError {
+  const code = sftpCode(err);
+  if (code === SSH_FX_BAD_MESSAGE || code === SFTP_STATUS.FAILURE || code === SFTP_STATUS.NO_SUCH_FILE) {
+    if (longestNameBytes(rel) > NAME_MAX) return new WsyncError('E_REMOTE_IO', `${what}: ${tooLongText([rel], ' for the server')}`, { cause: err });
+  }
+  const e = mapSftpError(err, what);
+  if (code !== SSH_FX_BAD_MESSAGE || e.hint) return e;
+  return new WsyncError(e.code, e.message, { cause: err, hint: "the server's filesystem refused the name: it may be too long or not valid there" });
 }
 
 /** After a failed copy into a temp: let the requests in flight finish, then close and remove the temp, close the source. */
@@ -42,6 +66,11 @@ export class SftpTransport implements Transport {
   readonly caps: Capabilities;
   private slots: ChannelSlot[];
   private knownDirs = new Set<string>();
+  /** The server's filesystem refused a hard link: replaced files are checked by a probe before the rename. */
+  private noHardlinks = false;
+  private readonly cleanups = new Set<Promise<unknown>>();
+  /** statvfs answers per remote directory (see noSpace). */
+  private spaceChecks = new Map<string, { at: number; p: Promise<Awaited<ReturnType<SftpChannel['statvfs']>> | null> }>();
 
   constructor(
     channels: SftpChannel[],
@@ -114,7 +143,7 @@ export class SftpTransport implements Transport {
     }
   }
 
-  async readdir(rel: string): Promise<DirEntry[] | null> {
+  async readdir(rel: string): Promise<DirListing | null> {
     return this.onChannel(async ({ ch }) => {
       const dir = this.abs(rel);
       let h: Buffer;
@@ -140,7 +169,7 @@ export class SftpTransport implements Transport {
       } finally {
         ch.close(h).catch(() => undefined);
       }
-      const out: DirEntry[] = [];
+      const out: DirListing = [];
       await Promise.all(
         raw.map(async ({ filename, attrs }) => {
           if (filename === '.' || filename === '..') return;
@@ -154,6 +183,7 @@ export class SftpTransport implements Transport {
           }
           const entry = entryFromAttrs(attrs, target);
           if (entry) out.push({ name: filename, entry });
+          else (out.skipped ??= []).push({ name: filename, kind: specialKindOf(attrs.mode ?? 0) });
         }),
       );
       return out;
@@ -209,14 +239,14 @@ export class SftpTransport implements Transport {
     });
   }
 
-  openRead(rel: string, size: number): AsyncIterable<Buffer> {
+  openRead(rel: string, size: number, mtime?: number): AsyncIterable<Buffer> {
     const self = this;
     return {
-      [Symbol.asyncIterator]: () => self.readGen(rel, size),
+      [Symbol.asyncIterator]: () => self.readGen(rel, size, mtime),
     };
   }
 
-  private async *readGen(rel: string, size: number): AsyncGenerator<Buffer> {
+  private async *readGen(rel: string, size: number, mtime?: number): AsyncGenerator<Buffer> {
     const slot = this.pick();
     const { ch } = slot;
     slot.ch.load++;
@@ -232,6 +262,7 @@ export class SftpTransport implements Transport {
       const chunk = ch.maxRead;
       const pending: Array<{ pos: number; len: number; p: Promise<Buffer> }> = [];
       let nextPos = 0;
+      let statP: Promise<import('ssh2').Stats> | undefined;
       const issue = () => {
         while (pending.length < READ_AHEAD && nextPos < size) {
           const len = Math.min(chunk, size - nextPos);
@@ -240,11 +271,14 @@ export class SftpTransport implements Transport {
           pending.push({ pos: nextPos, len, p });
           nextPos += len;
         }
+        // Right behind the last read (the server answers in order): a file rewritten while it was read has
+        // another size or mtime by then, and it costs no extra round trip.
+        if (!statP && nextPos >= size) {
+          statP = ch.fstat(handle);
+          statP.catch(() => undefined);
+        }
       };
       issue();
-      // Asked together with the last reads, so that a change in size or mtime costs no extra round trip.
-      const statP = ch.fstat(handle);
-      statP.catch(() => undefined);
       while (pending.length > 0) {
         const { pos, len, p } = pending.shift()!;
         let buf = await p.catch((err) => {
@@ -265,11 +299,14 @@ export class SftpTransport implements Transport {
         issue();
         yield buf;
       }
-      const st = await statP.catch((err) => {
+      const st = await statP!.catch((err) => {
         throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
       });
       if ((st.size ?? size) !== size) {
         throw new WsyncError('E_CHANGED_DURING_SYNC', `${this.describe(rel)} changed size while it was being read`);
+      }
+      if (mtime !== undefined && st.mtime !== undefined && st.mtime !== mtime) {
+        throw new WsyncError('E_CHANGED_DURING_SYNC', `${this.describe(rel)} was modified while it was being read`);
       }
     } finally {
       if (h) ch.close(h).catch(() => undefined);
@@ -388,7 +425,7 @@ export class SftpTransport implements Transport {
           const st = await ch.lstat(p).catch(() => null);
           if (st && ((st.mode ?? 0) & 0o170000) === 0o040000) return;
         }
-        throw mapSftpError(err, `cannot create directory ${this.describe(rel)}`);
+        throw mapNameError(err, `cannot create directory ${this.describe(rel)}`, rel);
       }
       await chmod.catch((err) => {
         throw mapSftpError(err, `cannot set mode of ${this.describe(rel)}`);
@@ -399,8 +436,10 @@ export class SftpTransport implements Transport {
 
   async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
     return this.onChannel(async (slot) => {
-      const tmp = await this.writeTemp(slot, rel, data, meta, opts);
-      await this.commit(slot.ch, tmp, rel, opts);
+      const seen: { stale?: boolean } = {};
+      const tmp = await this.writeTemp(slot, rel, data, meta, opts, seen);
+      // Found changed by the probe, with somewhere to keep it (--force): moved there, then replaced.
+      await this.commit(slot.ch, tmp, rel, seen.stale ? { ...opts, expect: undefined, backupTo: opts.changedTo } : opts);
     });
   }
 
@@ -433,7 +472,7 @@ export class SftpTransport implements Transport {
   }
 
   /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
-  private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions): Promise<string> {
+  private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions, seen: { stale?: boolean } = {}): Promise<string> {
     const { ch } = slot;
     const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
     if (opts.parents) this.sendMkdirs(ch, parentOf(rel), opts.parents === 'last');
@@ -441,7 +480,9 @@ export class SftpTransport implements Transport {
     try {
       h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
     } catch (err) {
-      throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+      const full = await this.noSpace(ch, rel, meta.size, err);
+      if (full) throw new WsyncError('E_REMOTE_IO', `cannot create ${this.describe(rel)}: ${full}`, { cause: err });
+      throw mapNameError(err, `cannot create ${this.describe(rel)}`, rel);
     }
     const inflight: Promise<void>[] = [];
     let failed: unknown;
@@ -472,12 +513,25 @@ export class SftpTransport implements Transport {
       if (ch.has('fsync@openssh.com')) track(ch.fsync(h));
       const closed = ch.close(h);
       track(closed);
+      // Without hardlink@openssh.com a replaced destination is checked here, answered with the close: changed since
+      // it was listed, it is not replaced (see commit for the check that leaves no window).
+      const probe = opts.expect && !this.canLinkAside(ch) ? this.probe(ch, rel) : undefined;
+      probe?.catch(() => undefined);
       await Promise.allSettled(inflight);
       if (failed) throw mapSftpError(failed, `cannot write ${this.describe(rel)}`);
+      if (probe && opts.expect) {
+        const now = await probe;
+        if (opts.changedTo !== undefined && !asExpected(now, opts.expect)) seen.stale = now !== null;
+        else checkExpected(this.describe(rel), now, opts.expect);
+      }
     } catch (err) {
+      // Asked before the temp goes (its blocks are part of what filled the disk); the server answers in order.
+      const full = this.noSpace(ch, rel, meta.size, err);
       await Promise.allSettled(inflight);
       await ch.close(h).catch(() => undefined);
       await ch.unlink(tmp).catch(() => undefined);
+      const why = await full;
+      if (why) throw new WsyncError('E_REMOTE_IO', `cannot write ${this.describe(rel)}: ${why}`, { cause: err instanceof WsyncError ? err.cause : err });
       throw err instanceof WsyncError ? err : mapSftpError(err, `cannot write ${this.describe(rel)}`);
     }
     return tmp;
@@ -522,7 +576,7 @@ export class SftpTransport implements Transport {
       };
       try {
         if (o.status === 'rejected') throw isNoSuchFile(o.reason) ? outsideEdit(where, old, null) : mapSftpError(o.reason, `cannot open ${where}`);
-        if (t.status === 'rejected') throw mapSftpError(t.reason, `cannot create ${where}`);
+        if (t.status === 'rejected') throw mapNameError(t.reason, `cannot create ${where}`, rel);
         // The old file's check is the first request behind the opens, and the copies follow without waiting for
         // its answer: the server runs them in order, and if the check fails the temp they filled is deleted
         // unseen. The same check after the last copy catches a change during the copies.
@@ -558,7 +612,10 @@ export class SftpTransport implements Transport {
         await Promise.allSettled(inflight);
         if (failed) throw failed;
       } catch (err) {
+        const full = this.noSpace(ch, rel, meta.size, err);
         await discardTemp(ch, inflight, hTmp, tmp, hOld);
+        const why = await full;
+        if (why) throw new WsyncError('E_REMOTE_IO', `cannot rebuild ${where}: ${why}`, { cause: err });
         throw mapSftpError(err, `cannot rebuild ${where}`);
       }
       return { ch, tmp };
@@ -580,7 +637,7 @@ export class SftpTransport implements Transport {
       const ops: Promise<unknown>[] = [];
       try {
         if (s.status === 'rejected') throw mapSftpError(s.reason, `cannot open ${this.describe(srcRel)}`);
-        if (d.status === 'rejected') throw mapSftpError(d.reason, `cannot create ${where}`);
+        if (d.status === 'rejected') throw mapNameError(d.reason, `cannot create ${where}`, rel);
         let pos = 0;
         for (const [off, len] of ranges) {
           ops.push(ch.copyData(hSrc!, off, len, hTmp!, pos));
@@ -597,13 +654,127 @@ export class SftpTransport implements Transport {
         const failed = (await Promise.allSettled(ops)).find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
         if (failed) throw failed.reason;
       } catch (err) {
+        const full = this.noSpace(ch, rel, meta.size, err);
         await discardTemp(ch, ops, hTmp, tmp, hSrc);
+        const why = await full;
+        if (why) throw new WsyncError('E_REMOTE_IO', `cannot write ${where}: ${why}`, { cause: err });
         throw mapSftpError(err, `cannot write ${where}`);
       }
       await this.commit(ch, tmp, rel, {});
     });
   }
 
+  /**
+   * Replaces the file at `rel` without losing an edit someone made there after it was listed. Three requests go
+   * together on one channel, which the server runs in order: a hard link of the current file to a temp name, the
+   * rename of the new file over it, an lstat of the linked old one. Whatever was at the path at the moment of the
+   * rename is still reachable through the link (an in-place edit, or a file an editor renamed there), so the check
+   * afterwards sees it: the same size and mtime as listed, the link is removed; anything else was someone's edit,
+   * kept beside the new file as `name.sync-conflict-<time>-remote.ext` (E_CONFLICT). Only a replacement that lands
+   * in the microseconds between the link and the rename on the server escapes it.
+   */
+  private async replaceChecked(ch: SftpChannel, tmpAbs: string, rel: string, expect: NonNullable<WriteOptions['expect']>, changedTo?: string): Promise<void> {
+    const final = this.abs(rel);
+    const aside = this.abs(tempNameFor(rel));
+    const linked = ch.hardlink(final, aside).then(
+      () => true,
+      (err) => {
+        if (isNoSuchFile(err)) return false;
+        // A filesystem without hard links: later files are checked the other way.
+        this.noHardlinks = true;
+        throw err;
+      },
+    );
+    const renamed = ch.posixRename(tmpAbs, final);
+    const old = this.probeAbs(ch, aside, rel);
+    linked.catch(() => undefined);
+    old.catch(() => undefined);
+    await renamed;
+    let had: boolean;
+    try {
+      had = await linked;
+    } catch (err) {
+      throw mapSftpError(err, `cannot check ${this.describe(rel)} before replacing it (it was replaced unchecked)`);
+    }
+    // Gone before the rename (deleted meanwhile): nothing of theirs to keep.
+    if (!had) return;
+    const was = await old.catch(() => null);
+    if (asExpected(was, expect)) {
+      this.cleanup(ch.unlink(aside));
+      return;
+    }
+    if (changedTo !== undefined) {
+      // --force: theirs goes where the caller keeps replaced versions (the trash), and no conflict is reported.
+      await this.mkdirs(ch, parentOf(changedTo));
+      await ch.posixRename(aside, this.abs(changedTo)).catch((err) => {
+        throw mapSftpError(err, `cannot keep the changed ${this.describe(rel)} (it is at ${aside})`);
+      });
+      return;
+    }
+    const keep = conflictName(rel, new Date());
+    await ch.posixRename(aside, this.abs(keep)).catch((err) => {
+      throw mapSftpError(err, `${this.describe(rel)} was changed by someone else while this run was sending it, and their version could not be kept beside it (it is at ${aside})`);
+    });
+    throw new WsyncError('E_CONFLICT', `${this.describe(rel)} was changed by someone else while this run was sending it; yours is in place, theirs is kept as ${keep}`);
+  }
+
+  /** A request whose answer nothing waits for, settled before the transport closes. */
+  private cleanup(p: Promise<unknown>): void {
+    const q = p.catch(() => undefined);
+    this.cleanups.add(q);
+    void q.finally(() => this.cleanups.delete(q));
+  }
+
+  /** lstat of a destination path as a comparable entry; null when it is missing. */
+  private probe(ch: SftpChannel, rel: string): Promise<Entry | null> {
+    return this.probeAbs(ch, this.abs(rel), rel);
+  }
+
+  private async probeAbs(ch: SftpChannel, abs: string, rel: string): Promise<Entry | null> {
+    try {
+      return entryFromAttrs(await ch.lstat(abs));
+    } catch (err) {
+      if (isNoSuchFile(err)) return null;
+      throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
+    }
+  }
+
+  /**
+   * After a bare FAILURE while writing `rel` (OpenSSH's answer to ENOSPC, among others): asks the server about the
+   * filesystem of the target's directory and returns the words for a full disk, or undefined. One statvfs per
+   * directory serves every failure there for a few seconds (a full disk fails all uploads in flight at once), and
+   * it is sent at once, ahead of the temp's removal. Never rejects.
+   */
+  private noSpace(ch: SftpChannel, rel: string, size: number, err: unknown): Promise<string | undefined> {
+    const raw = err instanceof WsyncError ? err.cause : err;
+    if (sftpCode(raw) !== SFTP_STATUS.FAILURE || !ch.has('statvfs@openssh.com', '2')) return Promise.resolve(undefined);
+    const dir = parentOf(rel);
+    const now = Date.now();
+    let check = this.spaceChecks.get(dir);
+    if (!check || now - check.at > SPACE_CHECK_TTL_MS) {
+      if (this.spaceChecks.size > 1000) this.spaceChecks.clear();
+      check = { at: now, p: ch.statvfs(this.abs(dir)).catch(() => null) };
+      this.spaceChecks.set(dir, check);
+    }
+    return check.p.then((st) => {
+      if (!st) return undefined;
+      // Some filesystems (btrfs) count no inodes at all: files = 0 there.
+      if (st.files > 0 && st.favail === 0) return `no space left on the server (${this.describe(dir)}: no free inodes)`;
+      const free = st.bavail * st.frsize;
+      return free < Math.max(NEARLY_FULL, size) ? `no space left on the server (${this.describe(dir)}: ${free} bytes free)` : undefined;
+    });
+  }
+
+  private canLinkAside(ch: SftpChannel): boolean {
+    return !this.noHardlinks && ch.has('hardlink@openssh.com');
+  }
+
+  /**
+   * Renames a finished temp into place, keeping to what the plan saw there (opts.expect):
+   * - nothing (null): a rename that refuses to replace (SSH_FXP_RENAME; OpenSSH links, so it is atomic), so a file
+   *   someone created meanwhile is kept and this one dropped (E_CONFLICT);
+   * - a file: see replaceChecked; without hardlink@openssh.com, writeTemp's probe checked it one round trip before.
+   */
   private async commit(ch: SftpChannel, tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
     try {
       if (opts.exclusive) {
@@ -611,10 +782,25 @@ export class SftpTransport implements Transport {
         return;
       }
       if (opts.backupTo) await this.moveAside(ch, rel, opts.backupTo);
+      if (opts.expect === null) {
+        await ch.renameNoReplace(tmpAbs, this.abs(rel)).catch(async (err) => {
+          const code = sftpCode(err);
+          if (code !== SFTP_STATUS.FAILURE && code !== SSH_FX_FILE_ALREADY_EXISTS) throw err;
+          const there = await this.probe(ch, rel);
+          if (there) checkExpected(this.describe(rel), there, null);
+          // Not there after all (a server whose plain rename fails for another reason): the usual rename.
+          await ch.posixRename(tmpAbs, this.abs(rel));
+        });
+        return;
+      }
+      if (opts.expect && this.canLinkAside(ch)) {
+        await this.replaceChecked(ch, tmpAbs, rel, opts.expect, opts.changedTo);
+        return;
+      }
       await ch.posixRename(tmpAbs, this.abs(rel));
     } catch (err) {
       await ch.unlink(tmpAbs).catch(() => undefined);
-      throw mapSftpError(err, `cannot move into place ${this.describe(rel)}`);
+      throw mapNameError(err, `cannot move into place ${this.describe(rel)}`, rel);
     }
   }
 
@@ -757,7 +943,7 @@ export class SftpTransport implements Transport {
       try {
         await ch.symlink(target, tmp);
       } catch (err) {
-        throw mapSftpError(err, `cannot create symlink ${this.describe(rel)}`);
+        throw mapNameError(err, `cannot create symlink ${this.describe(rel)}`, rel);
       }
       await this.commit(ch, tmp, rel, opts);
     });
@@ -798,7 +984,7 @@ export class SftpTransport implements Transport {
         await ch.posixRename(this.abs(from), this.abs(to));
         this.knownDirs.clear();
       } catch (err) {
-        throw mapSftpError(err, `cannot rename ${this.describe(from)}`);
+        throw mapNameError(err, `cannot rename ${this.describe(from)}`, to);
       }
     });
   }
@@ -813,6 +999,8 @@ export class SftpTransport implements Transport {
   }
 
   async close(): Promise<void> {
+    // Links of replaced files still being removed (sent long ago; a dead connection fails them at once).
+    await Promise.race([Promise.all([...this.cleanups]), new Promise((r) => setTimeout(r, 5000).unref())]);
     await this.onClose();
   }
 }

@@ -1,0 +1,169 @@
+/**
+ * A link that drops at a random byte (issue 10, items 1 and 2): every cut run ends with exit 2 and one line, no
+ * stack trace, no hang; no file at a final path differs from the source; and a run exits 0 only when the
+ * destination is an exact mirror. Push and pull, compression on and off, reset and FIN cuts, through a real sshd.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { useServer } from '../support/server.js';
+import { runCli, type CliResult } from '../support/cli.js';
+import { makeTree, snapshot, type Spec } from '../support/trees.js';
+import { startCutProxy, type CutProxy, type CutMode } from '../support/cutproxy.js';
+import { xorshiftBytes } from '../support/xorshift.js';
+
+/** Regular files below root (wsync's own state and temp files left out), path → sha256. */
+function finalFiles(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!existsSync(root)) return out;
+  const visit = (dir: string, rel: string) => {
+    for (const name of readdirSync(dir)) {
+      const r = rel ? `${rel}/${name}` : name;
+      if (r === '.wsync' || /\.wsync-[0-9a-f]{8}\.tmp$/.test(name)) continue;
+      const p = join(dir, name);
+      const st = lstatSync(p);
+      if (st.isDirectory()) visit(p, r);
+      else if (st.isFile()) out.set(r, createHash('sha256').update(readFileSync(p)).digest('hex'));
+    }
+  };
+  visit(root, '');
+  return out;
+}
+
+/** Deterministic pseudo-random numbers for the cut points (a failure names its seed and cut). */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
+}
+
+describe('a link cut at random bytes', () => {
+  const server = useServer('wsync-cut-');
+  let proxy: CutProxy;
+  let source: string;
+  let sourceFiles: Map<string, string>;
+
+  beforeAll(async () => {
+    proxy = await startCutProxy(server.srv, server.work);
+    // ~600 files in nested directories, small text and a few incompressible ones of 64–300 KB.
+    source = join(server.work, 'source');
+    const spec: Spec = {};
+    for (let i = 0; i < 600; i++) {
+      const dir = `d${i % 12}/s${i % 5}`;
+      spec[`${dir}/f${i}.txt`] = `file ${i}\n`.repeat(1 + (i % 40));
+    }
+    for (let i = 0; i < 8; i++) spec[`bin/blob${i}.bin`] = xorshiftBytes(1000 + i, 64 * 1024 + i * 30_000);
+    makeTree(source, spec);
+    sourceFiles = finalFiles(source);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  const cli = (args: string[]): Promise<CliResult> => runCli([...args, '-F', proxy.sshConfig], { timeoutMs: 40_000 });
+
+  /** Full run through the proxy without a cut: how many bytes a whole run moves. */
+  const fullRunBytes = async (args: string[], reset: () => void): Promise<number> => {
+    reset();
+    proxy.cutAfter = undefined;
+    const r = await cli(args);
+    expect(r.code, r.stderr).toBe(0);
+    const n = proxy.lastBytes();
+    reset();
+    return n;
+  };
+
+  const checkCutRun = (r: CliResult, what: string, dst: Map<string, string>, expected: Map<string, string>) => {
+    const label = `${what}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+    expect(r.code, label).not.toBeNull(); // not killed by the timeout: no hang
+    expect(r.stderr, label).not.toMatch(/^\s+at /m); // no stack trace
+    expect(r.stderr, label).not.toMatch(/internal error/);
+    // No file at a final path differs from the source.
+    for (const [rel, sha] of dst) {
+      if (expected.has(rel)) expect(sha, `${label}\n${rel} differs from the source`).toBe(expected.get(rel));
+      else throw new Error(`${label}\n${rel} is not in the source`);
+    }
+    if (r.code === 0) {
+      expect([...dst.keys()].sort(), `${label}\nexit 0 on an incomplete destination`).toEqual([...expected.keys()].sort());
+    } else {
+      expect(r.code, label).toBe(2);
+      const lines = r.stderr.trim().split('\n').filter((l) => l.trim() !== '');
+      expect(lines.length, label).toBe(1);
+      expect(lines[0], label).toMatch(/^wsync: .*(lost|closed|timed out)/);
+    }
+  };
+
+  const cases: Array<{ dir: 'push' | 'pull'; compress: boolean; mode: CutMode; runs: number }> = [
+    { dir: 'push', compress: false, mode: 'reset', runs: 12 },
+    { dir: 'push', compress: true, mode: 'reset', runs: 12 },
+    { dir: 'push', compress: true, mode: 'end', runs: 8 },
+    { dir: 'pull', compress: false, mode: 'reset', runs: 10 },
+    { dir: 'pull', compress: true, mode: 'end', runs: 8 },
+  ];
+
+  for (const c of cases) {
+    it(`${c.dir}, compression ${c.compress ? 'on' : 'off'}, ${c.mode} cuts at ${c.runs} random points`, async () => {
+      const seed = 7 + c.runs * 31 + (c.compress ? 1 : 0) + (c.mode === 'end' ? 2 : 0) + (c.dir === 'pull' ? 4 : 0);
+      const rand = rng(seed);
+      const z = c.compress ? '-z' : '--no-compress';
+      const tag = `${c.dir}-${z}-${c.mode}`;
+      if (c.dir === 'push') {
+        const remote = join(server.srv.remoteRoot, `cut-${tag}`);
+        const args = ['push', z, source, `${server.srv.alias}:${remote}`];
+        const total = await fullRunBytes(args, () => rmSync(remote, { recursive: true, force: true }));
+        for (let i = 0; i < c.runs; i++) {
+          rmSync(remote, { recursive: true, force: true });
+          proxy.mode = c.mode;
+          proxy.cutAfter = Math.floor(rand() * total * 1.05);
+          const r = await cli(args);
+          checkCutRun(r, `seed ${seed} run ${i}: cut after ${proxy.cutAfter} of ${total} bytes`, finalFiles(remote), sourceFiles);
+        }
+      } else {
+        const remote = join(server.srv.remoteRoot, `cut-src-${tag}`);
+        proxy.cutAfter = undefined;
+        const seedPush = await cli(['push', source, `${server.srv.alias}:${remote}`]);
+        expect(seedPush.code, seedPush.stderr).toBe(0);
+        const local = join(server.work, `cut-dst-${tag}`);
+        const args = ['pull', z, local, `${server.srv.alias}:${remote}`];
+        const total = await fullRunBytes(args, () => rmSync(local, { recursive: true, force: true }));
+        for (let i = 0; i < c.runs; i++) {
+          rmSync(local, { recursive: true, force: true });
+          proxy.mode = c.mode;
+          proxy.cutAfter = Math.floor(rand() * total * 1.05);
+          const r = await cli(args);
+          checkCutRun(r, `seed ${seed} run ${i}: cut after ${proxy.cutAfter} of ${total} bytes`, finalFiles(local), sourceFiles);
+        }
+      }
+      proxy.cutAfter = undefined;
+    }, 300_000);
+  }
+
+  it('a stalled link (no FIN, no RST) ends the run with exit 2 once keepalives go unanswered', async () => {
+    const remote = join(server.srv.remoteRoot, 'cut-stall');
+    proxy.mode = 'stall';
+    proxy.stallMs = 60_000;
+    proxy.cutAfter = 200_000;
+    const t0 = Date.now();
+    const r = await cli(['push', '--no-compress', source, `${server.srv.alias}:${remote}`]);
+    proxy.cutAfter = undefined;
+    checkCutRun(r, 'stall after 200 kB', finalFiles(remote), sourceFiles);
+    expect(r.code).toBe(2);
+    // ServerAliveInterval 1, ServerAliveCountMax 2 in the proxy's ssh_config.
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  }, 60_000);
+
+  it('after the cuts, a run without one converges to an exact mirror', async () => {
+    const remote = join(server.srv.remoteRoot, 'cut-push--z-reset');
+    proxy.cutAfter = undefined;
+    const r = await cli(['push', source, `${server.srv.alias}:${remote}`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(snapshot(remote)).toEqual(snapshot(source));
+  });
+});
