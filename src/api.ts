@@ -19,6 +19,8 @@ export interface SyncOptions {
   checksum?: boolean;
   exclude?: string[];
   include?: string[];
+  /** --include/--exclude in the order given, first match wins (rsync's model); when set, `exclude`/`include` are unused. */
+  rules?: Array<{ include: boolean; glob: string }>;
   /** Honour .gitignore files (default true). */
   gitignore?: boolean;
   /** ssh_config file (-F). */
@@ -91,7 +93,7 @@ async function run(direction: Direction, localDir: string, target: Target | stri
       delete: o.delete ?? false,
       force: o.force ?? false,
       dryRun: o.dryRun ?? false,
-      filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [] },
+      filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [], rules: o.rules },
       concurrency: o.concurrency ?? 1024,
       lockWaitSeconds: o.wait ?? 0,
       breakLock: o.breakLock ?? false,

@@ -6,6 +6,7 @@ import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
 import { COMPRESS_HELP, gitCommand, parseGitFast, SHARED_FAST_OPTIONS, sharedFastArgs } from './git.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+import { normalizeSyncArgs, type Normalized } from './rsync-compat.js';
 
 const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
 Exit codes: 0 done; 1 usage or local error (or the target is locked); 2 SSH, network, auth or remote access error;
@@ -118,7 +119,8 @@ function parseSyncFast(argv: string[]): { direction: 'push' | 'pull'; args: Sync
 async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<number> {
   parseTarget(a.remote); // malformed targets fail before anything connects
   const verbosity: Verbosity = a.quiet ? 'quiet' : a.verbose ? 'verbose' : 'normal';
-  const tty = Boolean(process.stderr.isTTY) && !a.json;
+  // --progress: the progress line even into a file or pipe (as rsync prints it there too).
+  const tty = (Boolean(process.stderr.isTTY) || compat?.progress === true) && !a.json;
   const renderer = new Renderer({ json: a.json, verbosity, dryRun: a['dry-run'], tty });
   const interactive = isInteractive();
   let authPrompt: SyncOptions['authPrompt'];
@@ -132,6 +134,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     dryRun: a['dry-run'],
     exclude: a.exclude,
     include: a.include,
+    rules: compat && compat.rules.length > 0 ? compat.rules : undefined,
     gitignore: a.gitignore,
     sshConfig: a['ssh-config'],
     identity: a.identity,
@@ -151,6 +154,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
   const { push, pull } = await import('../api.js');
   const result = direction === 'push' ? await push(a.local, a.remote, opts) : await pull(a.local, a.remote, opts);
   renderer.summary(result);
+  if (compat?.stats && !a.json) renderer.stats(result);
   if (process.env.WSYNC_DEBUG) process.stderr.write(`timings (ms since start): ${JSON.stringify(result.timings)}\n`);
   return result.ok ? 0 : EXIT_CODES.partial;
 }
@@ -190,8 +194,19 @@ function exitOnSignals(): void {
 }
 
 /** Runs the CLI; resolves with the exit code (the bin script exits with it). */
+/** What push/pull's rsync-style options asked for beyond wsync's own (see rsync-compat.ts). */
+let compat: Normalized | undefined;
+
 export async function main(argv: string[]): Promise<number> {
   exitOnSignals();
+  if (argv[0] === 'push' || argv[0] === 'pull') {
+    try {
+      compat = normalizeSyncArgs(argv.slice(1));
+    } catch (err) {
+      return reportError(err, argv.includes('--json'));
+    }
+    argv = [argv[0], ...compat.argv];
+  }
   if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
     const { WSYNC_VERSION } = await import('../version.js');
     process.stdout.write(`wsync ${WSYNC_VERSION}\n`);

@@ -92,6 +92,25 @@ export class Renderer {
     }
   };
 
+  /** --stats: rsync's statistics, in its words where they mean the same. */
+  stats(r: SyncResult): void {
+    const s = r.stats;
+    const lines = [
+      `Number of files: ${s.filesScanned}`,
+      `Number of regular files transferred: ${s.filesSent}${s.filesDelta ? ` (${s.filesDelta} as deltas)` : ''}`,
+      `Number of created directories: ${s.dirsCreated}`,
+      `Number of symlinks transferred: ${s.symlinksSent}`,
+      `Number of attribute updates: ${s.attributesUpdated}`,
+      `Number of deleted files: ${s.deleted}`,
+      `Number of conflicts: ${s.conflicts}`,
+      `Number of failed paths: ${r.problems.length}`,
+      `Total transferred file size: ${s.bytesSent} bytes`,
+      `Matched data (reused on the destination): ${s.bytesReused} bytes`,
+      `Total time: ${(r.durationMs / 1000).toFixed(3)} seconds`,
+    ];
+    this.out.write('\n' + lines.join('\n') + '\n');
+  }
+
   summary(r: SyncResult): void {
     this.clearProgress();
     const s = r.stats;
@@ -114,6 +133,11 @@ export class Renderer {
     if (r.problems.length) parts.push(`${r.problems.length} problem(s)`);
     const line = `${parts.join(', ')} in ${(r.durationMs / 1000).toFixed(1)}s`;
     (r.ok ? this.out : this.err).write(line + '\n');
+    // What the ignore files left out is said, so that a gitignored build output that never arrives is no mystery.
+    if (s.ignored && this.opts.verbosity !== 'quiet') {
+      const whose = r.direction === 'pull' ? "the remote's " : '';
+      this.err.write(`wsync: ${s.ignored} path(s) left out by ${whose}.gitignore/.wsyncignore files (--no-gitignore sends what .gitignore leaves out; --include GLOB sends chosen ones)\n`);
+    }
     // Also a notice of the engine's, printed as it happened unless -q.
     if (r.deletesSkipped && !this.shown.has(r.deletesSkipped)) this.err.write(`wsync: ${r.deletesSkipped}\n`);
     for (const p of r.problems) if (!this.failedShown.has(`${p.path}\0${p.message}`)) this.err.write(`problem: ${p.path || '.'}: ${p.message}\n`);

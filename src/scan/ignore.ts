@@ -1,6 +1,6 @@
 import ignore, { type Ignore } from 'ignore';
 import picomatch from 'picomatch';
-import { ancestors, baseName, isTempName, parentOf } from '../util/paths.js';
+import { ancestors, baseName, isAsideName, isTempName, parentOf } from '../util/paths.js';
 import { STATE_DIR } from '../manifest/manifest.js';
 
 export interface FilterOptions {
@@ -10,6 +10,11 @@ export interface FilterOptions {
   excludes: string[];
   /** --include globs: same syntax; re-include what .gitignore or --exclude left out (not inside an excluded directory). */
   includes: string[];
+  /**
+   * The same globs in the order given, rsync's model: the first that matches decides (include or exclude), and a
+   * path none matches is left to the ignore files. When set, `excludes` and `includes` are not consulted.
+   */
+  rules?: Array<{ include: boolean; glob: string }>;
 }
 
 export const IGNORE_FILES = ['.gitignore', '.wsyncignore'] as const;
@@ -45,10 +50,12 @@ export class IgnoreRules {
   private dirCache = new Map<string, boolean>();
   private excludes: Glob[];
   private includes: Glob[];
+  private ordered: Array<{ include: boolean; glob: Glob }> | undefined;
 
   constructor(readonly opts: FilterOptions) {
     this.excludes = opts.excludes.map(compileGlob);
     this.includes = opts.includes.map(compileGlob);
+    this.ordered = opts.rules?.map((r) => ({ include: r.include, glob: compileGlob(r.glob) }));
   }
 
   wants(name: string): boolean {
@@ -66,14 +73,22 @@ export class IgnoreRules {
     this.perDir.set(dir, list);
   }
 
+  /** Set by isExcluded: the last verdict came from a .gitignore/.wsyncignore file (for counting what they left out). */
+  lastFromFiles = false;
+
   /** Excluded because of the path itself (its ancestors are assumed to be included). */
   isExcluded(rel: string, isDir: boolean): boolean {
+    this.lastFromFiles = false;
     const name = baseName(rel);
     if (name === '.git') return true;
     if (rel === STATE_DIR) return true;
-    if (isTempName(name)) return true;
-    if (globHits(this.includes, rel, isDir)) return false;
-    if (globHits(this.excludes, rel, isDir)) return true;
+    if (isTempName(name) || isAsideName(name)) return true;
+    if (this.ordered) {
+      for (const r of this.ordered) if (globHits([r.glob], rel, isDir)) return !r.include;
+    } else {
+      if (globHits(this.includes, rel, isDir)) return false;
+      if (globHits(this.excludes, rel, isDir)) return true;
+    }
     let state = false;
     if (this.perDir.size === 0) return state;
     for (const dir of ['', ...ancestors(rel)]) {
@@ -86,6 +101,7 @@ export class IgnoreRules {
         else if (r.unignored) state = false;
       }
     }
+    this.lastFromFiles = state;
     return state;
   }
 

@@ -1,7 +1,7 @@
 import type { Problem, Tree } from '../types.js';
 import type { DirListing, SpecialKind, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
-import { isSafeName, isTempName, joinRel } from '../util/paths.js';
+import { isAsideName, isSafeName, isTempName, joinRel } from '../util/paths.js';
 import { IgnoreRules } from './ignore.js';
 
 export interface WalkResult {
@@ -15,6 +15,10 @@ export interface WalkResult {
   blocked: string[];
   /** FIFOs, sockets and devices (not excluded by the rules): never synced, but the run says so. */
   skipped: Array<{ path: string; kind: SpecialKind }>;
+  /** Paths a .gitignore/.wsyncignore file left out (a directory counts once: what is below it is never listed). */
+  ignored: number;
+  /** Old versions an interrupted replacement kept aside (asideNameFor): resolved by the engine, never synced. */
+  asides: Array<{ path: string; entry: import('../types.js').Entry }>;
 }
 
 /** The notice a sync emits for each special file it leaves out (a NoticeEvent with the details for --json). */
@@ -94,10 +98,12 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   const temps: string[] = [];
   const blocked: string[] = [];
   const skipped: WalkResult['skipped'] = [];
+  let ignored = 0;
+  const asides: WalkResult['asides'] = [];
   const lister = opts.prefetcher ?? new Prefetcher(t);
   opts.onDir?.('');
   const rootEntries = await lister.take('');
-  if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked, skipped };
+  if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked, skipped, ignored, asides };
 
   const excluded = (rel: string, isDir: boolean) => opts.rules.isExcluded(rel, isDir);
 
@@ -120,7 +126,14 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
         temps.push(rel);
         continue;
       }
-      if (excluded(rel, entry.type === 'dir')) continue;
+      if (isAsideName(name)) {
+        asides.push({ path: rel, entry });
+        continue;
+      }
+      if (excluded(rel, entry.type === 'dir')) {
+        if (opts.rules.lastFromFiles) ignored++;
+        continue;
+      }
       tree.set(rel, entry);
       if (entry.type === 'dir') enqueue(rel);
     }
@@ -168,7 +181,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       })
       .catch(reject);
   });
-  return { tree, rootExists: true, problems, temps, blocked, skipped };
+  return { tree, rootExists: true, problems, temps, blocked, skipped, ignored, asides };
 }
 
 /** Drops paths the other side's rules exclude (its rules were not known while this tree was walked). */

@@ -10,7 +10,8 @@ import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR }
 import { acquireLock } from '../manifest/lock.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { mapLimit, Semaphore } from '../util/limit.js';
-import { ancestors, baseName, comparePaths, isTempName, parentOf, tempNameFor } from '../util/paths.js';
+import { ancestors, asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, tempNameFor } from '../util/paths.js';
+import { conflictName } from '../transport/rebuild.js';
 import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
 import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
@@ -68,6 +69,8 @@ export interface SyncStats {
   failed: number;
   /** Bytes the run would move / moved, and files it examined. */
   filesScanned: number;
+  /** Paths on the source side that .gitignore/.wsyncignore files left out (a directory counts once). */
+  ignored?: number;
 }
 
 export interface SyncResult {
@@ -224,6 +227,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
   const pairFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.pair.json') : null;
+  /** Local files the ctime check found changed under an unchanged size and mtime. */
+  const flagged = new Set<string>();
   let cacheP: Promise<ChunkCache> | undefined = o.cache;
   const getCache = () => (cacheP ??= ChunkCache.load(cacheFile, cacheLabel));
   // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
@@ -326,6 +331,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const srcTree = o.direction === 'push' ? localTree : remoteTree;
     const dstTree = o.direction === 'push' ? remoteTree : localTree;
     stats.filesScanned = srcTree.size;
+    stats.ignored = (o.direction === 'push' ? localWalk : remoteWalk).ignored;
     // Starting them takes a local lstat per big file; a prewarm still cutting a huge file is not waited for.
     if (prewarmed) await specsStarted;
     specs?.stop();
@@ -341,6 +347,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // content: pushed if it differs, a conflict on pull rather than overwritten. Both copies of such a path then
     // carry a hash, so the plan compares content. Without a previous run from this machine: the quick check alone.
     const lastScan = readPairState(pairFile)?.lastScanStart;
+    flagged.clear();
     if (lastScan !== undefined) {
       const localSide = o.direction === 'push' ? srcTree : dstTree;
       const otherSide = o.direction === 'push' ? dstTree : srcTree;
@@ -353,6 +360,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           const h = await hashFile(o.local, p, e.size);
           e.sha256 = h;
           const b = base.get(p)!;
+          if (h !== b.sha256) flagged.add(p);
           const other = otherSide.get(p);
           if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) other.sha256 = b.sha256;
         } catch {
@@ -406,6 +414,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     carryChunkers(p.next, base);
     livePaths = (rel) => localTree.has(rel);
     liveTrees.push(base, p.next);
+    // Old versions a replacement cut short kept aside (see the transports' replaceChecked), on either side.
+    if (!o.dryRun) {
+      const kept = await Promise.all([resolveAsides(o.remote, remoteWalk.asides, manifest?.entries), resolveAsides(o.local, localWalk.asides, manifest?.entries)]);
+      p.conflicts.push(...kept.flat());
+    }
     for (const c of p.conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (srcTree.get(c.path) ?? dstTree.get(c.path))?.type ?? 'file', reason: c.reason });
     stats.conflicts = p.conflicts.length;
     conflicts = p.conflicts;
@@ -792,8 +805,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   } finally {
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
-    // The manifest now describes what this run found from its scan on: later local writes are the ones to check.
-    if (finalTree && !o.dryRun) writePairState(pairFile, { lastScanStart: started });
+    // The manifest now describes what this run found: later local writes are the ones to check. A pull's own
+    // writes are behind it (else the next run would hash everything it wrote); a push reads, so its start counts.
+    // Not moved on while a file found that way is still unsynced (a conflict, a failure): the next run must find it
+    // again rather than take it for clean.
+    const unsynced = [...flagged].some((p) => conflicts.some((c) => c.path === p) || problems.some((x) => x.path === p));
+    if (finalTree && !o.dryRun && !unsynced) writePairState(pairFile, { lastScanStart: o.direction === 'pull' ? Date.now() : started });
     if (cacheP) {
       const cache = await cacheP;
       // What the target holds now, for the next run's early rebuilds (unknown after a failed manifest write: none).
@@ -806,6 +823,34 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const ok = stats.conflicts === 0 && problems.length === 0;
     return { direction: o.direction, dryRun: o.dryRun, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started, timings };
   }
+}
+
+/**
+ * Each aside left by a replacement that never finished (the run died between linking the old file aside and
+ * looking at it): the version wsync itself recorded there (same type, size and mtime as the manifest entry of the
+ * name it was made for) holds nothing of anyone else's and is removed; anything else may be someone's edit, so it
+ * is kept under a conflict name and reported.
+ */
+async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: Entry }>, recorded: Tree | undefined): Promise<Conflict[]> {
+  const out: Conflict[] = [];
+  await mapLimit(asides, 64, async ({ path, entry }) => {
+    const { original, shown } = asideOf(baseName(path));
+    const target = joinRel(parentOf(path), original ?? shown);
+    const b = original !== undefined ? recorded?.get(target) : undefined;
+    try {
+      if (b && b.type === entry.type && b.mtime === entry.mtime && (b.type !== 'file' || b.size === entry.size)) {
+        await t.remove(path, 'file');
+        return;
+      }
+      const keep = conflictName(target, new Date(), t.kind === 'sftp' ? 'remote' : 'local');
+      if (await t.lstat(keep)) return; // an earlier run's; left where it is
+      await t.rename(path, keep);
+      out.push({ path: target, reason: `an interrupted run had kept a version of it that may hold someone's edit: now at ${keep}` });
+    } catch {
+      // Left for the next run.
+    }
+  });
+  return out;
 }
 
 /** Writes `.wsync/.gitignore` ("*": everything in it, itself included, is ignored by git). */

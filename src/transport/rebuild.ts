@@ -1,6 +1,7 @@
 import { WsyncError } from '../errors.js';
 import type { OldVersion, RebuildOp, WriteOptions } from './types.js';
 import type { Entry } from '../types.js';
+import { NAME_MAX, utf8Prefix } from '../util/paths.js';
 
 /**
  * Guards every rebuildFile implementation against a plan that does not describe the file it claims to: a wrong op
@@ -64,5 +65,10 @@ export function conflictName(rel: string, when: Date, who = 'remote'): string {
   const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
   const p = (n: number) => String(n).padStart(2, '0');
   const stamp = `${when.getFullYear()}${p(when.getMonth() + 1)}${p(when.getDate())}-${p(when.getHours())}${p(when.getMinutes())}${p(when.getSeconds())}`;
-  return `${dir}${stem}.sync-conflict-${stamp}-${who}${ext}`;
+  const suffix = `.sync-conflict-${stamp}-${who}`;
+  // Within the 255 bytes a name may have: a long stem is cut (between characters), never the suffix.
+  const room = NAME_MAX - Buffer.byteLength(suffix + ext, 'utf8');
+  const fits = room > 0 ? utf8Prefix(stem, room) : '';
+  const e = room > 0 ? ext : utf8Prefix(ext, NAME_MAX - Buffer.byteLength(suffix, 'utf8'));
+  return `${dir}${fits}${suffix}${e}`;
 }

@@ -99,6 +99,34 @@ export function tempNameFor(rel: string): string {
   return joinRel(parentOf(rel), `.${name}.wsync-${rand}.tmp`);
 }
 
+/**
+ * Where a file being replaced is kept for the moment of the replacement (a hard link; see the transports'
+ * replaceChecked): `.<name>.wsync-old-xxxxxxxx`, or `.<prefix>.wsync-oldcut-xxxxxxxx` when the name is too long to
+ * fit whole. Never taken for a temp: if a run dies before it has looked at it, it may hold someone's edit, and
+ * the next run decides (resolveAsides) instead of removing it unseen.
+ */
+export function asideNameFor(rel: string): string {
+  const rand = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
+  const name = baseName(rel);
+  const whole = `.${name}.wsync-old-${rand}`;
+  if (Buffer.byteLength(whole, 'utf8') <= NAME_MAX) return joinRel(parentOf(rel), whole);
+  const extra = Buffer.byteLength(`..wsync-oldcut-${rand}`, 'utf8');
+  return joinRel(parentOf(rel), `.${utf8Prefix(name, NAME_MAX - extra)}.wsync-oldcut-${rand}`);
+}
+
+const ASIDE_RE = /^\.(.+)\.wsync-old(cut)?-[0-9a-f]{8}$/s;
+
+export function isAsideName(name: string): boolean {
+  return ASIDE_RE.test(name);
+}
+
+/** The name an aside was made for (undefined when it was cut short), and the name it shows otherwise. */
+export function asideOf(name: string): { original?: string; shown: string } {
+  const m = ASIDE_RE.exec(name);
+  if (!m) return { shown: name };
+  return m[2] ? { shown: m[1] } : { original: m[1], shown: m[1] };
+}
+
 export function isTempName(name: string): boolean {
   return TEMP_RE.test(name);
 }

@@ -444,8 +444,27 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect(texts).toContain('theirs');
       expect(names().filter((n) => /\.wsync-[0-9a-f]{8}\.tmp$/.test(n))).toEqual([]);
       const copy = names().find((n) => /^edited\.sync-conflict-\d{8}-\d{6}-(remote|local)\.txt$/.test(n));
+      expect(copy === undefined).toBe(name.includes('-P hardlink'));
       if (copy) expect(readFileSync(join(root, 'exp/edited.txt'), 'utf8')).toBe('ours');
       else expect(readFileSync(join(root, 'exp/edited.txt'), 'utf8')).toBe('theirs');
+      // A name near the limit: the kept copy's name is cut to fit, never lost for being too long.
+      const long = `${'n'.repeat(240)}.txt`;
+      writeFileSync(join(root, 'exp', long), 'old');
+      utimesSync(join(root, 'exp', long), 1_600_000_000, 1_600_000_000);
+      const seenLong = listed(long);
+      writeFileSync(join(root, 'exp', long), 'their long edit');
+      await expect(put(long, 'ours', { expect: seenLong })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      const keptLong = names().filter((n) => n.includes('.sync-conflict-') && n.startsWith('nnnn'));
+      if (name.includes('-P hardlink')) {
+        // Checked before the rename (no hard links): theirs is still in place.
+        expect(keptLong).toEqual([]);
+        expect(readFileSync(join(root, 'exp', long), 'utf8')).toBe('their long edit');
+      } else {
+        expect(keptLong.length).toBe(1);
+        expect(Buffer.byteLength(keptLong[0])).toBeLessThanOrEqual(255);
+        expect(readFileSync(join(root, 'exp', keptLong[0]), 'utf8')).toBe('their long edit');
+      }
+      expect(names().filter((n) => n.includes('wsync-old'))).toEqual([]);
       // Created after the listing (expect nothing): theirs kept, ours not written.
       writeFileSync(join(root, 'exp/created.txt'), 'theirs');
       await expect(put('created.txt', 'ours', { expect: null })).rejects.toMatchObject({ code: 'E_CONFLICT' });
@@ -501,4 +520,4 @@ const sftpFixture = (sftpFlags?: string) => async (): Promise<Fixture> => {
 conformance('sftp (OpenSSH, copy-data)', sftpFixture());
 conformance('sftp (OpenSSH, -P copy-data)', sftpFixture('-P copy-data'));
 // Without hard links a replaced file is checked by an lstat answered just before the rename.
-conformance('sftp (OpenSSH, -P hardlink@openssh.com)', sftpFixture('-P hardlink@openssh.com'));
+conformance('sftp (OpenSSH, -P hardlink)', sftpFixture('-P hardlink'));

@@ -71,6 +71,24 @@ describe('first contact', () => {
     expect(lstatSync(join(back, 'same.txt')).mtimeMs).toBe(lstatSync(join(remote, 'same.txt')).mtimeMs);
   });
 
+  it('says how many paths the ignore files left out, and whose, and how to send them', async () => {
+    const local = join(server.work, 'ign-local');
+    makeTree(local, { '.gitignore': 'dist/\n*.log\n', 'src/a.ts': 'a\n', 'dist/a.js': 'a\n', 'dist/b.js': 'b\n', 'x.log': 'x\n' });
+    const remote = join(server.srv.remoteRoot, 'ign-remote');
+    const r = await cli(['push', local, target(remote)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^wsync: 2 path\(s\) left out by \.gitignore\/\.wsyncignore files \(--no-gitignore sends/m);
+    // On the remote an agent builds into dist/: a pull says those were left out, by the remote's ignore files.
+    makeTree(remote, { 'dist/c.js': 'c\n' });
+    const back = join(server.work, 'ign-back');
+    const p = await cli(['pull', back, target(remote)]);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stderr).toMatch(/^wsync: 1 path\(s\) left out by the remote's \.gitignore/m);
+    const all = await cli(['pull', '--no-gitignore', back, target(remote)]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(readFileSync(join(back, 'dist/c.js'), 'utf8')).toBe('c\n');
+  });
+
   it('.wsync/ never shows in git status of a work tree, on the remote or on the local side', async () => {
     const local = join(server.work, 'git-local');
     makeTree(local, { 'a.txt': 'a\n' });

@@ -3,12 +3,12 @@
  * runs with --wait, a lock left empty by a killed run, --delete after a conflict. Real sshd, real CLI.
  */
 import { describe, it, expect } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, utimesSync, renameSync, readdirSync, lstatSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync, utimesSync, renameSync, readdirSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
-import { runCli } from '../support/cli.js';
+import { runCli, WSYNC_BIN } from '../support/cli.js';
 import { makeTree, snapshot, type Spec } from '../support/trees.js';
 import { startProxy } from '../../bench/proxy.js';
 import { writeProxyConfig } from '../../bench/harness.js';
@@ -196,6 +196,67 @@ describe('safety under attack', () => {
       await proxy.close();
     }
   }, 120_000);
+
+  it('an old version an interrupted replacement kept aside is removed when it is what wsync wrote, kept as a conflict copy when not', async () => {
+    const local = join(server.work, 'aside-local');
+    const remote = join(server.srv.remoteRoot, 'aside-remote');
+    makeTree(local, { 'a.txt': 'version 1\n', 'b.txt': 'version 1\n' });
+    expect((await cli(['push', local, target(remote)])).code).toBe(0);
+    // What a run killed between the link and its check leaves: a second name for the old file.
+    linkSync(join(remote, 'a.txt'), join(remote, '.a.txt.wsync-old-0123abcd'));
+    writeFileSync(join(remote, '.b.txt.wsync-old-0123abcd'), 'someone else\n');
+    const r = await cli(['push', '--json', local, target(remote)]);
+    expect(r.code).toBe(3);
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    expect(summary.conflicts.map((c: { path: string }) => c.path)).toEqual(['b.txt']);
+    const names = readdirSync(remote).sort();
+    expect(names.filter((n) => n.includes('wsync-old'))).toEqual([]);
+    const copy = names.find((n) => /^b\.sync-conflict-\d{8}-\d{6}-remote\.txt$/.test(n));
+    expect(copy).toBeDefined();
+    expect(readFileSync(join(remote, copy!), 'utf8')).toBe('someone else\n');
+    expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('version 1\n');
+  });
+
+  it('a file with a fractional mtime before 1970 is pushed, and the next run is a no-op', async () => {
+    const local = join(server.work, 'old-mtime-local');
+    const remote = join(server.srv.remoteRoot, 'old-mtime-remote');
+    makeTree(local, { 'old.txt': 'old\n' });
+    utimesSync(join(local, 'old.txt'), -1.5, -1.5);
+    const r1 = await cli(['push', local, target(remote)]);
+    expect(r1.code, r1.stderr).toBe(0);
+    const r2 = await cli(['push', '--json', local, target(remote)]);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(JSON.parse(r2.stdout.trim().split('\n').at(-1)!).stats.filesSent).toBe(0);
+  });
+
+  it('a local edit found by its ctime stays found after a run in which it was a conflict', async () => {
+    const local = join(server.work, 'ctime3-local');
+    const remote = join(server.srv.remoteRoot, 'ctime3-remote');
+    makeTree(local, { 'x.txt': 'aaaa\n' });
+    expect((await cli(['push', local, target(remote)])).code).toBe(0);
+    writeFileSync(join(local, 'x.txt'), 'bbbb\n');
+    utimesSync(join(local, 'x.txt'), 1_700_000_000, 1_700_000_000);
+    writeFileSync(join(remote, 'x.txt'), 'cccc\n');
+    const r1 = await cli(['push', local, target(remote)]);
+    expect(r1.code).toBe(3);
+    const r2 = await cli(['pull', local, target(remote)]);
+    expect(r2.code).toBe(3);
+    expect(r2.stderr).toMatch(/conflict: x.txt/);
+    expect(readFileSync(join(local, 'x.txt'), 'utf8')).toBe('bbbb\n');
+  });
+
+  it('a pull of thousands of files in thousands of directories works under ulimit -n 1024', async () => {
+    const src = join(server.srv.remoteRoot, 'many-dirs');
+    const spec: Spec = {};
+    for (let i = 0; i < 3600; i++) spec[`a${i % 60}/b${i}/f.txt`] = `${i}\n`;
+    makeTree(src, spec);
+    const local = join(server.work, 'many-dirs-local');
+    const quote = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
+    const cmd = `ulimit -n 1024 && exec ${quote(process.execPath)} ${quote(WSYNC_BIN)} pull ${quote(local)} ${quote(target(src))} -F ${quote(server.srv.sshConfig)}`;
+    const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8', env: { ...process.env, SSH_AUTH_SOCK: '' }, timeout: 120_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(Object.keys(snapshot(local)).filter((k) => k.endsWith('/f.txt')).length).toBe(3600);
+  }, 150_000);
 
   it('two runs with --wait on one target never mix their manifests (item 6)', async () => {
     const a = join(server.work, 'wait-a');

@@ -5,11 +5,13 @@ import type { Entry } from '../../types.js';
 import type { Capabilities, ExclusiveFile, StagedFile, DirListing, FileReader, LiteralSource, OldVersion, RebuildOp, Transport, WriteMeta, WriteOptions } from '../types.js';
 import { specialKindOf } from '../types.js';
 import { WsyncError } from '../../errors.js';
-import { baseName, joinRel, localJoin, parentOf, tempNameFor, tooLongText } from '../../util/paths.js';
+import { Semaphore } from '../../util/limit.js';
+import { asideNameFor, baseName, joinRel, localJoin, parentOf, tempNameFor, tooLongText } from '../../util/paths.js';
 import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, outsideEdit } from '../rebuild.js';
 import { FdConfiner, O_PATH, RecheckConfiner, errCode, fdConfinementAvailable, type ConfineMode, type Confiner, type Create, type DirLease } from './confine.js';
 
 const BLOCK = 1 << 20;
+const LOCAL_FILES_IN_FLIGHT = 128;
 /**
  * Files up to this size are read with blocking calls: open, read, fstat and close of a cached small file take
  * ~10 µs in the kernel, while the same four as promises cost ~140 µs of main-thread time in thread-pool hops and
@@ -29,9 +31,15 @@ export function entryFromStats(st: Stats, target?: string): Entry | null {
 /** The file opened for reading is the version that was scanned: `size` bytes, and mtime `mtime` (when known). */
 function checkVersion(rel: string, st: import('node:fs').BigIntStats, size: number, mtime: number | undefined): void {
   if (Number(st.size) !== size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} changed size since it was scanned; it goes on the next run`);
-  if (mtime !== undefined && Number(st.mtimeMs / 1000n) !== mtime) {
+  if (mtime !== undefined && floorSeconds(st.mtimeNs) !== mtime) {
     throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} was modified since it was scanned; it goes on the next run`);
   }
+}
+
+/** Whole seconds, rounded down as entryFromStats does (BigInt division rounds a negative time the other way). */
+function floorSeconds(ns: bigint): number {
+  const q = ns / 1_000_000_000n;
+  return Number(ns < 0n && q * 1_000_000_000n !== ns ? q - 1n : q);
 }
 
 /**
@@ -41,6 +49,20 @@ function checkVersion(rel: string, st: import('node:fs').BigIntStats, size: numb
 function checkUnchanged(rel: string, before: import('node:fs').BigIntStats, after: import('node:fs').BigIntStats): void {
   if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs || after.ino !== before.ino) {
     throw new WsyncError('E_CHANGED_DURING_SYNC', `${rel} was modified while it was being read; it goes on the next run`);
+  }
+}
+
+/** The rest of an iteration whose first step was taken; `source.ended` once the source said it was done. */
+async function* resumed(first: IteratorResult<Buffer>, it: AsyncIterator<Buffer>, source: { ended: boolean }): AsyncGenerator<Buffer> {
+  if (first.done) return;
+  yield first.value;
+  for (;;) {
+    const n = await it.next();
+    if (n.done) {
+      source.ended = true;
+      return;
+    }
+    yield n.value;
   }
 }
 
@@ -96,6 +118,12 @@ export class LocalTransport implements Transport {
   readonly kind = 'local' as const;
   readonly caps: Capabilities = { copyData: true, fsync: true, maxRead: BLOCK, maxWrite: BLOCK };
   readonly root: string;
+  /**
+   * Files being written or streamed at once. The engine keeps up to --concurrency (1024) files in flight for the
+   * link's sake; a local disk gains nothing past a few dozen, and each one holds a file and a directory descriptor
+   * (1024 of each went past a default `ulimit -n` of 1024).
+   */
+  private readonly fileSlots = new Semaphore(LOCAL_FILES_IN_FLIGHT);
   /** How writes are confined to the root: 'fd' (Linux) or 'recheck'. */
   readonly confinement: ConfineMode;
   private readonly confine: Confiner;
@@ -175,10 +203,12 @@ export class LocalTransport implements Transport {
       yield this.readSmall(rel, size, mtime);
       return;
     }
+    await this.fileSlots.acquire();
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(this.abs(rel), C.O_RDONLY | (C.O_NOFOLLOW ?? 0));
     } catch (err) {
+      this.fileSlots.release();
       throw ioError(err, `cannot open ${this.abs(rel)}`);
     }
     try {
@@ -198,6 +228,7 @@ export class LocalTransport implements Transport {
       checkUnchanged(rel, before, await fh.stat({ bigint: true }));
     } finally {
       await fh.close();
+      this.fileSlots.release();
     }
   }
 
@@ -315,7 +346,11 @@ export class LocalTransport implements Transport {
     return fh;
   }
 
-  async mkdir(rel: string, mode: number): Promise<void> {
+  mkdir(rel: string, mode: number): Promise<void> {
+    return this.fileSlots.with(() => this.mkdirNow(rel, mode));
+  }
+
+  private async mkdirNow(rel: string, mode: number): Promise<void> {
     const p = this.abs(rel);
     const { d, v: created } = await this.inParent(rel, false, async (dl, name) => {
       try {
@@ -337,8 +372,26 @@ export class LocalTransport implements Transport {
   }
 
   async writeFile(rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions = {}): Promise<void> {
-    const tmp = await this.writeTemp(rel, data, meta, opts);
-    await this.commit(tmp, rel, opts);
+    // The first bytes are awaited before anything is opened: on a pull they come over the network, and a thousand
+    // files waiting for them must not hold a thousand descriptors (a small file then needs no second wait at all).
+    const it = data[Symbol.asyncIterator]();
+    let first: IteratorResult<Buffer>;
+    try {
+      first = await it.next();
+    } catch (err) {
+      await it.return?.().catch(() => undefined);
+      throw err;
+    }
+    const source = { ended: first.done === true };
+    try {
+      await this.fileSlots.with(async () => {
+        const tmp = await this.writeTemp(rel, resumed(first, it, source), meta, opts);
+        await this.commit(tmp, rel, opts);
+      });
+    } finally {
+      // A write that stopped early (or never began) closes its source: a remote reader holds a handle and a slot.
+      if (!source.ended) await it.return?.().catch(() => undefined);
+    }
   }
 
   async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
@@ -561,8 +614,8 @@ export class LocalTransport implements Transport {
    * hard links the check is an lstat right before the rename.
    */
   private async replaceChecked(d: DirLease, from: string, to: string, rel: string, expect: NonNullable<WriteOptions['expect']>, changedTo?: string): Promise<void> {
-    const asideName = baseName(tempNameFor(rel));
-    const aside = d.at(asideName);
+    const asideRel = asideNameFor(rel);
+    const aside = d.at(baseName(asideRel));
     let linked = true;
     try {
       await fsp.link(to, aside);
@@ -595,8 +648,20 @@ export class LocalTransport implements Transport {
       }
       return;
     }
-    const keep = conflictName(rel, new Date(), 'local');
-    await fsp.rename(aside, d.at(baseName(keep)));
+    // Beside the new file under its conflict name, never over an earlier one (link refuses an existing name).
+    let keep = asideRel;
+    const when = new Date();
+    for (let n = 0; n < 5; n++) {
+      const name = conflictName(rel, when, n === 0 ? 'local' : `local-${n}`);
+      try {
+        await fsp.link(aside, d.at(baseName(name)));
+        await fsp.unlink(aside);
+        keep = name;
+        break;
+      } catch {
+        // Taken: the next name.
+      }
+    }
     throw new WsyncError('E_CONFLICT', `${this.abs(rel)} was changed while this run was writing it; the new version is in place, the changed one is kept as ${keep}`);
   }
 
@@ -725,7 +790,11 @@ export class LocalTransport implements Transport {
     };
   }
 
-  async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
+  symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
+    return this.fileSlots.with(() => this.symlinkNow(rel, target, opts));
+  }
+
+  private async symlinkNow(rel: string, target: string, opts: WriteOptions): Promise<void> {
     const name = baseName(tempNameFor(rel));
     const { d } = await this.inParent(rel, false, async (dl) => {
       await fsp.symlink(target, dl.at(name));
@@ -745,7 +814,11 @@ export class LocalTransport implements Transport {
    * Mode and mtime of a file or directory. Never through a symlink: a symlink at `rel` gets only its own mtime
    * (its mode means nothing, and its target is not ours to change).
    */
-  async setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
+  setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
+    return this.fileSlots.with(() => this.setMetaNow(rel, meta));
+  }
+
+  private async setMetaNow(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
     const p = this.abs(rel);
     const fail = (err: unknown) => (err instanceof WsyncError ? err : ioError(err, `cannot set attributes of ${p}`));
     if (this.confinement === 'fd') {
@@ -786,7 +859,11 @@ export class LocalTransport implements Transport {
     d.release();
   }
 
-  async remove(rel: string, type: 'file' | 'dir'): Promise<void> {
+  remove(rel: string, type: 'file' | 'dir'): Promise<void> {
+    return this.fileSlots.with(() => this.removeNow(rel, type));
+  }
+
+  private async removeNow(rel: string, type: 'file' | 'dir'): Promise<void> {
     let d: DirLease;
     try {
       ({ d } = await this.inParent(rel, false, (dl, name) => (type === 'dir' ? fsp.rmdir(dl.at(name)) : fsp.unlink(dl.at(name)))));
@@ -803,7 +880,11 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  rename(from: string, to: string): Promise<void> {
+    return this.fileSlots.with(() => this.renameNow(from, to));
+  }
+
+  private async renameNow(from: string, to: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       let f: DirLease | undefined;
       let t: DirLease | undefined;

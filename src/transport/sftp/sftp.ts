@@ -5,7 +5,7 @@ import { specialKindOf } from '../types.js';
 import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
-import { NAME_MAX, ancestors, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
+import { NAME_MAX, ancestors, asideNameFor, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
 
 /** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
@@ -66,9 +66,9 @@ export class SftpTransport implements Transport {
   readonly caps: Capabilities;
   private slots: ChannelSlot[];
   private knownDirs = new Set<string>();
-  /** The server's filesystem refused a hard link: replaced files are checked by a probe before the rename. */
+  /** The server's filesystem refused hard links: replaced files are checked by a probe before the rename. */
   private noHardlinks = false;
-  private readonly cleanups = new Set<Promise<unknown>>();
+  private hardlinkFailures = 0;
   /** statvfs answers per remote directory (see noSpace). */
   private spaceChecks = new Map<string, { at: number; p: Promise<Awaited<ReturnType<SftpChannel['statvfs']>> | null> }>();
 
@@ -675,13 +675,15 @@ export class SftpTransport implements Transport {
    */
   private async replaceChecked(ch: SftpChannel, tmpAbs: string, rel: string, expect: NonNullable<WriteOptions['expect']>, changedTo?: string): Promise<void> {
     const final = this.abs(rel);
-    const aside = this.abs(tempNameFor(rel));
+    const asideRel = asideNameFor(rel);
+    const aside = this.abs(asideRel);
     const linked = ch.hardlink(final, aside).then(
       () => true,
       (err) => {
         if (isNoSuchFile(err)) return false;
-        // A filesystem without hard links: later files are checked the other way.
-        this.noHardlinks = true;
+        // SFTP v3 says FAILURE for a filesystem without hard links and for one odd file alike: only repeated
+        // failures switch the check to the probe for the rest of the run.
+        if (++this.hardlinkFailures >= 3) this.noHardlinks = true;
         throw err;
       },
     );
@@ -700,29 +702,39 @@ export class SftpTransport implements Transport {
     if (!had) return;
     const was = await old.catch(() => null);
     if (asExpected(was, expect)) {
-      this.cleanup(ch.unlink(aside));
+      // Awaited: the file counts as done (and goes into a checkpoint) only once its aside is gone, so an aside
+      // found by a later run always belongs to a replacement that did not finish (see resolveAsides).
+      await ch.unlink(aside).catch(() => undefined);
       return;
     }
     if (changedTo !== undefined) {
       // --force: theirs goes where the caller keeps replaced versions (the trash), and no conflict is reported.
       await this.mkdirs(ch, parentOf(changedTo));
       await ch.posixRename(aside, this.abs(changedTo)).catch((err) => {
-        throw mapSftpError(err, `cannot keep the changed ${this.describe(rel)} (it is at ${aside})`);
+        throw mapSftpError(err, `cannot keep the changed ${this.describe(rel)} (it is kept at ${this.describe(asideRel)})`);
       });
       return;
     }
-    const keep = conflictName(rel, new Date());
-    await ch.posixRename(aside, this.abs(keep)).catch((err) => {
-      throw mapSftpError(err, `${this.describe(rel)} was changed by someone else while this run was sending it, and their version could not be kept beside it (it is at ${aside})`);
-    });
+    const keep = await this.keepBeside(ch, asideRel, rel);
     throw new WsyncError('E_CONFLICT', `${this.describe(rel)} was changed by someone else while this run was sending it; yours is in place, theirs is kept as ${keep}`);
   }
 
-  /** A request whose answer nothing waits for, settled before the transport closes. */
-  private cleanup(p: Promise<unknown>): void {
-    const q = p.catch(() => undefined);
-    this.cleanups.add(q);
-    void q.finally(() => this.cleanups.delete(q));
+  /**
+   * Gives a kept version its conflict name beside `rel` (a no-replace rename: an earlier copy of the same second
+   * is never overwritten); returns the name it has now, the aside's own if no conflict name could be taken.
+   */
+  private async keepBeside(ch: SftpChannel, asideRel: string, rel: string): Promise<string> {
+    const when = new Date();
+    for (let n = 0; n < 5; n++) {
+      const keep = conflictName(rel, when, n === 0 ? 'remote' : `remote-${n}`);
+      try {
+        await ch.renameNoReplace(this.abs(asideRel), this.abs(keep));
+        return keep;
+      } catch {
+        // Taken (or refused): try the next name.
+      }
+    }
+    return asideRel;
   }
 
   /** lstat of a destination path as a comparable entry; null when it is missing. */
@@ -999,8 +1011,6 @@ export class SftpTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    // Links of replaced files still being removed (sent long ago; a dead connection fails them at once).
-    await Promise.race([Promise.all([...this.cleanups]), new Promise((r) => setTimeout(r, 5000).unref())]);
     await this.onClose();
   }
 }
