@@ -7,7 +7,7 @@
  * wire bytes are the proxy's counters; every run is then verified by comparing the remote tree with the local one.
  */
 import { createCipheriv, createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, readFileSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -19,7 +19,7 @@ import {
 } from './harness.js';
 
 type Tool = 'wsync' | 'rsync' | 'scp';
-type CaseId = 'initial' | 'noop' | 'edit' | 'initialPlain' | 'pullInitial' | 'pullEdit' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
+type CaseId = 'initial' | 'noop' | 'edit' | 'initialPlain' | 'adoptSame' | 'adoptTimes' | 'pullInitial' | 'pullEdit' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
 const TREE_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'initial', label: '(a) initial push, empty remote' },
   { id: 'noop', label: '(b) no-op re-push' },
@@ -30,6 +30,23 @@ const TREE_CASES: Array<{ id: CaseId; label: string }> = [
  * with compression off, so the table shows what each part is worth. rsync's column repeats its (a).
  */
 const PLAIN_CASE = { id: 'initialPlain' as const, label: "(a') initial push, wsync --no-compress" };
+/**
+ * A first push onto a remote that already holds the tree, with no manifest (issue 11: adopting must not cost more
+ * than a fresh push): (a2) a copy with the same mtimes (what `rsync -a`, or a run killed before its manifest,
+ * leaves); (a3) one whose mtimes differ (a `git clone`, `cp` without -p). wsync must read both back to know the bytes
+ * are the same; rsync's quick check passes (a2), or its checksums run on the server (a3).
+ */
+const ADOPT_CASES: Array<{ id: CaseId; label: string }> = [
+  { id: 'adoptSame', label: '(a2) first push onto an identical copy (same mtimes, no manifest)' },
+  { id: 'adoptTimes', label: '(a3) first push onto an identical copy with other mtimes' },
+];
+/** Sets the mtime of every file below `root` to `t` (a copy made without keeping times). */
+function touchAll(root: string, t: number): void {
+  for (const e of readdirSync(root, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) utimesSync(join(e.parentPath, e.name), t, t);
+  }
+}
+
 /** The other direction, from the remote tree as (c) left it: the agent-on-a-VM workflow pulls results back. */
 const PULL_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'pullInitial', label: '(p1) initial pull into an empty directory' },
@@ -293,6 +310,19 @@ async function main(): Promise<void> {
       await runCase('wsync', PLAIN_CASE, local, remote, tree.files.length, 'initialPlain', ['--no-compress']);
     }
 
+    const adoptTools = s.tools.filter((t): t is Tool => t !== 'scp');
+    for (const c of ADOPT_CASES) {
+      for (const tool of adoptTools) {
+        if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
+        const local = join(work, `src-${tool}-${c.id}`);
+        cpSync(base, local, { recursive: true, preserveTimestamps: true });
+        const remote = join(srv.remoteRoot, `${tool}-${c.id}`);
+        cpSync(base, remote, { recursive: true, preserveTimestamps: c.id === 'adoptSame' });
+        if (c.id === 'adoptTimes') touchAll(remote, EDIT_MTIME - 5000);
+        await runCase(tool, c, local, remote, tree.files.length, c.id);
+      }
+    }
+
     const BIG_CASES = s.bigMb > 0 ? bigCases(s.bigMb) : [];
     const bigBytes = Math.round(s.bigMb * 1e6);
     if (BIG_CASES.length) {
@@ -338,7 +368,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...PULL_CASES, ...BIG_CASES];
+    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...ADOPT_CASES, ...PULL_CASES, ...BIG_CASES];
 
     const get = (t: Tool, c: CaseId) => results.get(t)?.get(c === 'initialPlain' && t !== 'wsync' ? (t === 'rsync' ? 'initial' : c) : c);
     const header = '| case | wsync s | rsync s | scp s | wsync/rsync | wsync wire bytes | rsync wire bytes | scp wire bytes |';

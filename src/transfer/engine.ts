@@ -129,6 +129,12 @@ const MAX_COPY_LENGTH = 64 * 2 ** 20;
 
 /** Limits of the extra local read that lets the final manifest be written ahead (see runSync). */
 const PREDICT_MAX_FILES = 2000;
+/**
+ * Filesystems stamp ctime from a coarse clock that may lag the one Date.now() reads by a tick (1–10 ms): a write
+ * just after a run began must still count as after it. Not more: files written just before a run would otherwise
+ * all be hashed again by the next one.
+ */
+const CTIME_SLACK_MS = 20;
 /** Files up to this size are hashed for comparison many at a time; bigger ones a few at a time. */
 const HASH_SMALL_MAX = 1 << 20;
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
@@ -353,7 +359,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const otherSide = o.direction === 'push' ? dstTree : srcTree;
       const suspects = [...localSide].filter(([p, e]) => {
         const b = base.get(p);
-        return e.type === 'file' && e.ctime !== undefined && e.ctime >= lastScan - 1000 && b?.type === 'file' && !!b.sha256 && b.size === e.size && b.mtime === e.mtime && !e.sha256;
+        return e.type === 'file' && e.ctime !== undefined && e.ctime >= lastScan - CTIME_SLACK_MS && b?.type === 'file' && !!b.sha256 && b.size === e.size && b.mtime === e.mtime && !e.sha256;
       });
       await mapLimit(suspects, 8, async ([p, e]) => {
         try {
@@ -769,7 +775,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       }
       clearInterval(timer);
       await checkpointing;
-      await stateIgnored?.catch(() => undefined);
+      await Promise.all([stateIgnored?.catch(() => undefined), dst.settle?.()]);
       // A pull that moved local files to .wsync/trash/ made the local .wsync/: hidden from git the same way.
       if (o.direction === 'pull' && (await o.local.lstat(STATE_DIR).catch(() => null)) && !(await o.local.lstat(`${STATE_DIR}/.gitignore`).catch(() => null))) {
         await ignoreStateDir(o.local).catch(() => undefined);
@@ -797,6 +803,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       // A run cut short still records what it completed (when the server is still there to take it), unless the
       // lock is already given up (the final manifest's rename failed after the lock went behind it).
       if (!released) {
+        await dst.settle?.().catch(() => undefined);
         const cp = checkpoint();
         await writeManifest(o.remote, { entries: cp }, writer).then(() => (finalTree = cp), () => (finalTree = new Map()));
       }

@@ -176,6 +176,8 @@ export interface Transport {
    */
   openRead(rel: string, size: number, mtime?: number): AsyncIterable<Buffer>;
   openReader(rel: string): Promise<FileReader>;
+  /** Waits for the clean-up requests writes left in flight (links of replaced files being removed). */
+  settle?(): Promise<void>;
   /**
    * A string that changes whenever the regular file at `rel` may have changed: null when it is missing or not a
    * regular file. Local: device, inode, size, mtime and ctime in nanoseconds (ctime catches a write that put the

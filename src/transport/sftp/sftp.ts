@@ -69,6 +69,7 @@ export class SftpTransport implements Transport {
   /** The server's filesystem refused hard links: replaced files are checked by a probe before the rename. */
   private noHardlinks = false;
   private hardlinkFailures = 0;
+  private readonly cleanups = new Set<Promise<unknown>>();
   /** statvfs answers per remote directory (see noSpace). */
   private spaceChecks = new Map<string, { at: number; p: Promise<Awaited<ReturnType<SftpChannel['statvfs']>> | null> }>();
 
@@ -702,9 +703,9 @@ export class SftpTransport implements Transport {
     if (!had) return;
     const was = await old.catch(() => null);
     if (asExpected(was, expect)) {
-      // Awaited: the file counts as done (and goes into a checkpoint) only once its aside is gone, so an aside
-      // found by a later run always belongs to a replacement that did not finish (see resolveAsides).
-      await ch.unlink(aside).catch(() => undefined);
+      // Not waited for here (a round trip per file); settle() waits for all of them before the final manifest, so
+      // an aside a later run finds belongs to a replacement that did not finish (see resolveAsides).
+      this.cleanup(ch.unlink(aside));
       return;
     }
     if (changedTo !== undefined) {
@@ -717,6 +718,17 @@ export class SftpTransport implements Transport {
     }
     const keep = await this.keepBeside(ch, asideRel, rel);
     throw new WsyncError('E_CONFLICT', `${this.describe(rel)} was changed by someone else while this run was sending it; yours is in place, theirs is kept as ${keep}`);
+  }
+
+  /** A request whose answer nothing waits for until settle(). */
+  private cleanup(p: Promise<unknown>): void {
+    const q = p.catch(() => undefined);
+    this.cleanups.add(q);
+    void q.finally(() => this.cleanups.delete(q));
+  }
+
+  async settle(): Promise<void> {
+    while (this.cleanups.size > 0) await Promise.all([...this.cleanups]);
   }
 
   /**
