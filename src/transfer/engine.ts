@@ -292,6 +292,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   // lock of a run that took over in between.
   let released: Promise<void> | undefined;
   const release = lock ? () => (released ??= lock.release()) : undefined;
+  let settling: Promise<void> | undefined;
   /** The manifest the target has at the end (for the chunk cache); unset when this run wrote nothing. */
   let finalTree: Tree | undefined;
   mark('locked');
@@ -775,7 +776,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       }
       clearInterval(timer);
       await checkpointing;
-      await Promise.all([stateIgnored?.catch(() => undefined), dst.settle?.()]);
+      // The links of replaced files go in the background (waited for when the run ends, not here: a round trip on
+      // every run that replaced a file). A run cut in that round trip leaves one behind, which the next run finds
+      // different from the manifest and keeps as a conflict copy: an extra file, never a lost one.
+      settling = dst.settle?.().catch(() => undefined);
+      await stateIgnored?.catch(() => undefined);
       // A pull that moved local files to .wsync/trash/ made the local .wsync/: hidden from git the same way.
       if (o.direction === 'pull' && (await o.local.lstat(STATE_DIR).catch(() => null)) && !(await o.local.lstat(`${STATE_DIR}/.gitignore`).catch(() => null))) {
         await ignoreStateDir(o.local).catch(() => undefined);
@@ -810,6 +815,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       throw err;
     }
   } finally {
+    await settling;
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
     // The manifest now describes what this run found: later local writes are the ones to check. A pull's own
