@@ -38,9 +38,11 @@ function common(y: Argv): Argv {
     .option('break-lock', { type: 'boolean', default: false, describe: 'remove git lock files older than a minute (left by a crash) instead of failing' });
 }
 
-async function connectOptions(a: GitArgs): Promise<GitConnectOptions> {
+/** `hold`: runs a prompt with the status line put away. */
+async function connectOptions(a: GitArgs, hold: <T>(ask: () => Promise<T>) => Promise<T>): Promise<GitConnectOptions> {
   parseTarget(a.remote); // malformed targets fail before anything connects
   const interactive = isInteractive();
+  const auth = interactive ? (await import('../ssh/auth.js')).ttyPassphrasePrompt() : undefined;
   return {
     sshConfig: a['ssh-config'],
     identity: a.identity,
@@ -48,16 +50,85 @@ async function connectOptions(a: GitArgs): Promise<GitConnectOptions> {
     compress: a.compress,
     channels: Math.max(1, a.channels),
     interactive,
-    hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
-    authPrompt: interactive ? (await import('../ssh/auth.js')).ttyPassphrasePrompt() : undefined,
+    hostKeyPrompt: interactive ? { confirmUnknown: (...q) => hold(() => ttyHostKeyPrompt.confirmUnknown(...q)) } : undefined,
+    authPrompt: auth ? { passphrase: (...q) => hold(() => auth.passphrase(...q)) } : undefined,
   };
 }
 
 const short = (oid: string | null) => (oid ? oid.slice(0, 7) : '');
 
+/** What a push or fetch is doing after the step named ends (the keys of its timings). */
+const PUSH_STEPS: Record<string, string> = {
+  '': 'connecting',
+  connect: 'reading the remote repository',
+  refs: 'counting objects',
+  plan: 'sending objects',
+  locked: 'sending objects, reading trees',
+  trees: 'sending objects, listing the remote work tree',
+  listed: 'sending objects, checking the remote work tree',
+  checked: 'sending objects, updating the remote work tree',
+  objects: 'updating the remote work tree',
+  worktree: 'updating refs',
+  update: 'updating refs',
+};
+const FETCH_STEPS: Record<string, string> = {
+  '': 'connecting',
+  connect: 'listing remote objects',
+  list: 'reading new objects',
+  walk: 'writing objects',
+  write: 'updating refs',
+};
+
+/**
+ * One status line on a terminal's stderr while a git command works (`wsync: sending objects… 4s`), redrawn as steps
+ * end and every half second, erased before the result prints: a long push is never silent. Nothing off a terminal.
+ */
+function stepLine(
+  steps: Record<string, string>,
+  a: GitArgs,
+): { onPhase?: (done: string) => void; stop: () => void; hold: <T>(ask: () => Promise<T>) => Promise<T> } {
+  if (!process.stderr.isTTY || a.quiet || a.json) return { stop: () => undefined, hold: (ask) => ask() };
+  const t0 = Date.now();
+  let what = steps[''];
+  let held = 0;
+  const draw = () => {
+    if (!held) process.stderr.write(`\r\x1b[Kwsync: ${what}… ${Math.floor((Date.now() - t0) / 1000)}s`);
+  };
+  draw();
+  const timer = setInterval(draw, 500);
+  timer.unref();
+  return {
+    hold: async (ask) => {
+      if (held++ === 0) process.stderr.write('\r\x1b[K');
+      try {
+        return await ask();
+      } finally {
+        held--;
+      }
+    },
+    onPhase: (done) => {
+      const next = steps[done];
+      if (next && next !== what) {
+        what = next;
+        draw();
+      }
+    },
+    stop: () => {
+      clearInterval(timer);
+      process.stderr.write('\r\x1b[K');
+    },
+  };
+}
+
 async function runPush(a: GitArgs): Promise<number> {
   const { gitPush } = await import('../git/push.js');
-  const r = await gitPush(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'], breakLock: a['break-lock'] });
+  const line = stepLine(PUSH_STEPS, a);
+  let r: Awaited<ReturnType<typeof gitPush>>;
+  try {
+    r = await gitPush(a.remote, { ...(await connectOptions(a, line.hold)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'], breakLock: a['break-lock'], onPhase: line.onPhase });
+  } finally {
+    line.stop();
+  }
   if (a.json) {
     process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
     return 0;
@@ -77,7 +148,13 @@ async function runPush(a: GitArgs): Promise<number> {
 
 async function runFetch(a: GitArgs): Promise<number> {
   const { gitFetch } = await import('../git/fetch.js');
-  const r = await gitFetch(a.remote, { ...(await connectOptions(a)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'], breakLock: a['break-lock'] });
+  const line = stepLine(FETCH_STEPS, a);
+  let r: Awaited<ReturnType<typeof gitFetch>>;
+  try {
+    r = await gitFetch(a.remote, { ...(await connectOptions(a, line.hold)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'], breakLock: a['break-lock'], onPhase: line.onPhase });
+  } finally {
+    line.stop();
+  }
   const code = r.ff === 'diverged' ? EXIT_CODES.partial : 0;
   if (a.json) {
     process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');

@@ -24,6 +24,8 @@ export interface GitFetchOptions extends GitConnectOptions {
   ff?: boolean;
   /** Remove local git lock files older than a minute (left by a crash) instead of failing on them. */
   breakLock?: boolean;
+  /** Called as each step ends, with its name (the keys of `timings`): what a progress line shows. */
+  onPhase?: (done: string) => void;
 }
 
 export interface GitFetchResult {
@@ -32,7 +34,7 @@ export interface GitFetchResult {
   trackingRef: string;
   oldOid: string | null;
   newOid: string;
-  /** Commits new to the tracking ref, newest first. */
+  /** Commits this fetch brought into the local repository (reachable from the tip, not from the tracking ref or the local branch), newest first. */
   commits: Array<{ oid: string; subject: string }>;
   objects: number;
   /** What --ff did; 'not-requested' without it. */
@@ -47,7 +49,10 @@ const PARALLEL = 512;
 export async function gitFetch(target: Target | string, o: GitFetchOptions = {}): Promise<GitFetchResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
-  const mark = (k: string) => (timings[k] = Date.now() - t0);
+  const mark = (k: string) => {
+    timings[k] = Date.now() - t0;
+    o.onPhase?.(k);
+  };
   const spec = typeof target === 'string' ? parseTarget(target) : target;
   const { connecting } = await dial(spec, o);
   let local: LocalRepo, identity: string;
@@ -112,7 +117,12 @@ export async function gitFetch(target: Target | string, o: GitFetchOptions = {})
     const before = await local.resolve(trackingRef);
     const localTip = await local.resolve(`refs/heads/${branch}`);
     const haves = [before, localTip].filter((x): x is string => !!x);
-    const commits = (await revList(local, tip, haves)).reverse().map((c) => ({ oid: c.oid, subject: parseCommit(c.body).message.split('\n')[0] }));
+    // What this fetch brought: a new branch cut from history the local repository already holds lists only the
+    // commits made on top (as `git log` after `git fetch` would show them to be new), not that whole history.
+    const commits = (await revList(local, tip, haves))
+      .filter((c) => fetched.has(c.oid))
+      .reverse()
+      .map((c) => ({ oid: c.oid, subject: parseCommit(c.body).message.split('\n')[0] }));
     await setRef(local.files, trackingRef, tip, identity, `fetch: ${t.describe()} ${branch}`);
     const result: GitFetchResult = {
       target: t.describe(),

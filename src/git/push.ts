@@ -37,6 +37,8 @@ export interface GitPushOptions extends GitConnectOptions {
   breakLock?: boolean;
   /** Test hooks. */
   hooks?: UpdateHooks;
+  /** Called as each step ends, with its name (the keys of `timings`): what a progress line shows. */
+  onPhase?: (done: string) => void;
 }
 
 export interface GitPushResult {
@@ -137,7 +139,10 @@ class ObjectSink {
 export async function gitPush(target: Target | string, o: GitPushOptions = {}): Promise<GitPushResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
-  const mark = (k: string) => (timings[k] = Date.now() - t0);
+  const mark = (k: string) => {
+    timings[k] = Date.now() - t0;
+    o.onPhase?.(k);
+  };
   const spec = typeof target === 'string' ? parseTarget(target) : target;
   // Connecting takes many round trips; the local repository is read meanwhile.
   const { connecting } = await dial(spec, o);

@@ -18,6 +18,8 @@ import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toC
 import { chunkReader, hashingStream, verifiedLiterals } from './delta.js';
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
+import { CommitWindow } from './window.js';
+import { Journal, trustedEntries } from './journal.js';
 
 export { WSYNC_VERSION } from '../version.js';
 import { WSYNC_VERSION } from '../version.js';
@@ -233,6 +235,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
   const pairFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.pair.json') : null;
+  const journalFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.journal') : null;
+  const journal = new Journal(o.dryRun ? null : journalFile);
   /** Local files the ctime check found changed under an unchanged size and mtime. */
   const flagged = new Set<string>();
   let cacheP: Promise<ChunkCache> | undefined = o.cache;
@@ -334,6 +338,10 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const base: Tree = new Map();
     for (const [p, e] of manifest?.entries ?? []) {
       if (!localRules.isExcludedDeep(p, e.type === 'dir') && !remoteRules.isExcludedDeep(p, e.type === 'dir')) base.set(p, e);
+    }
+    // Files an earlier run from here finished but could not record (it was cut before its manifest): as written.
+    for (const [p, e] of trustedEntries(Journal.read(journalFile), remoteTree, manifest?.entries ?? new Map())) {
+      if (!localRules.isExcludedDeep(p, false) && !remoteRules.isExcludedDeep(p, false)) base.set(p, e);
     }
     const srcTree = o.direction === 'push' ? localTree : remoteTree;
     const dstTree = o.direction === 'push' ? remoteTree : localTree;
@@ -586,7 +594,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const changedTo = o.force && expect ? `${trash}/${op.path}` : undefined;
       await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo });
       const { sha256, chunked } = hs.result();
-      next.set(op.path, chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 });
+      const done: Entry = chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 };
+      next.set(op.path, done);
+      journal.add(op.path, done);
       if (chunked) {
         const cache = await getCache();
         const list = fromChunked(chunked);
@@ -660,7 +670,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
 
     /** Bookkeeping of a finished rebuild; `progressBytes`: what progress has not counted yet. */
     const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }) => {
-      next.set(op.path, { ...op.entry, sha256, chunker: spec });
+      const done: Entry = { ...op.entry, sha256, chunker: spec };
+      next.set(op.path, done);
+      journal.add(op.path, done);
       stats.filesSent++;
       stats.filesDelta++;
       stats.bytesSent += dp.literalBytes;
@@ -740,11 +752,16 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const isDirMeta = (op: Op) => op.kind === 'meta' && op.entry.type === 'dir';
       const fileMetas = p.metas.filter((op) => !isDirMeta(op));
       const dirMetas = p.metas.filter(isDirMeta);
+      // Files go in the order planned, as many at once as the link holds (window.ts): a cut then loses only what
+      // was in flight, and the next run starts where this one stopped instead of with every file half sent.
+      const window = new CommitWindow(o.remote.link);
       await mapLimit([...ordered, ...fileMetas, ...p.transfers], o.concurrency, async (op) => {
         await dirReady.get(parentOf(op.path));
+        const ticket = op.kind === 'put' ? await window.enter(op.entry.size) : undefined;
         try {
           await runOp(op);
         } finally {
+          ticket?.leave();
           dirDone.get(op.path)?.();
         }
       });
@@ -800,6 +817,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         else await writeManifest(o.remote, { entries: next }, writer);
       }
       finalTree = next;
+      journal.clear();
       mark('manifest');
       return finish(deletesSkipped);
     } catch (err) {
@@ -810,11 +828,18 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (!released) {
         await dst.settle?.().catch(() => undefined);
         const cp = checkpoint();
-        await writeManifest(o.remote, { entries: cp }, writer).then(() => (finalTree = cp), () => (finalTree = new Map()));
+        await writeManifest(o.remote, { entries: cp }, writer).then(
+          () => {
+            finalTree = cp;
+            journal.clear();
+          },
+          () => (finalTree = new Map()),
+        );
       }
       throw err;
     }
   } finally {
+    journal.close();
     await settling;
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);

@@ -1,4 +1,5 @@
 import type { Entry } from '../types.js';
+import type { LinkMeter } from '../transfer/window.js';
 
 /**
  * One small interface that both the local filesystem and an SFTP server implement, so that push and pull are the
@@ -178,6 +179,8 @@ export interface Transport {
   openReader(rel: string): Promise<FileReader>;
   /** Waits for the clean-up requests writes left in flight (links of replaced files being removed). */
   settle?(): Promise<void>;
+  /** Latency of the link's requests (remote transports): what the engine bounds the bytes in flight by. */
+  readonly link?: LinkMeter;
   /**
    * A string that changes whenever the regular file at `rel` may have changed: null when it is missing or not a
    * regular file. Local: device, inode, size, mtime and ctime in nanoseconds (ctime catches a write that put the

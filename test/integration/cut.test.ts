@@ -4,45 +4,14 @@
  * destination is an exact mirror. Push and pull, compression on and off, reset and FIN cuts, through a real sshd.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { makeTree, snapshot, type Spec } from '../support/trees.js';
 import { startCutProxy, type CutProxy, type CutMode } from '../support/cutproxy.js';
 import { xorshiftBytes } from '../support/xorshift.js';
-
-/** Regular files below root (wsync's own state and temp files left out), path → sha256. */
-function finalFiles(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  if (!existsSync(root)) return out;
-  const visit = (dir: string, rel: string) => {
-    for (const name of readdirSync(dir)) {
-      const r = rel ? `${rel}/${name}` : name;
-      if (r === '.wsync' || /\.wsync-[0-9a-f]{8}\.tmp$/.test(name)) continue;
-      const p = join(dir, name);
-      const st = lstatSync(p);
-      if (st.isDirectory()) visit(p, r);
-      else if (st.isFile()) out.set(r, createHash('sha256').update(readFileSync(p)).digest('hex'));
-    }
-  };
-  visit(root, '');
-  return out;
-}
-
-/** Deterministic pseudo-random numbers for the cut points (a failure names its seed and cut). */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
+import { checkCutRun, finalFiles, rng } from '../support/cutcheck.js';
 
 describe('a link cut at random bytes', () => {
   const server = useServer('wsync-cut-');
@@ -78,26 +47,6 @@ describe('a link cut at random bytes', () => {
     const n = proxy.lastBytes();
     reset();
     return n;
-  };
-
-  const checkCutRun = (r: CliResult, what: string, dst: Map<string, string>, expected: Map<string, string>) => {
-    const label = `${what}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
-    expect(r.code, label).not.toBeNull(); // not killed by the timeout: no hang
-    expect(r.stderr, label).not.toMatch(/^\s+at /m); // no stack trace
-    expect(r.stderr, label).not.toMatch(/internal error/);
-    // No file at a final path differs from the source.
-    for (const [rel, sha] of dst) {
-      if (expected.has(rel)) expect(sha, `${label}\n${rel} differs from the source`).toBe(expected.get(rel));
-      else throw new Error(`${label}\n${rel} is not in the source`);
-    }
-    if (r.code === 0) {
-      expect([...dst.keys()].sort(), `${label}\nexit 0 on an incomplete destination`).toEqual([...expected.keys()].sort());
-    } else {
-      expect(r.code, label).toBe(2);
-      const lines = r.stderr.trim().split('\n').filter((l) => l.trim() !== '');
-      expect(lines.length, label).toBe(1);
-      expect(lines[0], label).toMatch(/^wsync: .*(lost|closed|timed out)/);
-    }
   };
 
   const cases: Array<{ dir: 'push' | 'pull'; compress: boolean; mode: CutMode; runs: number }> = [

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { startProxy } from '../../bench/proxy.js';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
-import { runCli, WSYNC_BIN } from '../support/cli.js';
+import { runCli, runCliOnTty, WSYNC_BIN } from '../support/cli.js';
 import { commit, git, initRepo } from '../support/git.js';
 
 describe('wsync git CLI against a real sshd', () => {
@@ -64,6 +64,34 @@ describe('wsync git CLI against a real sshd', () => {
     const div = await runCli(['git', 'fetch', target, '-F', server.srv.sshConfig, '--remote-name', 'vm', '--ff'], { cwd: local });
     expect(div.code).toBe(3);
     expect(div.stderr).toMatch(/diverged/);
+  });
+
+  it('on a terminal, push and fetch say what they are doing, and erase it before the result', async () => {
+    const local = initRepo(join(server.work, 'tty-repo'));
+    const remote = join(server.work, 'vm/tty');
+    const target = `${server.srv.alias}:${remote}`;
+    for (let i = 0; i < 3; i++) commit(local, { [`f${i}.txt`]: `${i}\n` }, `c${i}`);
+    const p = await runCliOnTty(['git', 'push', target, '-F', server.srv.sshConfig, '--repo', local], []);
+    expect(p.code, p.output).toBe(0);
+    expect(p.output).toMatch(/wsync: connecting… 0s/);
+    expect(p.output).toMatch(/wsync: counting objects…/);
+    expect(p.output).toMatch(/wsync: sending objects/);
+    // The line is erased before the result, which starts a clean line.
+    expect(p.output).toMatch(/\r\x1b\[KTo /);
+    commit(remote, { 'agent.txt': 'a\n' }, 'agent');
+    const f = await runCliOnTty(['git', 'fetch', target, '-F', server.srv.sshConfig, '--repo', local], []);
+    expect(f.code, f.output).toBe(0);
+    expect(f.output).toMatch(/wsync: reading new objects…/);
+    expect(f.output).toMatch(/\r\x1b\[KFrom /);
+    // Off a terminal (and with -q or --json) nothing of it.
+    commit(local, { 'more.txt': 'm\n' }, 'more');
+    git(local, 'merge', '-q', '--no-edit', `refs/remotes/${server.srv.alias}/main`);
+    const piped = await runCli(['git', 'push', target, '-F', server.srv.sshConfig, '--repo', local]);
+    expect(piped.code, piped.stderr).toBe(0);
+    expect(piped.stderr).toBe('');
+    const quiet = await runCliOnTty(['git', 'fetch', target, '-q', '-F', server.srv.sshConfig, '--repo', local], []);
+    expect(quiet.code).toBe(0);
+    expect(quiet.output).not.toMatch(/wsync:/);
   });
 
   it('mistakes on the command line go to yargs: exit 1 with what was wrong, for git and for push/pull', async () => {

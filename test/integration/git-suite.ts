@@ -458,6 +458,19 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
         expectMirrors(local, remote);
       });
 
+      it('a new branch cut from known history lists only the commits made on top of it', async () => {
+        const { local, remote, spec } = pair('newbranch');
+        for (let i = 0; i < 5; i++) commit(local, { 'a.txt': `v${i}\n` }, `known ${i}`);
+        await push(local, spec);
+        git(remote, 'checkout', '-q', '-b', 'agent-work');
+        commit(remote, { 'b.txt': 'b\n' }, 'agent 1');
+        commit(remote, { 'c.txt': 'c\n' }, 'agent 2');
+        const r = await gitFetch(spec, { ...t.options, repo: local, branch: 'agent-work' });
+        expect(r.oldOid).toBeNull();
+        expect(r.commits.map((c) => c.subject)).toEqual(['agent 2', 'agent 1']);
+        expect(git(local, 'rev-parse', 'refs/remotes/local/agent-work')).toBe(git(remote, 'rev-parse', 'agent-work'));
+      });
+
       it('--ff refuses when a local edit would be lost, leaving the branch where it was; diverged is reported', async () => {
         const { local, remote, spec } = pair('ffconflict');
         commit(local, { 'a.txt': 'a\n' }, 'base');

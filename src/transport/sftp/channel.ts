@@ -3,6 +3,7 @@ import { WsyncError } from '../../errors.js';
 import type { Entry } from '../../types.js';
 import { coalesceRequests } from './coalesce.js';
 import { limitsKnown } from './ready.js';
+import type { LinkMeter } from '../../transfer/window.js';
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02 §7). */
 export const SFTP_STATUS = { OK: 0, EOF: 1, NO_SUCH_FILE: 2, PERMISSION_DENIED: 3, FAILURE: 4 } as const;
@@ -61,6 +62,8 @@ export class SftpChannel {
   /** Rejecters of the requests still waiting for an answer. */
   private readonly waiting = new Set<(err: Error) => void>();
   private readonly onLost: Array<(err: WsyncError) => void> = [];
+  /** Where the latency of each answered request goes (the transport's, shared by its channels). */
+  meter: LinkMeter | undefined;
 
   constructor(readonly sftp: SFTPWrapper) {
     const s = sftp as unknown as { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number; _extensions?: Record<string, string> };
@@ -103,6 +106,8 @@ export class SftpChannel {
   /** One request: settles with the server's answer, or fails when the channel is lost first. */
   private req<T = void>(start: (res: (v: T) => void, rej: (err: unknown) => void) => void): Promise<T> {
     if (this.lostWith) return Promise.reject(this.lostWith);
+    const meter = this.meter;
+    const t0 = meter ? performance.now() : 0;
     return new Promise<T>((resolve, reject) => {
       const fail = (err: unknown) => {
         this.waiting.delete(fail);
@@ -112,6 +117,7 @@ export class SftpChannel {
       try {
         start((v) => {
           this.waiting.delete(fail);
+          meter?.sample(performance.now() - t0);
           resolve(v);
         }, fail);
       } catch (err) {

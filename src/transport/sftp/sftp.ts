@@ -5,6 +5,7 @@ import { specialKindOf } from '../types.js';
 import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
+import { LinkMeter } from '../../transfer/window.js';
 import { NAME_MAX, ancestors, asideNameFor, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
 
@@ -64,6 +65,8 @@ async function discardTemp(ch: SftpChannel, inflight: Promise<unknown>[], hTmp: 
 export class SftpTransport implements Transport {
   readonly kind = 'sftp' as const;
   readonly caps: Capabilities;
+  /** Latency of every answered request, on all channels: what the engine sizes its window by. */
+  readonly link = new LinkMeter();
   private slots: ChannelSlot[];
   private knownDirs = new Set<string>();
   /** The server's filesystem refused hard links: replaced files are checked by a probe before the rename. */
@@ -80,6 +83,7 @@ export class SftpTransport implements Transport {
     private readonly onClose: () => Promise<void>,
   ) {
     if (channels.length === 0) throw new Error('SftpTransport needs at least one channel');
+    for (const ch of channels) ch.meter = this.link;
     const filesFor = (ch: SftpChannel) => Math.max(4, Math.min(FILES_PER_CHANNEL, Math.floor(ch.maxOpenHandles / 2)));
     this.slots = channels.map((ch) => ({
       ch,

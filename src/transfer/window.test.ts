@@ -1,0 +1,62 @@
+import { describe, it, expect } from 'vitest';
+import { CommitWindow, LinkMeter } from './window.js';
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+describe('CommitWindow', () => {
+  it('admits files in the order they ask, a file bigger than the bound alone', async () => {
+    const meter = new LinkMeter();
+    meter.sample(10);
+    const w = new CommitWindow(meter);
+    const admitted: string[] = [];
+    const ask = (name: string, bytes: number) => w.enter(bytes).then((t) => (admitted.push(name), t));
+    const a = ask('a', 600_000);
+    const b = ask('b', 300_000);
+    const big = ask('big', 50_000_000);
+    const c = ask('c', 10);
+    await flush();
+    // a and b fit in the first 1 MiB; the big one waits for an empty window, and c waits behind it (order kept).
+    expect(admitted).toEqual(['a', 'b']);
+    (await a).leave();
+    await flush();
+    expect(admitted).toEqual(['a', 'b']);
+    (await b).leave();
+    await flush();
+    expect(admitted).toEqual(['a', 'b', 'big']);
+    (await big).leave();
+    await flush();
+    expect(admitted).toEqual(['a', 'b', 'big', 'c']);
+    (await c).leave();
+  });
+
+  it('grows while answers come back at the link delay and files wait, shrinks when requests queue', async () => {
+    const meter = new LinkMeter();
+    meter.sample(50);
+    const w = new CommitWindow(meter);
+    const start = w.limit;
+    // A queue of files held back; answers as fast as the least delay.
+    const tickets = await Promise.all([w.enter(500_000), w.enter(500_000)]);
+    const waiting = w.enter(500_000);
+    for (const t of tickets) t.leave();
+    expect(w.limit).toBeGreaterThan(start);
+    (await waiting).leave();
+    // Requests now take far longer than the link's own delay: the bound comes down, never below its floor.
+    for (let i = 0; i < 200; i++) meter.sample(2000);
+    for (let i = 0; i < 400; i++) (await w.enter(200_000)).leave();
+    expect(w.limit).toBe(256 * 1024);
+  });
+
+  it('does not grow a bound that holds nothing back', async () => {
+    const meter = new LinkMeter();
+    meter.sample(1);
+    const w = new CommitWindow(meter);
+    const start = w.limit;
+    for (let i = 0; i < 100; i++) (await w.enter(1000)).leave();
+    expect(w.limit).toBe(start);
+  });
+
+  it('without a meter (a local target) bounds only by its maximum', async () => {
+    const w = new CommitWindow();
+    expect(w.limit).toBe(64 * 1024 * 1024);
+  });
+});
