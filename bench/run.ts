@@ -19,7 +19,21 @@ import {
 } from './harness.js';
 
 type Tool = 'wsync' | 'rsync' | 'scp';
-type CaseId = 'initial' | 'noop' | 'edit' | 'initialPlain' | 'adoptSame' | 'adoptTimes' | 'pullInitial' | 'pullEdit' | 'bigInitial' | 'bigOverwrite' | 'bigInsert';
+type CaseId =
+  | 'initial'
+  | 'noop'
+  | 'edit'
+  | 'initialPlain'
+  | 'adoptSame'
+  | 'adoptTimes'
+  | 'pullInitial'
+  | 'pullEdit'
+  | 'repoInitial'
+  | 'repoNoop'
+  | 'repoPull'
+  | 'bigInitial'
+  | 'bigOverwrite'
+  | 'bigInsert';
 const TREE_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'initial', label: '(a) initial push, empty remote' },
   { id: 'noop', label: '(b) no-op re-push' },
@@ -46,6 +60,16 @@ function touchAll(root: string, t: number): void {
     if (e.isFile()) utimesSync(join(e.parentPath, e.name), t, t);
   }
 }
+
+/**
+ * A tree shaped like a real source repository (tree.ts `repo`: median file under 1 KB, ~0.4 directories per file),
+ * where per-file and per-directory costs, not bytes, set the time. Same file count as the synthetic tree.
+ */
+const REPO_CASES: Array<{ id: CaseId; label: string }> = [
+  { id: 'repoInitial', label: '(r1) repo-shaped tree: initial push' },
+  { id: 'repoNoop', label: '(r2) repo-shaped tree: no-op re-push' },
+  { id: 'repoPull', label: '(r3) repo-shaped tree: initial pull into an empty directory' },
+];
 
 /** The other direction, from the remote tree as (c) left it: the agent-on-a-VM workflow pulls results back. */
 const PULL_CASES: Array<{ id: CaseId; label: string }> = [
@@ -323,6 +347,26 @@ async function main(): Promise<void> {
       }
     }
 
+    const repoBase = join(work, 'repo-base');
+    const repoTree = generateTree(repoBase, s.files, s.seed, 'repo');
+    const repoSizes = repoTree.files.map((f) => f.size).sort((a, b) => a - b);
+    const repoShape = `${repoTree.files.length} files, ${repoTree.dirs} dirs (${(repoTree.dirs / repoTree.files.length).toFixed(2)} per file), ${fmtBytes(repoTree.bytes)}, median file ${repoSizes[repoSizes.length >> 1]} B, seed ${s.seed}`;
+    console.log(`repo-shaped tree: ${repoShape}`);
+    for (const tool of adoptTools) {
+      if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
+      const local = join(work, `repo-${tool}`);
+      cpSync(repoBase, local, { recursive: true, preserveTimestamps: true });
+      const remote = join(srv.remoteRoot, `repo-${tool}`);
+      mkdirSync(remote);
+      for (const c of REPO_CASES) {
+        if (!shouldRun(tool, c, 'repoInitial', '(r1)')) continue;
+        const pull = c.id === 'repoPull';
+        const dir = pull ? join(work, `repo-pull-${tool}`) : local;
+        if (pull) mkdirSync(dir);
+        await runCase(tool, c, dir, remote, repoTree.files.length, 'repoInitial', [], pull);
+      }
+    }
+
     const BIG_CASES = s.bigMb > 0 ? bigCases(s.bigMb) : [];
     const bigBytes = Math.round(s.bigMb * 1e6);
     if (BIG_CASES.length) {
@@ -368,7 +412,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...ADOPT_CASES, ...PULL_CASES, ...BIG_CASES];
+    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...ADOPT_CASES, ...PULL_CASES, ...REPO_CASES, ...BIG_CASES];
 
     const get = (t: Tool, c: CaseId) => results.get(t)?.get(c === 'initialPlain' && t !== 'wsync' ? (t === 'rsync' ? 'initial' : c) : c);
     const header = '| case | wsync s | rsync s | scp s | wsync/rsync | wsync wire bytes | rsync wire bytes | scp wire bytes |';
@@ -435,6 +479,7 @@ async function main(): Promise<void> {
       `- link: ${link}; user-space proxy in the harness process`,
       `- tree: ${tree.files.length} files, ${tree.dirs} dirs, ${fmtBytes(tree.bytes)}, seed ${s.seed}` +
         (floorS ? `; sending it once at the link rate takes ≥ ${floorS.toFixed(1)} s` : ''),
+      `- repo-shaped tree (r1)-(r3) (bench/tree.ts \`repo\`): ${repoShape}`,
       `- edit case: ${editSummary || 'not run'}`,
       `- pull cases: (p1) into an empty directory from the remote tree as (c) left it; (p2) after ${pullEditSummary || '(not run)'}`,
       `- big-file cases: ${BIG_CASES.length ? `one ${fmtBytes(bigBytes)} file of random bytes; (e) overwrites 1,000,000 bytes at offset size/2 + 12,345 (+ 3,000,000 per further run); (f) then inserts 100 bytes at offset 0; each edit sets a new mtime; (e) and (f) run ${s.bigReps} times per tool, a new edit each time, and the table shows the run with the median time` : 'not run'}`,

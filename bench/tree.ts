@@ -120,7 +120,21 @@ function binaryBody(r: () => number, size: number): Buffer {
   return b;
 }
 
-function fileSize(r: () => number, kind: FileKind): number {
+/**
+ * `synthetic`: the mid-size tree described at the top (median file ~5 KB, ~14 files per directory). `repo`: shaped
+ * like a real source repository as measured on public ones (median file under 1 KB, ~0.4 directories per file,
+ * a long tail of larger files): what per-file costs dominate.
+ */
+export type TreeShape = 'synthetic' | 'repo';
+
+function fileSize(r: () => number, kind: FileKind, shape: TreeShape): number {
+  if (shape === 'repo') {
+    if (kind === 'asset') return logUniform(r, 300, 60_000);
+    const k = r();
+    if (k < 0.75) return logUniform(r, 60, 2_500);
+    if (k < 0.985) return logUniform(r, 2_500, 25_000);
+    return logUniform(r, 25_000, 200_000);
+  }
   if (kind === 'asset') return logUniform(r, 2_000, 300_000);
   const k = r();
   if (k < 0.04) return logUniform(r, 80, 1_000);
@@ -129,11 +143,12 @@ function fileSize(r: () => number, kind: FileKind): number {
 }
 
 /** Writes the tree under `root` (which must not exist or be empty) and returns what it wrote. */
-export function generateTree(root: string, fileCount: number, seed: number): TreeSummary {
+export function generateTree(root: string, fileCount: number, seed: number, shape: TreeShape = 'synthetic'): TreeSummary {
   const r = prng(seed);
   interface Dir { rel: string; depth: number; top: (typeof TOPS)[number]; names: Set<string> }
   const dirs: Dir[] = TOPS.map((t) => ({ rel: t.name, depth: 1, top: t, names: new Set<string>() }));
-  const wantDirs = Math.max(TOPS.length, Math.round(fileCount / 14));
+  // Directories left without a file are not made: the repo shape draws more than 0.4 per file to end near it.
+  const wantDirs = Math.max(TOPS.length, Math.round(shape === 'repo' ? fileCount * 0.75 : fileCount / 14));
   while (dirs.length < wantDirs) {
     const parent = pick(r, dirs);
     if (parent.depth >= 6) continue;
@@ -147,7 +162,7 @@ export function generateTree(root: string, fileCount: number, seed: number): Tre
   for (const d of dirs) byTop.set(d.top.name, [...(byTop.get(d.top.name) ?? []), d]);
 
   const files: TreeFile[] = [];
-  const blobs = Math.min(5, Math.max(1, Math.floor(fileCount / 1000)));
+  const blobs = shape === 'repo' ? 0 : Math.min(5, Math.max(1, Math.floor(fileCount / 1000)));
   for (let i = 0; i < blobs; i++) {
     const d = pick(r, byTop.get('assets')!);
     files.push({ rel: `${d.rel}/bundle-${i}.bin`, kind: 'blob', size: 1 << 20 });
@@ -161,7 +176,7 @@ export function generateTree(root: string, fileCount: number, seed: number): Tre
     let base = word(r);
     while (d.names.has(`${base}.${ext}`)) base += pick(r, SYLLABLES);
     d.names.add(`${base}.${ext}`);
-    files.push({ rel: `${d.rel}/${base}.${ext}`, kind: top.kind, size: fileSize(r, top.kind) });
+    files.push({ rel: `${d.rel}/${base}.${ext}`, kind: top.kind, size: fileSize(r, top.kind, shape) });
   }
 
   let bytes = 0;

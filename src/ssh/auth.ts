@@ -435,35 +435,3 @@ export function ttyPassphrasePrompt(): AuthPrompt {
       readHidden(retry ? `Bad passphrase, try again for ${keyPath}: ` : `Enter passphrase for key '${keyPath}': `),
   };
 }
-
-interface SigningKey {
-  isPrivateKey?: () => boolean;
-  sign?: (data: Buffer, hash?: string) => Buffer | Error;
-}
-
-const HASH_OF_ALGO: Record<string, string> = { 'rsa-sha2-512': 'sha512', 'rsa-sha2-256': 'sha256', 'ssh-rsa': 'sha1' };
-
-/**
- * ssh2 first asks the server whether it would take a key (USERAUTH_REQUEST without a signature, answered by PK_OK)
- * and signs only then: one round trip per key. For a key file the private key is already loaded, and OpenSSH's
- * client signs at once in that case (sshconnect2.c: sign_and_send_pubkey for a loaded private key), so we do too:
- * a refused key costs the same one request either way. Agent keys keep ssh2's query. This wraps ssh2 1.x's
- * Protocol.authPK; if it is not there, nothing changes.
- */
-export function signWithoutQuery(client: unknown): void {
-  type AuthPK = (this: unknown, username: unknown, key: SigningKey, keyAlgo?: unknown, cbSign?: unknown) => unknown;
-  const proto = (client as { _protocol?: { authPK?: AuthPK } })._protocol;
-  const authPK = proto?.authPK;
-  if (!proto || typeof authPK !== 'function') return;
-  proto.authPK = function (this: unknown, username: unknown, key: SigningKey, keyAlgo?: unknown, cbSign?: unknown) {
-    if (cbSign === undefined && typeof keyAlgo !== 'function' && key?.isPrivateKey?.() && typeof key.sign === 'function') {
-      const hash = typeof keyAlgo === 'string' ? HASH_OF_ALGO[keyAlgo] : undefined;
-      return authPK.call(this, username, key, keyAlgo, (buf: Buffer, cb: (sig: Buffer) => void) => {
-        const sig = key.sign!(buf, hash);
-        // A key that cannot sign fails on the server like a refused one, and ssh2 moves on to the next key.
-        cb(sig instanceof Error ? Buffer.alloc(0) : sig);
-      });
-    }
-    return authPK.call(this, username, key, keyAlgo, cbSign);
-  };
-}

@@ -1,4 +1,5 @@
 import type { Client, ConnectConfig } from 'ssh2';
+import { hookGreeting, narrowCompressionOffer, outgoingDeflater, type HookReport, type OutgoingDeflater } from './ssh2-internals.js';
 
 /**
  * `on` (-z, or `Compression yes` in ssh_config): both directions compressed. `off` (--no-compress): neither.
@@ -25,23 +26,6 @@ export function compressionOffer(mode: CompressMode): Pick<ConnectConfig, 'algor
   // Auto starts from ssh2's default offer ('none' first: no compression); probeCompression rewrites it once the
   // server's greeting has timed the link, before it goes out.
   return mode === 'on' ? { compress: ZLIB_OFFER as never } : undefined;
-}
-
-interface KexList {
-  array: string[];
-}
-interface Offer {
-  constructor: new (o: object) => Offer;
-  lists: { kex: KexList; serverHostKey: KexList; cs: Record<'cipher' | 'mac' | 'compress' | 'lang', KexList>; sc: Record<'cipher' | 'mac' | 'compress' | 'lang', KexList> };
-}
-interface Deflater {
-  _handle?: { params(level: number, strategy: number): void };
-  writeSync?: (chunk: Buffer, retChunks: boolean) => Buffer & { totalLen?: number };
-}
-interface ProtocolInternals {
-  _offer?: Offer;
-  _onHeader?: (header: unknown) => void;
-  _packetRW?: { write?: { _zlib?: Deflater } };
 }
 
 export interface CompressionProbe {
@@ -79,20 +63,16 @@ const WORTH_IT = 0.97;
  * cost a core at ~50 MB/s for nothing, and on a fast link be the bottleneck. Levels change only between packets,
  * where ssh2 has flushed the stream (Z_PARTIAL_FLUSH) and zlib can switch without emitting anything.
  */
-function adaptLevel(z: Deflater, start: number): () => DeflateStats {
-  const handle = z._handle!;
-  const write = z.writeSync!;
+function adaptLevel(z: OutgoingDeflater, start: number): (() => DeflateStats) | undefined {
   const st: DeflateStats = { level: start, bytesIn: 0, bytesOut: 0 };
   let winIn = 0;
   let winOut = 0;
   let storedRun = STORED_MIN;
   let probing = false;
-  z.writeSync = (chunk, retChunks) => {
-    const out = write.call(z, chunk, retChunks);
-    const n = out.totalLen ?? out.length;
-    st.bytesIn += chunk.length;
+  const watching = z.watch((bytesIn, n) => {
+    st.bytesIn += bytesIn;
     st.bytesOut += n;
-    winIn += chunk.length;
+    winIn += bytesIn;
     winOut += n;
     if (start > 0 && winIn >= (st.level === 0 ? storedRun : WINDOW)) {
       let next = start;
@@ -102,15 +82,14 @@ function adaptLevel(z: Deflater, start: number): () => DeflateStats {
       }
       probing = st.level === 0;
       if (next !== st.level) {
-        handle.params(next, 0);
+        z.setLevel(next);
         st.level = next;
       }
       winIn = 0;
       winOut = 0;
     }
-    return out;
-  };
-  return () => ({ ...st });
+  });
+  return watching ? () => ({ ...st }) : undefined;
 }
 
 export interface ProbeOptions {
@@ -130,47 +109,31 @@ export interface ProbeOptions {
  * WAN link what we send is compressed (and what the server sends, with `replies`), on a LAN nothing is. What we send
  * starts at level 1 and drops to stored while the data does not compress (adaptLevel).
  *
- * This reaches into ssh2 1.x internals (the offer, the greeting hook, the deflate handle); where they are not the
+ * Through ssh2's internals (ssh2-internals.ts: the offer, the greeting, the deflater); where they are not the
  * expected shape, auto mode stays with ssh2's default offer (no compression), and -z compresses at ssh2's level.
+ * `hooks` records which applied.
  */
-export function probeCompression(client: Client, mode: CompressMode, dialStart: number, opts: ProbeOptions): CompressionProbe {
-  const proto = (client as unknown as { _protocol?: ProtocolInternals })._protocol;
+export function probeCompression(client: Client, mode: CompressMode, dialStart: number, opts: ProbeOptions, hooks: HookReport = {}): CompressionProbe {
   let greetingMs: number | undefined;
   const wan = () => greetingMs !== undefined && greetingMs >= WAN_GREETING_MS;
-  if (mode === 'auto' && proto) {
-    const narrow = (cs: string[], sc: string[]) => {
-      const offer = proto._offer;
-      if (!offer?.lists?.sc?.compress || typeof offer.constructor !== 'function') return;
-      const L = offer.lists;
-      const arr = (l: KexList) => l.array;
-      proto._offer = new offer.constructor({
-        kex: arr(L.kex),
-        serverHostKey: arr(L.serverHostKey),
-        cs: { cipher: arr(L.cs.cipher), mac: arr(L.cs.mac), compress: cs, lang: arr(L.cs.lang) },
-        sc: { cipher: arr(L.sc.cipher), mac: arr(L.sc.mac), compress: sc, lang: arr(L.sc.lang) },
-      });
-    };
-    const onHeader = proto._onHeader;
-    if (typeof onHeader === 'function') {
-      proto._onHeader = (header: unknown) => {
-        greetingMs ??= performance.now() - dialStart;
-        // Only the delayed variant: nothing is compressed before authentication, when settle() picks the level.
-        const z = ['zlib@openssh.com', 'none'];
-        if (wan()) narrow(z, opts.replies ? z : ['none']);
-        onHeader.call(proto, header);
-      };
-    }
-  }
+  hooks.greeting = hookGreeting(client, () => {
+    greetingMs ??= performance.now() - dialStart;
+    // Only the delayed variant: nothing is compressed before authentication, when settle() picks the level.
+    const z = ['zlib@openssh.com', 'none'];
+    if (mode === 'auto' && wan()) hooks.compressionOffer = narrowCompressionOffer(client, z, opts.replies ? z : ['none']);
+  });
   return {
     settle: () => {
-      const z = proto?._packetRW?.write?._zlib;
-      const deflate = z?._handle;
-      if (!z || !deflate || mode === 'off') return { greetingMs };
+      const z = outgoingDeflater(client);
+      // Only where compression was asked for is a missing deflater a hook that failed.
+      if (mode === 'on' || (mode === 'auto' && wan())) hooks.deflater = z !== undefined;
+      if (!z || mode === 'off') return { greetingMs };
       const level = mode === 'on' || wan() ? (opts.level ?? SEND_LEVEL) : 0;
       // Nothing has been compressed yet (ssh2 creates the deflater on USERAUTH_SUCCESS, 'ready' follows at once),
       // so changing the parameters cannot split a block.
-      deflate.params(level, 0);
-      const stats = typeof z.writeSync === 'function' ? adaptLevel(z, level) : undefined;
+      z.setLevel(level);
+      const stats = adaptLevel(z, level);
+      hooks.deflaterWatch = stats !== undefined;
       return { level, greetingMs, stats };
     },
   };

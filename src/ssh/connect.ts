@@ -11,9 +11,9 @@ import {
   knownKeyTypes,
   serverHostKeyAlgorithmsFor,
 } from './knownHosts.js';
-import { prepareAuth, signWithoutQuery, type AuthPrompt } from './auth.js';
+import { prepareAuth, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
-import { readyBeforeLimits } from '../transport/sftp/ready.js';
+import { hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, SSH2_CHECKED, type HookReport } from './ssh2-internals.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {
@@ -53,10 +53,14 @@ export interface SshSession {
   compression: CompressionDecision;
   client: Client;
   channels: SftpChannel[];
+  /** Which of ssh2's internals wsync could hook on this connection (ssh2-internals.ts), by hook; all true on the pinned ssh2. */
+  hooks: HookReport;
   close(): Promise<void>;
 }
 
 const decisions = new WeakMap<Client, CompressionDecision>();
+/** Which ssh2 hooks applied while each client connected (see ssh2-internals.ts). */
+const hookReports = new WeakMap<Client, HookReport>();
 
 function knownHostsTarget(h: ResolvedHost): { name: string; port: number } {
   // OpenSSH files a host under HostKeyAlias when one is set, without the port.
@@ -137,6 +141,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
   const auth = await prepareAuth(h, { identity: opts.identity, prompt: opts.authPrompt, interactive: opts.interactive });
   let hostKeyError: WsyncError | undefined;
   let probe: CompressionProbe | undefined;
+  const hooks: HookReport = {};
   const strict = opts.acceptNew ? 'accept-new' : h.strictHostKeyChecking;
 
   const verify = async (key: Buffer): Promise<boolean> => {
@@ -162,13 +167,13 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
       // ssh2's handshake timer keeps running during the question and would end the connection while a person is
       // still comparing fingerprints: stopped for the question, started afresh after the answer. (ssh2 clears this
       // same timer when authentication succeeds.)
-      const c = client as unknown as { _readyTimeout?: NodeJS.Timeout };
-      clearTimeout(c._readyTimeout);
-      trust = await opts.hostKeyPrompt.confirmUnknown(shown, type, fp);
-      c._readyTimeout = setTimeout(() => {
-        client.emit('error', Object.assign(new Error('Timed out while waiting for handshake'), { level: 'client-timeout' }));
-        client.end();
-      }, readyTimeoutMs);
+      const resume = pauseHandshakeTimer(client, readyTimeoutMs);
+      hooks.handshakeTimer = resume !== undefined;
+      try {
+        trust = await opts.hostKeyPrompt.confirmUnknown(shown, type, fp);
+      } finally {
+        resume?.();
+      }
     }
     if (!trust) {
       hostKeyError = new WsyncError('E_HOSTKEY_UNKNOWN', `unknown host key for ${shown}: ${type} ${fp}`, {
@@ -189,6 +194,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
   };
 
   const client = new Client();
+  hookReports.set(client, hooks);
   const readyTimeoutMs = (h.connectTimeout ?? 20) * 1000;
   const cfg: ConnectConfig = {
     host: h.hostname,
@@ -229,13 +235,13 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     client.once('close', () => fail(new Error('connection closed during handshake')));
     const dialStart = performance.now();
     client.connect(cfg);
-    probe = probeCompression(client, compress, dialStart, { replies: opts.compressReplies ?? false, level: opts.compressLevel });
-    signWithoutQuery(client);
+    probe = probeCompression(client, compress, dialStart, { replies: opts.compressReplies ?? false, level: opts.compressLevel }, hooks);
+    hooks.signWithoutQuery = hookSignWithoutQuery(client);
     // The socket is dialling now (known_hosts and keys were read before it).
     opts.onDialing?.();
   });
   // ssh2 never sets TCP_NODELAY; without it every small request waits out Nagle + delayed ACK (~40 ms).
-  (client as Client & { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
+  client.setNoDelay(true);
   return client;
 }
 
@@ -258,7 +264,7 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     c.on('close', () => lost());
   }
   const want = Math.max(1, opts.channels ?? 8);
-  readyBeforeLimits(client);
+  const hooks: HookReport = { ...hookReports.get(client), earlyReady: hookEarlyReady(client) };
   const opened = await Promise.allSettled(
     Array.from(
       { length: want },
@@ -266,7 +272,14 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
         new Promise<SftpChannel>((resolve, reject) =>
           client.sftp((err, sftp) => {
             if (err) return reject(err);
-            const ch = new SftpChannel(sftp);
+            let ch: SftpChannel;
+            try {
+              ch = new SftpChannel(sftp);
+            } catch (e) {
+              // An ssh2 whose internals are not the ones checked (ssh2-internals.ts): said as it is.
+              sftp.end();
+              return reject(e);
+            }
             channelsSoFar.push(ch);
             if (gone) ch.lose(gone);
             resolve(ch);
@@ -278,6 +291,8 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
   if (channels.length === 0 || gone) {
     endQuietly(client, chain);
     if (gone) throw new WsyncError('E_REMOTE_LOST', `connection to ${host.hostname}:${host.port} was lost while opening SFTP: ${errorMessage(gone)}`, { cause: gone });
+    const internal = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected' && r.reason instanceof WsyncError);
+    if (internal) throw internal.reason;
     const reason = opened[0].status === 'rejected' ? errorMessage(opened[0].reason) : 'unknown';
     throw new WsyncError('E_CONNECT', `the server refused the SFTP subsystem: ${reason}`, { hint: 'sshd needs a "Subsystem sftp" line' });
   }
@@ -288,6 +303,7 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     compression: decisions.get(client) ?? {},
     client,
     channels,
+    hooks: { ...hooks, readiedEarly: channels.every((c) => c.readiedEarly), coalescing: channels.every((c) => c.coalescing) },
     close: async () => {
       if (closed) return;
       closed = true;

@@ -1,8 +1,7 @@
 import type { SFTPWrapper, Stats as SftpStats, FileEntry, InputAttributes } from 'ssh2';
 import { WsyncError } from '../../errors.js';
 import type { Entry } from '../../types.js';
-import { coalesceRequests } from './coalesce.js';
-import { limitsKnown } from './ready.js';
+import { hookCoalescing, limitsKnown, readiedEarly, sftpExtensions, sftpLimits, type SftpLimits } from '../../ssh/ssh2-internals.js';
 import type { LinkMeter } from '../../transfer/window.js';
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02 §7). */
@@ -55,7 +54,10 @@ export class SftpChannel {
   readonly limits: Promise<void>;
   /** Files currently using this channel; the pool picks the least busy. */
   load = 0;
-  private readonly s: { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number };
+  private readonly s: SftpLimits;
+  /** Whether ssh2 handed this channel out before the limits reply, and packs its requests (ssh2-internals.ts). */
+  readonly readiedEarly: boolean;
+  readonly coalescing: boolean;
 
   /** Set once the channel or its connection is gone: every request then fails at once with it. */
   private lostWith: WsyncError | undefined;
@@ -66,16 +68,16 @@ export class SftpChannel {
   meter: LinkMeter | undefined;
 
   constructor(readonly sftp: SFTPWrapper) {
-    const s = sftp as unknown as { _maxReadLen?: number; _maxWriteLen?: number; maxOpenHandles?: number; _extensions?: Record<string, string> };
-    this.s = s;
-    this.extensions = s._extensions ?? {};
+    this.s = sftpLimits(sftp);
+    this.extensions = sftpExtensions(sftp);
+    this.readiedEarly = readiedEarly(sftp);
     this.limits = this.has('limits@openssh.com') ? limitsKnown(sftp) : Promise.resolve();
     // ssh2 fails the requests it knows of when a channel ends, but one issued after that (a continuation of a
     // failed request, a coalesced batch) would wait forever, and an 'error' without a listener is uncaught.
     sftp.on('error', (err: Error) => this.lose(err));
     sftp.on('end', () => this.lose());
     sftp.on('close', () => this.lose());
-    coalesceRequests(sftp, () => this.lostWith !== undefined, (err) => this.lose(err));
+    this.coalescing = hookCoalescing(sftp, () => this.lostWith !== undefined, (err) => this.lose(err));
   }
 
   /** The error the channel was lost with, or undefined while it works. */
@@ -132,11 +134,11 @@ export class SftpChannel {
   // servers and 254 KiB for OpenSSH. OpenSSH before 8.6 has no limits extension and answers reads with at most
   // 64 KiB, which readers would take for the end of the file: without the extension, reads ask for no more.
   get maxRead(): number {
-    const n = this.s._maxReadLen ?? 32 * 1024;
+    const n = this.s.maxRead ?? 32 * 1024;
     return this.has('limits@openssh.com') ? n : Math.min(n, 64 * 1024);
   }
   get maxWrite(): number {
-    return this.s._maxWriteLen ?? 32 * 1024;
+    return this.s.maxWrite ?? 32 * 1024;
   }
   get maxOpenHandles(): number {
     const n = this.s.maxOpenHandles;
