@@ -1,6 +1,6 @@
 import ignore, { type Ignore } from 'ignore';
 import picomatch from 'picomatch';
-import { ancestors, baseName, isAsideName, isTempName, parentOf } from '../util/paths.js';
+import { ancestors, baseName, isAsideName, isPartialName, isTempName, parentOf } from '../util/paths.js';
 import { STATE_DIR } from '../manifest/manifest.js';
 
 export interface FilterOptions {
@@ -82,7 +82,7 @@ export class IgnoreRules {
     const name = baseName(rel);
     if (name === '.git') return true;
     if (rel === STATE_DIR) return true;
-    if (isTempName(name) || isAsideName(name)) return true;
+    if (isTempName(name) || isAsideName(name) || isPartialName(name)) return true;
     if (this.ordered) {
       for (const r of this.ordered) if (globHits([r.glob], rel, isDir)) return !r.include;
     } else {

@@ -1,7 +1,7 @@
 import type { Problem, Tree } from '../types.js';
 import type { DirListing, SpecialKind, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
-import { isAsideName, isSafeName, isTempName, joinRel } from '../util/paths.js';
+import { isAsideName, isPartialName, isSafeName, isTempName, joinRel } from '../util/paths.js';
 import { IgnoreRules } from './ignore.js';
 
 export interface WalkResult {
@@ -11,6 +11,8 @@ export interface WalkResult {
   problems: Problem[];
   /** Temp files an interrupted run left behind. */
   temps: string[];
+  /** Partial uploads an interrupted run left (paths.ts partialNameFor), with their sizes: resumed, or removed. */
+  partials: Array<{ path: string; size: number }>;
   /** Directories that could not be listed: nothing below them may be created, changed or deleted. */
   blocked: string[];
   /** FIFOs, sockets and devices (not excluded by the rules): never synced, but the run says so. */
@@ -96,6 +98,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   const tree: Tree = new Map();
   const problems: Problem[] = [];
   const temps: string[] = [];
+  const partials: Array<{ path: string; size: number }> = [];
   const blocked: string[] = [];
   const skipped: WalkResult['skipped'] = [];
   let ignored = 0;
@@ -103,7 +106,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   const lister = opts.prefetcher ?? new Prefetcher(t);
   opts.onDir?.('');
   const rootEntries = await lister.take('');
-  if (rootEntries === null) return { tree, rootExists: false, problems, temps, blocked, skipped, ignored, asides };
+  if (rootEntries === null) return { tree, rootExists: false, problems, temps, partials, blocked, skipped, ignored, asides };
 
   const excluded = (rel: string, isDir: boolean) => opts.rules.isExcluded(rel, isDir);
 
@@ -124,6 +127,10 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       }
       if (isTempName(name)) {
         temps.push(rel);
+        continue;
+      }
+      if (isPartialName(name)) {
+        if (entry.type === 'file') partials.push({ path: rel, size: entry.size });
         continue;
       }
       if (isAsideName(name)) {
@@ -181,7 +188,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       })
       .catch(reject);
   });
-  return { tree, rootExists: true, problems, temps, blocked, skipped, ignored, asides };
+  return { tree, rootExists: true, problems, temps, partials, blocked, skipped, ignored, asides };
 }
 
 /** Drops paths the other side's rules exclude (its rules were not known while this tree was walked). */

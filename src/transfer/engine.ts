@@ -10,7 +10,7 @@ import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR }
 import { acquireLock } from '../manifest/lock.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { mapLimit, Semaphore } from '../util/limit.js';
-import { ancestors, asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, tempNameFor } from '../util/paths.js';
+import { ancestors, asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor, tempNameFor } from '../util/paths.js';
 import { conflictName } from '../transport/rebuild.js';
 import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
@@ -139,6 +139,10 @@ const PREDICT_MAX_FILES = 2000;
 const CTIME_SLACK_MS = 20;
 /** Files up to this size are hashed for comparison many at a time; bigger ones a few at a time. */
 const HASH_SMALL_MAX = 1 << 20;
+/** Uploads of files this big go into partials that an interrupted run leaves for the next to go on from. */
+const RESUME_MIN_SIZE = 4 << 20;
+/** What of a partial's end is read back and compared before it is gone on with. */
+const RESUME_CHECK_BYTES = 256 << 10;
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 const PREDICT_MAX_BYTES = 32 * 2 ** 20;
 
@@ -449,9 +453,24 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       return finish();
     }
 
+    // Big uploads go into partials named after the local version they send: one an interrupted run left for the
+    // same version is gone on with (putWhole); any other is removed with the temps.
+    const partialFor = new Map<string, string>();
+    if (o.direction === 'push' && o.remote.caps.partialWrites) {
+      await mapLimit(
+        p.transfers.filter((op): op is Extract<Op, { kind: 'put' }> => op.kind === 'put' && op.entry.type === 'file' && op.entry.size >= RESUME_MIN_SIZE),
+        16,
+        async (op) => {
+          const stamp = await o.local.stamp(op.path).catch(() => null);
+          if (stamp) partialFor.set(op.path, partialNameFor(op.path, createHash('sha256').update(`${op.path}\0${stamp}\0${op.entry.size}`).digest('hex')));
+        },
+      );
+    }
+    const wantedPartials = new Set(partialFor.values());
+    const stalePartials = o.direction === 'push' ? remoteWalk.partials.filter((x) => !wantedPartials.has(x.path)).map((x) => x.path) : [];
     const ownTemps = specs?.temps() ?? new Set<string>();
     await Promise.all([
-      ...[...remoteWalk.temps.filter((t) => !ownTemps.has(t)), ...((await stateTemps) ?? [])].map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
+      ...[...remoteWalk.temps.filter((t) => !ownTemps.has(t)), ...stalePartials, ...((await stateTemps) ?? [])].map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
       ...localWalk.temps.map((t) => o.local.remove(t, 'file').catch(() => undefined)),
     ]);
 
@@ -567,11 +586,44 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       emit({ type: 'progress', files: filesDone, filesTotal, bytes: bytesDone, bytesTotal });
     };
 
+    /**
+     * How much of a partial upload (`partialRel`, found by the listing) can be trusted as the start of the local file:
+     * its name already ties it to this version of the file, and its first 64 KiB and last 256 KiB are read back and
+     * compared (a torn or foreign tail, or another writer, shows there). 0: start over.
+     */
+    const trustedPrefix = async (partialRel: string, rel: string, size: number): Promise<number> => {
+      const held = remoteWalk.partials.find((x) => x.path === partialRel)?.size ?? 0;
+      if (held <= 0 || held > size) return 0;
+      const ranges: Array<[number, number]> = [[0, Math.min(held, 64 * 1024)]];
+      if (held > 64 * 1024) ranges.push([Math.max(64 * 1024, held - RESUME_CHECK_BYTES), held]);
+      const [there, here] = await Promise.all([o.remote.openReader(partialRel), o.local.openReader(rel)]).catch(() => [null, null] as const);
+      try {
+        if (!there || !here) return 0;
+        for (const [a, b] of ranges) {
+          for (let pos = a; pos < b; ) {
+            const n = Math.min(b - pos, o.remote.caps.maxRead);
+            const [x, y] = await Promise.all([there.read(pos, n), here.read(pos, n)]);
+            if (x.length !== n || !x.equals(y)) return 0;
+            pos += n;
+          }
+        }
+        return held;
+      } catch {
+        return 0;
+      } finally {
+        await Promise.all([there?.close().catch(() => undefined), here?.close().catch(() => undefined)]);
+      }
+    };
+
     const putWhole = async (op: Extract<Op, { kind: 'put' }>, backup: boolean): Promise<void> => {
       const e = op.entry;
       // Big files are cut while they stream, so that the next change to them can go as a delta.
       const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
       const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
+      // An upload an interrupted run began for this same version goes on from where its partial ends.
+      const partialRel = partialFor.get(op.path);
+      const partial = partialRel ? { name: baseName(partialRel), from: await trustedPrefix(partialRel, op.path, e.size) } : undefined;
+      const from = partial?.from ?? 0;
       // The source's reader fails at its end if the file was modified while it was read, and the hash of what was
       // read must be the one the plan knows (if it knows one): either way nothing is renamed into place, so no
       // mix of two versions lands (and none is recorded in the manifest).
@@ -580,7 +632,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         progress();
       });
       const data = (async function* () {
-        yield* hs.stream;
+        // The whole file is read (its hash and chunks cover it all); what the partial holds is not sent again.
+        let at = 0;
+        for await (const chunk of hs.stream) {
+          const end = at + chunk.length;
+          if (end > from) yield at >= from ? chunk : chunk.subarray(from - at);
+          at = end;
+        }
         if (e.sha256 && hs.result().sha256 !== e.sha256) {
           throw new WsyncError('E_CHANGED_DURING_SYNC', `${src.describe(op.path)} changed while it was being sent (its content is not what was scanned); it goes on the next run`);
         }
@@ -592,7 +650,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const expect = backup ? undefined : op.replace && d && d.type !== 'dir' ? { type: d.type, size: d.size, mtime: d.mtime } : op.replace ? undefined : null;
       // Under --force a change found there goes to the trash instead, and the file is replaced all the same.
       const changedTo = o.force && expect ? `${trash}/${op.path}` : undefined;
-      await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo });
+      if (from > 0) trace('resumed', op.path);
+      await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo, partial });
       const { sha256, chunked } = hs.result();
       const done: Entry = chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 };
       next.set(op.path, done);
@@ -605,7 +664,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         else cache.addContent(list);
       }
       stats.filesSent++;
-      stats.bytesSent += e.size;
+      stats.bytesSent += e.size - from;
       filesDone++;
       progress();
       emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'file', bytes: e.size });

@@ -18,6 +18,8 @@ export interface Capabilities {
   /** Largest single read/write request. */
   maxRead: number;
   maxWrite: number;
+  /** writeFile takes WriteOptions.partial: an interrupted upload can be kept and gone on with. */
+  partialWrites?: boolean;
 }
 
 export interface DirEntry {
@@ -80,6 +82,13 @@ export interface WriteOptions {
    * --force), and the write goes ahead. Without it such a change is kept beside the new file, or the write refused.
    */
   changedTo?: string;
+  /**
+   * (caps.partialWrites) The temp gets this name (in the same directory), and is kept instead of removed when the
+   * write fails part-way (a lost link, an interrupt), so that a later run can go on from what it holds. With
+   * `from` > 0 the temp already holds the first `from` bytes: it is opened without truncation and the data given
+   * is what follows them.
+   */
+  partial?: { name: string; from: number };
 }
 
 /**

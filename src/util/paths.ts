@@ -116,6 +116,25 @@ export function asideNameFor(rel: string): string {
 
 const ASIDE_RE = /^\.(.+)\.wsync-old(cut)?-[0-9a-f]{8}$/s;
 
+const PARTIAL_RE = /^\.(.+)\.wsync-part-[0-9a-f]{16}$/s;
+
+/**
+ * What an interrupted upload of a big file leaves for the next run to go on from: `.<name>.wsync-part-<key>`, where
+ * the key names the source version being sent (a changed source gets another name, and its old partial is removed).
+ * Never taken for a temp (a run would remove it), never synced.
+ */
+export function partialNameFor(rel: string, key: string): string {
+  const k = key.slice(0, 16);
+  let name = baseName(rel);
+  const extra = Buffer.byteLength(`..wsync-part-${k}`, 'utf8');
+  if (Buffer.byteLength(name, 'utf8') + extra > NAME_MAX) name = utf8Prefix(name, NAME_MAX - extra - 1) + '~';
+  return joinRel(parentOf(rel), `.${name}.wsync-part-${k}`);
+}
+
+export function isPartialName(name: string): boolean {
+  return PARTIAL_RE.test(name);
+}
+
 export function isAsideName(name: string): boolean {
   return ASIDE_RE.test(name);
 }

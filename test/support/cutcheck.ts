@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import type { CliResult } from './cli.js';
 
 export const TEMP_NAME = /\.wsync-[0-9a-f]{8}\.tmp$/;
+/** A big upload an interrupted run left to be gone on with (paths.ts partialNameFor). */
+export const PARTIAL_NAME = /\.wsync-part-[0-9a-f]{16}$/;
 
 /** Regular files below root (wsync's own state and temp files left out), path → sha256. */
 export function finalFiles(root: string): Map<string, string> {
@@ -17,7 +19,7 @@ export function finalFiles(root: string): Map<string, string> {
   const visit = (dir: string, rel: string) => {
     for (const name of readdirSync(dir)) {
       const r = rel ? `${rel}/${name}` : name;
-      if (r === '.wsync' || TEMP_NAME.test(name)) continue;
+      if (r === '.wsync' || TEMP_NAME.test(name) || PARTIAL_NAME.test(name)) continue;
       const p = join(dir, name);
       const st = lstatSync(p);
       if (st.isDirectory()) visit(p, r);
@@ -28,7 +30,7 @@ export function finalFiles(root: string): Map<string, string> {
   return out;
 }
 
-/** Temp files anywhere below root, .wsync/ included. */
+/** Temp files (and partial uploads) anywhere below root, .wsync/ included. */
 export function tempFiles(root: string): string[] {
   const out: string[] = [];
   if (!existsSync(root)) return out;
@@ -36,7 +38,7 @@ export function tempFiles(root: string): string[] {
     for (const name of readdirSync(dir)) {
       const r = rel ? `${rel}/${name}` : name;
       const p = join(dir, name);
-      if (TEMP_NAME.test(name)) out.push(r);
+      if (TEMP_NAME.test(name) || PARTIAL_NAME.test(name)) out.push(r);
       if (lstatSync(p).isDirectory()) visit(p, r);
     }
   };

@@ -102,6 +102,7 @@ export class SftpTransport implements Transport {
       get maxWrite() {
         return Math.min(...channels.map((c) => c.maxWrite));
       },
+      partialWrites: true,
     };
   }
 
@@ -479,11 +480,13 @@ export class SftpTransport implements Transport {
   /** Data, mode, mtime and fsync under a temp name in the target's directory; returns the temp's absolute path. */
   private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions, seen: { stale?: boolean } = {}): Promise<string> {
     const { ch } = slot;
-    const tmp = this.abs(opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
+    const partial = opts.partial;
+    const tmp = this.abs(partial ? joinRel(parentOf(rel), partial.name) : opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
     if (opts.parents) this.sendMkdirs(ch, parentOf(rel), opts.parents === 'last');
     let h: Buffer;
     try {
-      h = await ch.open(tmp, 'wx', { mode: meta.mode & 0o777 });
+      // A partial is ours by its name (a leftover that was not trusted is overwritten); gone on with, it is not cut.
+      h = await ch.open(tmp, partial ? (partial.from > 0 ? 'r+' : 'w') : 'wx', { mode: meta.mode & 0o777 });
     } catch (err) {
       const full = await this.noSpace(ch, rel, meta.size, err);
       if (full) throw new WsyncError('E_REMOTE_IO', `cannot create ${this.describe(rel)}: ${full}`, { cause: err });
@@ -495,7 +498,7 @@ export class SftpTransport implements Transport {
       p.catch((err) => (failed ??= err));
       inflight.push(p);
     };
-    let pos = 0;
+    let pos = partial?.from ?? 0;
     try {
       for await (const chunk of data) {
         if (failed) break;
@@ -534,7 +537,10 @@ export class SftpTransport implements Transport {
       const full = this.noSpace(ch, rel, meta.size, err);
       await Promise.allSettled(inflight);
       await ch.close(h).catch(() => undefined);
-      await ch.unlink(tmp).catch(() => undefined);
+      // A partial is kept for the next run, unless what it holds can never be gone on with (the source changed) or
+      // its blocks are what filled the disk.
+      const keep = partial && !(err instanceof WsyncError && err.code === 'E_CHANGED_DURING_SYNC') && !(await full);
+      if (!keep) await ch.unlink(tmp).catch(() => undefined);
       const why = await full;
       if (why) throw new WsyncError('E_REMOTE_IO', `cannot write ${this.describe(rel)}: ${why}`, { cause: err instanceof WsyncError ? err.cause : err });
       throw err instanceof WsyncError ? err : mapSftpError(err, `cannot write ${this.describe(rel)}`);
