@@ -4,6 +4,7 @@ import { EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import type { GitConnectOptions } from '../git/push.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+import { onInterrupt } from '../util/interrupt.js';
 
 interface GitArgs {
   remote: string;
@@ -57,9 +58,8 @@ async function connectOptions(a: GitArgs, hold: <T>(ask: () => Promise<T>) => Pr
 
 const short = (oid: string | null) => (oid ? oid.slice(0, 7) : '');
 
-/** What a push or fetch is doing after the step named ends (the keys of its timings). */
+/** What a push or fetch is doing after the step named ends (the keys of its timings, in the order they usually end). */
 const PUSH_STEPS: Record<string, string> = {
-  '': 'connecting',
   connect: 'reading the remote repository',
   refs: 'counting objects',
   plan: 'sending objects',
@@ -72,7 +72,6 @@ const PUSH_STEPS: Record<string, string> = {
   update: 'updating refs',
 };
 const FETCH_STEPS: Record<string, string> = {
-  '': 'connecting',
   connect: 'listing remote objects',
   list: 'reading new objects',
   walk: 'writing objects',
@@ -81,7 +80,9 @@ const FETCH_STEPS: Record<string, string> = {
 
 /**
  * One status line on a terminal's stderr while a git command works (`wsync: sending objects… 4s`), redrawn as steps
- * end and every half second, erased before the result prints: a long push is never silent. Nothing off a terminal.
+ * end and every half second, erased before the result prints: a long push is never silent. Drawn only once
+ * connected: before that a ProxyCommand's ssh, or wsync itself, may be asking something on the same terminal
+ * (`hold` keeps it away from wsync's own questions all the same). Nothing off a terminal, with -q or --json.
  */
 function stepLine(
   steps: Record<string, string>,
@@ -89,17 +90,30 @@ function stepLine(
 ): { onPhase?: (done: string) => void; stop: () => void; hold: <T>(ask: () => Promise<T>) => Promise<T> } {
   if (!process.stderr.isTTY || a.quiet || a.json) return { stop: () => undefined, hold: (ask) => ask() };
   const t0 = Date.now();
-  let what = steps[''];
+  let what: string | undefined;
   let held = 0;
+  let shown = false;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const order = Object.keys(steps);
+  let rank = -1;
   const draw = () => {
-    if (!held) process.stderr.write(`\r\x1b[Kwsync: ${what}… ${Math.floor((Date.now() - t0) / 1000)}s`);
+    if (held || what === undefined) return;
+    const text = `wsync: ${what}… ${Math.floor((Date.now() - t0) / 1000)}s`;
+    // Longer than the terminal is wide it would wrap, and \r would no longer return to its start.
+    process.stderr.write(`\r\x1b[K${text.slice(0, Math.max(10, (process.stderr.columns || 80) - 1))}`);
+    shown = true;
   };
-  draw();
-  const timer = setInterval(draw, 500);
-  timer.unref();
+  const stop = () => {
+    if (timer) clearInterval(timer);
+    timer = undefined;
+    what = undefined;
+    if (shown) process.stderr.write('\r\x1b[K');
+    shown = false;
+  };
+  const forget = onInterrupt(async () => stop());
   return {
     hold: async (ask) => {
-      if (held++ === 0) process.stderr.write('\r\x1b[K');
+      if (held++ === 0 && shown) process.stderr.write('\r\x1b[K');
       try {
         return await ask();
       } finally {
@@ -107,15 +121,20 @@ function stepLine(
       }
     },
     onPhase: (done) => {
+      // Steps that run side by side may end in either order: the line only moves forward.
+      const r = order.indexOf(done);
+      if (r <= rank) return;
+      rank = r;
       const next = steps[done];
-      if (next && next !== what) {
-        what = next;
-        draw();
-      }
+      if (next === what) return;
+      what = next;
+      timer ??= setInterval(draw, 500);
+      timer.unref();
+      draw();
     },
     stop: () => {
-      clearInterval(timer);
-      process.stderr.write('\r\x1b[K');
+      forget();
+      stop();
     },
   };
 }

@@ -184,7 +184,8 @@ function exitOnSignals(): void {
   const onSignal = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
-    process.stderr.write('\nwsync: interrupted; removing its locks\n');
+    // On a terminal the status or progress line (and the ^C echoed on it) is cleared, not left above the message.
+    process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : '\n'}wsync: interrupted; removing its locks\n`);
     void import('../util/interrupt.js')
       .then((m) => m.runInterruptTasks(3000))
       .finally(() => process.exit(130));

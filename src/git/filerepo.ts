@@ -9,6 +9,7 @@ import { WsyncError } from '../errors.js';
 import type { ExclusiveFile, Transport } from '../transport/types.js';
 import { mapLimit } from '../util/limit.js';
 import { ancestors } from '../util/paths.js';
+import type { LockLedger } from './lockledger.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { decodeLoose, encodeLoose, hashObject, isOid, type GitObject, type ObjectType } from './objects.js';
 import { PackIndex, PackReader, type RandomAccess } from './pack.js';
@@ -33,6 +34,8 @@ export const STALE_LOCK_SECONDS = 60;
 /** A git lock file wsync holds (kept open, as git does); released in `finally` by whoever took it. */
 export class RefLock {
   private readonly forget: () => void;
+  /** Taken after removing a lock file that was there first (left by a crash or a cut push). */
+  retaken = false;
   constructor(
     private readonly repo: FileRepo,
     /** The file the lock guards, relative to the git dir. */
@@ -40,19 +43,21 @@ export class RefLock {
     private readonly handle: ExclusiveFile,
   ) {
     // Interrupted with the lock held: remove it, or git on the other side stays locked out.
-    this.forget = onInterrupt(() => this.handle.abort());
+    this.forget = onInterrupt(async () => void (await this.handle.abort()));
   }
   /** Writes the new content into the lock, then (once `after` is done) renames it over the file: git's commit_lock_file. */
   async commit(content: Buffer, after?: Promise<unknown>): Promise<void> {
     try {
       await this.handle.commit(content, this.repo.p(this.file), after);
+      this.repo.ledger?.done(this.repo.p(`${this.file}.lock`));
     } finally {
       this.forget();
     }
   }
   async release(): Promise<void> {
     this.forget();
-    await this.handle.abort();
+    // Not confirmed removed (the link went): it stays written down for the next push from here to remove.
+    if (await this.handle.abort()) this.repo.ledger?.done(this.repo.p(`${this.file}.lock`));
   }
 }
 
@@ -97,6 +102,8 @@ async function settleAll<T>(jobs: Array<() => Promise<T>>): Promise<{ ok: T[]; f
 
 export class FileRepo {
   private packed?: Promise<PackedRefs>;
+  /** Where the locks this machine takes here are written down (a push's remote repository; see LockLedger). */
+  ledger?: LockLedger;
   constructor(
     readonly t: Transport,
     readonly layout: RepoLayout,
@@ -261,16 +268,38 @@ export class FileRepo {
   }
 
   private async takeLock(file: string, open: () => Promise<ExclusiveFile | null>, opts: { breakStale?: boolean }): Promise<RefLock> {
+    const lockPath = this.p(`${file}.lock`);
+    this.ledger?.taking(lockPath);
     // The lock file exists on the server before its handle is back here: an interrupt in between must remove it too.
     let opening = open();
-    let forget = onInterrupt(async () => (await opening.catch(() => null))?.abort());
-    let handle = await opening.finally(forget);
-    if (!handle && opts.breakStale && (await this.breakIfStale(file))) {
+    let forget = onInterrupt(async () => void (await (await opening.catch(() => null))?.abort()));
+    let handle = await opening.finally(forget).catch((err) => {
+      // Lost with the link, the lock may exist there: it stays written down, for the next push to remove.
+      if (!(err instanceof WsyncError && err.code === 'E_REMOTE_LOST')) this.ledger?.done(lockPath);
+      throw err;
+    });
+    // Taken at once: whatever a dead run wrote down for it is moot. Else, left by a push from here whose link was
+    // cut (its process is gone): ours to remove.
+    const retaken = !handle;
+    if (handle) this.ledger?.forgetDead(lockPath);
+    if (!handle && this.ledger?.leftByDeadRun(lockPath)) {
+      await this.t.remove(lockPath, 'file').catch(() => undefined);
+      this.ledger.forgetDead(lockPath);
       opening = open();
-      forget = onInterrupt(async () => (await opening.catch(() => null))?.abort());
+      forget = onInterrupt(async () => void (await (await opening.catch(() => null))?.abort()));
       handle = await opening.finally(forget);
     }
-    if (handle) return new RefLock(this, file, handle);
+    if (!handle && opts.breakStale && (await this.breakIfStale(file))) {
+      opening = open();
+      forget = onInterrupt(async () => void (await (await opening.catch(() => null))?.abort()));
+      handle = await opening.finally(forget);
+    }
+    if (handle) {
+      const l = new RefLock(this, file, handle);
+      l.retaken = retaken;
+      return l;
+    }
+    this.ledger?.done(lockPath);
     const st = await this.t.lstat(this.p(`${file}.lock`)).catch(() => null);
     const age = st ? Math.max(0, Math.floor(Date.now() / 1000) - st.mtime) : undefined;
     const young = opts.breakStale ? `; --break-lock removes only locks older than ${STALE_LOCK_SECONDS} s` : '';

@@ -2,10 +2,12 @@
  * `wsync git push`: send the objects the remote lacks (judged from its refs as they are now), then move its branch
  * with compare-and-swap, bringing a checked-out work tree along the way git's updateInstead does.
  */
+import { createHash } from 'node:crypto';
 import type { SyncOptions } from '../api.js';
 import { openTarget } from '../transport/open.js';
 import { WsyncError } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
+import { LockLedger } from './lockledger.js';
 import { FileRepo, type StagedObjects } from './filerepo.js';
 import type { LocalRepo } from './local.js';
 import { objectsToSend, revList, type CommitInfo, type ObjectToSend } from './objects-to-send.js';
@@ -180,6 +182,9 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     // the transport keeps request order, the locks are taken and what they protect read in that same round.
     const soft = <T>(p: Promise<T>) => p.catch(() => null);
     const guess = new FileRepo(t, { gitDir: '.git', bare: false, config: new Map() });
+    // The locks taken there are written down here, so that a push cut short does not lock the next one out.
+    const ledger = LockLedger.for(local.gitdir, createHash('sha256').update(t.describe()).digest('hex').slice(0, 16));
+    guess.ledger = ledger;
     if (t.pinned) await o.hooks?.beforeLock?.();
     const early = t.pinned ? lockAndRead(guess, ref, true, { parents: false }) : undefined;
     early?.catch(() => undefined);
@@ -219,8 +224,10 @@ export async function gitPush(target: Target | string, o: GitPushOptions = {}): 
     if (held && found?.gitDir !== '.git') await Promise.all([held.ref.release(), held.index?.release()]);
     else locked = held;
     try {
+      if (found) found.ledger = ledger;
       if (!found) {
         repo = await FileRepo.init(t, branch);
+        repo.ledger = ledger;
         head = { symref: ref };
         oldOid = null;
         existingDirs = new Set();

@@ -9,6 +9,7 @@ import { configBool, reflogLine } from './refs.js';
 import { FileRepo, type RefLock, type StagedObjects } from './filerepo.js';
 import type { DirEntry } from '../transport/types.js';
 import { baseName, isTempName } from '../util/paths.js';
+import { LOCK_PATH } from '../manifest/lock.js';
 import type { RefContent } from './refs.js';
 import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
 import { ZERO_OID } from './objects.js';
@@ -116,6 +117,7 @@ export interface LockedRead {
 export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolean, opts: { parents?: boolean; breakStale?: boolean } = {}): Promise<LockedRead> {
   const view = repo.t.pinned?.();
   const r = view ? new FileRepo(view, repo.layout) : repo;
+  r.ledger = repo.ledger;
   const take = (f: string) => (opts.parents === false ? r.lockHere(f, opts) : r.lock(f, opts));
   const locks = (withIndex ? ['index', ref] : [ref]).map(take);
   for (const l of locks) l.catch(() => undefined);
@@ -138,6 +140,11 @@ export async function lockAndRead(repo: FileRepo, ref: string, withIndex: boolea
   }
   const held = got.map((g) => (g as PromiseFulfilledResult<RefLock>).value);
   try {
+    // A lock taken only after removing one a cut push left: what was read behind the first try is not under it.
+    if (held.some((l) => l.retaken)) {
+      await reads?.catch(() => undefined);
+      reads = undefined;
+    }
     reads ??= readAll();
     const [head, current, indexData, indexSt] = await reads;
     return { ref: held[held.length - 1], index: withIndex ? held[0] : null, head, current, indexData, indexMtime: indexSt?.mtime || Number.MAX_SAFE_INTEGER };
@@ -224,11 +231,12 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       const mtime = ahead?.mtime ?? Math.floor(Date.now() / 1000) - 1;
       const entries = await indexAfter(state, plan, u.src, mtime);
       objectsIn = upload.then((st) => st?.commit());
+      objectsIn.catch(() => undefined);
       const wt = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length, copied: 0 };
       // A failed upload fails the push through objectsIn; here it only means no copies from the pack.
       const fromPack = { blobs: upload.then((st) => st?.stored).catch(() => undefined), committed: objectsIn, onCopied: () => wt.copied++ };
       const applied = applyWorktreeUpdate(repo.t, plan, u.src, mtime, ahead, fromPack).then(() => u.mark?.('worktree'));
-      commits.push(sweepStaleTemps(repo, lst));
+      commits.push(sweepStaleTemps(repo, lst, ahead?.temps ?? new Set()));
       // The lock files get their content now and are renamed over index and ref once what they describe is there.
       commits.push(applied, objectsIn.then(() => undefined));
       commits.push(locked.index!.commit(serializeIndex(entries), applied));
@@ -237,6 +245,7 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     } else {
       accepted = true;
       objectsIn = upload.then((st) => st?.commit());
+      objectsIn.catch(() => undefined);
       commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), objectsIn));
     }
     if (configBool(repo.layout.config.get('core.logallrefupdates'), !repo.layout.bare)) {
@@ -258,16 +267,22 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
   }
 }
 
-/** A wsync temp file this old in a work tree was left by a run that died (live ones are renamed within moments). */
+/**
+ * A wsync temp file this old in a work tree was left by a run that died, even while a directory sync (`wsync push`,
+ * which holds `.wsync/lock`) may be writing there: live ones are renamed within moments.
+ */
 const STALE_TEMP_SECONDS = 3600;
 
 /**
- * Removes temp files a killed wsync left in the work tree: git shows them as untracked. Only under the locks this
- * push holds, only wsync's own names, only old ones; best effort.
+ * Removes temp files a killed or cut wsync left in the work tree: git shows them as untracked. Only under the locks
+ * this push holds, only wsync's own names, never this push's own (`own`). Any age: another git push staging there
+ * cannot use its temps without these locks, and gives them up when it fails to take them; but while a directory
+ * sync holds its lock there, only old ones. Best effort.
  */
-async function sweepStaleTemps(repo: FileRepo, listing: WorktreeListing): Promise<void> {
-  const cutoff = Math.floor(Date.now() / 1000) - STALE_TEMP_SECONDS;
-  const stale = [...listing.entries].filter(([p, e]) => e.type === 'file' && isTempName(baseName(p)) && e.mtime < cutoff).map(([p]) => p);
+async function sweepStaleTemps(repo: FileRepo, listing: WorktreeListing, own: ReadonlySet<string>): Promise<void> {
+  const syncing = (await repo.t.lstat(LOCK_PATH).catch(() => null)) !== null;
+  const cutoff = syncing ? Math.floor(Date.now() / 1000) - STALE_TEMP_SECONDS : Infinity;
+  const stale = [...listing.entries].filter(([p, e]) => e.type === 'file' && isTempName(baseName(p)) && !own.has(p) && e.mtime < cutoff).map(([p]) => p);
   await Promise.all(stale.map((p) => repo.t.remove(p, 'file').catch(() => undefined)));
 }
 

@@ -8,7 +8,7 @@ import { WsyncError } from '../errors.js';
 import type { StagedFile, Transport } from '../transport/types.js';
 import type { Entry } from '../types.js';
 import { mapLimit } from '../util/limit.js';
-import { ancestors, parentOf } from '../util/paths.js';
+import { ancestors, baseName, joinRel, parentOf, tempNameFor } from '../util/paths.js';
 import { hashObject } from './objects.js';
 import type { IndexEntry } from './index-file.js';
 import type { StoredBlobs } from './filerepo.js';
@@ -200,6 +200,8 @@ export async function planWorktreeUpdate(
 export interface StagedWorktree {
   mtime: number;
   files: Map<string, StagedFile>;
+  /** The temp files it wrote (paths in the work tree): its own, never swept as left by a dead run. */
+  temps: Set<string>;
   abort(): Promise<void>;
 }
 
@@ -228,6 +230,7 @@ function stageable(oldTree: FlatTree, newTree: FlatTree): Array<[string, FlatEnt
  */
 export async function stageWorktree(t: Transport, oldTree: FlatTree, newTree: FlatTree, src: ObjectSource, mtime: number): Promise<StagedWorktree> {
   const files = new Map<string, StagedFile>();
+  const temps = new Set<string>();
   const created = new Set<string>();
   const oldDirs = new Set<string>();
   for (const p of oldTree.keys()) for (const a of ancestors(p)) oldDirs.add(a);
@@ -240,13 +243,15 @@ export async function stageWorktree(t: Transport, oldTree: FlatTree, newTree: Fl
   try {
     await mapLimit(jobs, PARALLEL, async ([p, e]) => {
       const obj = await src.read(e.oid);
-      files.set(p, await t.stageSmall(p, obj.body, { mode: e.mode === MODE_EXEC ? 0o755 : 0o644, mtime, parents: true }));
+      const tempName = baseName(tempNameFor(p));
+      temps.add(joinRel(parentOf(p), tempName));
+      files.set(p, await t.stageSmall(p, obj.body, { mode: e.mode === MODE_EXEC ? 0o755 : 0o644, mtime, parents: true, tempName }));
     });
   } catch (err) {
     await abort();
     throw err;
   }
-  return { mtime, files, abort };
+  return { mtime, files, temps, abort };
 }
 
 function entryFor(path: string, e: FlatEntry, size: number, mtime: number): IndexEntry {

@@ -221,7 +221,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     ? lockP.then(() => pin.openExclusive(manifestTmpName)).then(
         (f) => {
           // Ctrl-C removes it with the lock; only a killed run leaves it behind, and the next run removes it.
-          if (f) onInterrupt(() => f.abort());
+          if (f) onInterrupt(async () => void (await f.abort()));
           return f;
         },
         () => null,
@@ -241,8 +241,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const pairFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.pair.json') : null;
   const journalFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.journal') : null;
   const journal = new Journal(o.dryRun ? null : journalFile);
-  /** Local files the ctime check found changed under an unchanged size and mtime. */
-  const flagged = new Set<string>();
+  /** Local files the ctime check found changed under an unchanged size and mtime, with their local content hash. */
+  const flagged = new Map<string, string>();
   let cacheP: Promise<ChunkCache> | undefined = o.cache;
   const getCache = () => (cacheP ??= ChunkCache.load(cacheFile, cacheLabel));
   // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
@@ -343,9 +343,15 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     for (const [p, e] of manifest?.entries ?? []) {
       if (!localRules.isExcludedDeep(p, e.type === 'dir') && !remoteRules.isExcludedDeep(p, e.type === 'dir')) base.set(p, e);
     }
-    // Files an earlier run from here finished but could not record (it was cut before its manifest): as written.
-    for (const [p, e] of trustedEntries(Journal.read(journalFile), remoteTree, manifest?.entries ?? new Map())) {
-      if (!localRules.isExcludedDeep(p, false) && !remoteRules.isExcludedDeep(p, false)) base.set(p, e);
+    // Files an earlier run from here finished but could not record (it was cut before its manifest): as written,
+    // while the destination lists them so and the local file is untouched since.
+    // A local file touched since it was sent or written is compared by content below (with the ctime suspects).
+    const journaled = await trustedEntries(Journal.read(journalFile), o.direction === 'push' ? remoteTree : localTree, manifest?.entries ?? new Map(), (rel) => o.local.stamp(rel));
+    const touchedSince = new Set<string>();
+    for (const { path: p, entry, changed } of journaled) {
+      if (localRules.isExcludedDeep(p, false) || remoteRules.isExcludedDeep(p, false)) continue;
+      base.set(p, entry);
+      if (changed) touchedSince.add(p);
     }
     const srcTree = o.direction === 'push' ? localTree : remoteTree;
     const dstTree = o.direction === 'push' ? remoteTree : localTree;
@@ -364,22 +370,26 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // A local file whose size and mtime match the manifest but whose ctime says it was written after the last run
     // here began (an edit within one second at the same size, or one that put the mtime back) is compared by
     // content: pushed if it differs, a conflict on pull rather than overwritten. Both copies of such a path then
-    // carry a hash, so the plan compares content. Without a previous run from this machine: the quick check alone.
-    const lastScan = readPairState(pairFile)?.lastScanStart;
+    // carry a hash, so the plan compares content. Without a previous run from this machine: the quick check alone
+    // (and the files the journal found touched since they were sent or written, and those an earlier run left flagged).
+    const pairState = readPairState(pairFile);
+    const lastScan = pairState?.lastScanStart;
+    const stillFlagged = new Set([...(pairState?.flagged ?? []), ...touchedSince]);
     flagged.clear();
-    if (lastScan !== undefined) {
+    if (lastScan !== undefined || stillFlagged.size > 0) {
       const localSide = o.direction === 'push' ? srcTree : dstTree;
       const otherSide = o.direction === 'push' ? dstTree : srcTree;
       const suspects = [...localSide].filter(([p, e]) => {
         const b = base.get(p);
-        return e.type === 'file' && e.ctime !== undefined && e.ctime >= lastScan - CTIME_SLACK_MS && b?.type === 'file' && !!b.sha256 && b.size === e.size && b.mtime === e.mtime && !e.sha256;
+        const recent = (lastScan !== undefined && e.ctime !== undefined && e.ctime >= lastScan - CTIME_SLACK_MS) || stillFlagged.has(p);
+        return e.type === 'file' && recent && b?.type === 'file' && !!b.sha256 && b.size === e.size && b.mtime === e.mtime && !e.sha256;
       });
       await mapLimit(suspects, 8, async ([p, e]) => {
         try {
           const h = await hashFile(o.local, p, e.size);
           e.sha256 = h;
           const b = base.get(p)!;
-          if (h !== b.sha256) flagged.add(p);
+          if (h !== b.sha256) flagged.set(p, h);
           const other = otherSide.get(p);
           if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) other.sha256 = b.sha256;
         } catch {
@@ -621,6 +631,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
       const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
       // An upload an interrupted run began for this same version goes on from where its partial ends.
+      // The local version being sent (a push), for the journal: a later change to it must not be taken for synced.
+      const sentStamp = o.direction === 'push' ? (stamp ?? (await o.local.stamp(op.path).catch(() => null))) : null;
       const partialRel = partialFor.get(op.path);
       const partial = partialRel ? { name: baseName(partialRel), from: await trustedPrefix(partialRel, op.path, e.size) } : undefined;
       const from = partial?.from ?? 0;
@@ -655,7 +667,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const { sha256, chunked } = hs.result();
       const done: Entry = chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 };
       next.set(op.path, done);
-      journal.add(op.path, done);
+      journal.add(op.path, done, o.direction === 'push' ? sentStamp : await o.local.stamp(op.path).catch(() => null));
       if (chunked) {
         const cache = await getCache();
         const list = fromChunked(chunked);
@@ -698,7 +710,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         if (staged && (await o.local.stamp(op.path).catch(() => null)) === early.stamp && (await oldStill())) {
           trace('speculation used', op.path);
           await staged.commit();
-          deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta);
+          deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta, early.stamp);
           return true;
         }
         trace('speculation discarded', op.path);
@@ -720,7 +732,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           progress();
         });
         await dst.rebuildFile(op.path, { size: b.size, mtime: b.mtime }, dp.ops, literal, { mode: e.mode, mtime: e.mtime, size: e.size });
-        deltaDone(op, cur.sha256, spec, dp.copyBytes, dp);
+        deltaDone(op, cur.sha256, spec, dp.copyBytes, dp, reader.stamp);
         return true;
       } finally {
         await reader.close();
@@ -728,10 +740,10 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     };
 
     /** Bookkeeping of a finished rebuild; `progressBytes`: what progress has not counted yet. */
-    const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }) => {
+    const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }, stamp: string) => {
       const done: Entry = { ...op.entry, sha256, chunker: spec };
       next.set(op.path, done);
-      journal.add(op.path, done);
+      journal.add(op.path, done, stamp);
       stats.filesSent++;
       stats.filesDelta++;
       stats.bytesSent += dp.literalBytes;
@@ -816,7 +828,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const window = new CommitWindow(o.remote.link);
       await mapLimit([...ordered, ...fileMetas, ...p.transfers], o.concurrency, async (op) => {
         await dirReady.get(parentOf(op.path));
-        const ticket = op.kind === 'put' ? await window.enter(op.entry.size) : undefined;
+        // A big file counts only up to the size from which an upload resumes (what a cut costs of it is bounded by
+        // then) and a delta's bytes are mostly copied on the server: neither holds every small file behind it.
+        const ticket = op.kind === 'put' ? await window.enter(Math.min(op.entry.size, RESUME_MIN_SIZE)) : undefined;
         try {
           await runOp(op);
         } finally {
@@ -904,10 +918,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
     // The manifest now describes what this run found: later local writes are the ones to check. A pull's own
     // writes are behind it (else the next run would hash everything it wrote); a push reads, so its start counts.
-    // Not moved on while a file found that way is still unsynced (a conflict, a failure): the next run must find it
-    // again rather than take it for clean.
-    const unsynced = [...flagged].some((p) => conflicts.some((c) => c.path === p) || problems.some((x) => x.path === p));
-    if (finalTree && !o.dryRun && !unsynced) writePairState(pairFile, { lastScanStart: o.direction === 'pull' ? Date.now() : started });
+    // A file found that way and not brought in sync (a conflict, a failure, a run cut before its turn, a pull that
+    // keeps a local edit: its content is not what the target now records) is carried over by name, so the next run
+    // compares it again rather than take it for clean once the ctime moment has moved past it.
+    if (finalTree && !o.dryRun) {
+      const carried = [...flagged].filter(([p, h]) => finalTree!.get(p)?.sha256 !== h).map(([p]) => p);
+      writePairState(pairFile, { lastScanStart: o.direction === 'pull' ? Date.now() : started, ...(carried.length ? { flagged: carried } : {}) });
+    }
     if (cacheP) {
       const cache = await cacheP;
       // What the target holds now, for the next run's early rebuilds (unknown after a failed manifest write: none).

@@ -8,13 +8,20 @@ import path from 'node:path';
  */
 export interface PairState {
   lastScanStart: number;
+  /**
+   * Local files found changed that way which the run did not bring in sync (cut short, failed, a conflict, or a
+   * pull that keeps a local edit): compared by content again next time, whatever their ctime.
+   */
+  flagged?: string[];
 }
 
 export function readPairState(file: string | null): PairState | undefined {
   if (!file) return undefined;
   try {
     const doc = JSON.parse(readFileSync(file, 'utf8')) as Partial<PairState>;
-    return typeof doc.lastScanStart === 'number' ? { lastScanStart: doc.lastScanStart } : undefined;
+    if (typeof doc.lastScanStart !== 'number') return undefined;
+    const flagged = Array.isArray(doc.flagged) ? doc.flagged.filter((x): x is string => typeof x === 'string') : [];
+    return { lastScanStart: doc.lastScanStart, ...(flagged.length ? { flagged } : {}) };
   } catch {
     return undefined;
   }

@@ -130,8 +130,11 @@ export interface ExclusiveFile {
    * both are done.
    */
   commit(data: Buffer | null, renameTo?: string, after?: Promise<unknown>, behind?: () => Promise<unknown>): Promise<void>;
-  /** Closes and removes it (idempotent; does nothing after a commit). */
-  abort(): Promise<void>;
+  /**
+   * Closes and removes it (idempotent; does nothing after a commit). Never throws; false when it may still be there
+   * (the connection was lost before the removal was confirmed).
+   */
+  abort(): Promise<boolean>;
 }
 
 /** Data written under a temp name next to its final path, not yet visible there. */

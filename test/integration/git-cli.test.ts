@@ -73,7 +73,7 @@ describe('wsync git CLI against a real sshd', () => {
     for (let i = 0; i < 3; i++) commit(local, { [`f${i}.txt`]: `${i}\n` }, `c${i}`);
     const p = await runCliOnTty(['git', 'push', target, '-F', server.srv.sshConfig, '--repo', local], []);
     expect(p.code, p.output).toBe(0);
-    expect(p.output).toMatch(/wsync: connecting… 0s/);
+    expect(p.output).toMatch(/wsync: reading the remote repository… 0s/);
     expect(p.output).toMatch(/wsync: counting objects…/);
     expect(p.output).toMatch(/wsync: sending objects/);
     // The line is erased before the result, which starts a clean line.

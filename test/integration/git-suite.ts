@@ -114,18 +114,23 @@ export function defineGitSuite(name: string, setup: () => Promise<GitSuiteTarget
       expect(existsSync(join(remote, 'dir'))).toBe(false);
       expect(existsSync(join(remote, 'gone.txt'))).toBe(false);
       expect(git(remote, 'reflog', '--format=%gs').trim().split('\n').length).toBe(steps.length + 1);
-      // Temp files a killed run left in the work tree are cleared by the next push once they are old; fresh ones
-      // may belong to a run in progress and stay.
+      // Temp files a killed or cut run left in the work tree are cleared by the next push (it holds git's locks, so
+      // no other push can still use them); while a directory sync holds its lock there, only old ones.
       const old = join(remote, 'new/.file.txt.wsync-0123abcd.tmp');
       const fresh = join(remote, '.a.txt.wsync-89abcdef.tmp');
       writeFileSync(old, 'left by a crash');
       writeFileSync(fresh, 'in progress');
       utimesSync(old, new Date(Date.now() - 7200_000), new Date(Date.now() - 7200_000));
+      mkdirSync(join(remote, '.wsync'), { recursive: true });
+      writeFileSync(join(remote, '.wsync/lock'), 'a directory sync at work');
       commit(local, { 'a.txt': 'after the crash\n' }, 'sweep');
       await push(local, spec);
       expect(existsSync(old)).toBe(false);
       expect(existsSync(fresh)).toBe(true);
-      rmSync(fresh);
+      rmSync(join(remote, '.wsync'), { recursive: true });
+      commit(local, { 'a.txt': 'after the sync\n' }, 'sweep again');
+      await push(local, spec);
+      expect(existsSync(fresh)).toBe(false);
       expectMirrors(local, remote);
     });
 

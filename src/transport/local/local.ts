@@ -760,6 +760,8 @@ export class LocalTransport implements Transport {
     return {
       write,
       commit: async (data, renameTo, after, behind) => {
+        // Waited for only after the data is written: a failure meanwhile (a lost link) is not left unhandled.
+        after?.catch(() => undefined);
         await dataWritten(rel, data, write, written);
         await after;
         if (renameTo !== undefined) {
@@ -781,11 +783,12 @@ export class LocalTransport implements Transport {
         d.release();
       },
       abort: async () => {
-        if (state === 'done') return;
+        if (state === 'done') return true;
         if (state === 'open') await fh.close().catch(() => undefined);
         state = 'done';
         await fsp.unlink(here).catch(() => undefined);
         d.release();
+        return true;
       },
     };
   }

@@ -948,6 +948,8 @@ export class SftpTransport implements Transport {
     return {
       write,
       commit: async (data, renameTo, after, behind) => {
+        // Waited for only after the data is written: a failure meanwhile (a lost link) is not left unhandled.
+        after?.catch(() => undefined);
         await dataWritten(rel, data, write, written);
         await after;
         if (renameTo !== undefined) {
@@ -962,11 +964,19 @@ export class SftpTransport implements Transport {
         state = 'done';
       },
       abort: async () => {
-        if (state === 'done') return;
+        if (state === 'done') return true;
         const wasOpen = state === 'open';
         state = 'done';
         // Close and unlink back to back: the channel keeps their order, and the pair costs one round trip.
-        await Promise.all([wasOpen ? ch.close(h).catch(() => undefined) : undefined, ch.unlink(abs).catch(() => undefined)]);
+        const [, removed] = await Promise.all([
+          wasOpen ? ch.close(h).catch(() => undefined) : undefined,
+          ch.unlink(abs).then(
+            () => true,
+            // Gone already is removed; a lost link leaves it in doubt.
+            (err) => !(err instanceof WsyncError && err.code === 'E_REMOTE_LOST') && ch.lost === undefined,
+          ),
+        ]);
+        return removed;
       },
     };
   }
