@@ -43,11 +43,15 @@ export class RefLock {
     private readonly handle: ExclusiveFile,
   ) {
     // Interrupted with the lock held: remove it, or git on the other side stays locked out.
-    this.forget = onInterrupt(async () => void (await this.handle.abort()));
+    this.forget = onInterrupt(async () => {
+      if (await this.handle.abort()) this.repo.ledger?.done(this.repo.p(`${this.file}.lock`));
+    });
   }
   /** Writes the new content into the lock, then (once `after` is done) renames it over the file: git's commit_lock_file. */
   async commit(content: Buffer, after?: Promise<unknown>): Promise<void> {
     try {
+      // Its mtime moves with this write: written down again, so that a cut now still leaves it recognisable.
+      this.repo.ledger?.taking(this.repo.p(`${this.file}.lock`));
       await this.handle.commit(content, this.repo.p(this.file), after);
       this.repo.ledger?.done(this.repo.p(`${this.file}.lock`));
     } finally {
@@ -272,29 +276,34 @@ export class FileRepo {
     this.ledger?.taking(lockPath);
     // The lock file exists on the server before its handle is back here: an interrupt in between must remove it too.
     let opening = open();
-    let forget = onInterrupt(async () => void (await (await opening.catch(() => null))?.abort()));
+    const undo = (o: Promise<ExclusiveFile | null>) => async () => {
+      if (await (await o.catch(() => null))?.abort()) this.ledger?.done(lockPath);
+    };
+    let forget = onInterrupt(undo(opening));
     let handle = await opening.finally(forget).catch((err) => {
       // Lost with the link, the lock may exist there: it stays written down, for the next push to remove.
       if (!(err instanceof WsyncError && err.code === 'E_REMOTE_LOST')) this.ledger?.done(lockPath);
       throw err;
     });
-    // Taken at once: whatever a dead run wrote down for it is moot. Else, left by a push from here whose link was
-    // cut (its process is gone): ours to remove.
+    // Left by a push from here whose link was cut (its process is gone, the file no younger than its last write):
+    // ours to remove.
     const retaken = !handle;
-    if (handle) this.ledger?.forgetDead(lockPath);
-    if (!handle && this.ledger?.leftByDeadRun(lockPath)) {
+    const left = !handle && this.ledger ? await this.t.lstat(lockPath).catch(() => null) : null;
+    if (left && this.ledger?.leftByDeadRun(lockPath, left.mtime)) {
       await this.t.remove(lockPath, 'file').catch(() => undefined);
       this.ledger.forgetDead(lockPath);
       opening = open();
-      forget = onInterrupt(async () => void (await (await opening.catch(() => null))?.abort()));
+      forget = onInterrupt(undo(opening));
       handle = await opening.finally(forget);
     }
     if (!handle && opts.breakStale && (await this.breakIfStale(file))) {
       opening = open();
-      forget = onInterrupt(async () => void (await (await opening.catch(() => null))?.abort()));
+      forget = onInterrupt(undo(opening));
       handle = await opening.finally(forget);
     }
     if (handle) {
+      // Taken: whatever a dead run wrote down for this lock is moot.
+      this.ledger?.forgetDead(lockPath);
       const l = new RefLock(this, file, handle);
       l.retaken = retaken;
       return l;

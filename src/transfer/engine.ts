@@ -152,6 +152,11 @@ async function hashFile(t: Transport, rel: string, size: number): Promise<string
   return h.digest('hex');
 }
 
+/** A local file's version as a scan saw it, for the journal (a push): its ctime, which every write moves. */
+function ctimeStamp(e: Entry | undefined): string | null {
+  return e?.type === 'file' && e.ctime !== undefined ? `ctime ${e.ctime}` : null;
+}
+
 function trashStamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-');
 }
@@ -346,7 +351,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // Files an earlier run from here finished but could not record (it was cut before its manifest): as written,
     // while the destination lists them so and the local file is untouched since.
     // A local file touched since it was sent or written is compared by content below (with the ctime suspects).
-    const journaled = await trustedEntries(Journal.read(journalFile), o.direction === 'push' ? remoteTree : localTree, manifest?.entries ?? new Map(), (rel) => o.local.stamp(rel));
+    // On a push the local file is the one the scan just looked at (its ctime, no further syscall per file).
+    const localNow = o.direction === 'push' ? async (rel: string) => ctimeStamp(localTree.get(rel)) : (rel: string) => o.local.stamp(rel);
+    const journaled = await trustedEntries(Journal.read(journalFile), o.direction === 'push' ? remoteTree : localTree, manifest?.entries ?? new Map(), localNow);
     const touchedSince = new Set<string>();
     for (const { path: p, entry, changed } of journaled) {
       if (localRules.isExcludedDeep(p, false) || remoteRules.isExcludedDeep(p, false)) continue;
@@ -393,7 +400,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           const other = otherSide.get(p);
           if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) other.sha256 = b.sha256;
         } catch {
-          // Unreadable now: the transfer reports it.
+          // Unreadable now: nothing is planned for it, so it is carried over to be compared next time.
+          flagged.set(p, '');
         }
       });
     }
@@ -631,8 +639,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
       const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
       // An upload an interrupted run began for this same version goes on from where its partial ends.
-      // The local version being sent (a push), for the journal: a later change to it must not be taken for synced.
-      const sentStamp = o.direction === 'push' ? (stamp ?? (await o.local.stamp(op.path).catch(() => null))) : null;
+      // The local version being sent (a push: as scanned), for the journal: a later change must not be taken for synced.
+      const sentStamp = o.direction === 'push' ? ctimeStamp(e) : null;
       const partialRel = partialFor.get(op.path);
       const partial = partialRel ? { name: baseName(partialRel), from: await trustedPrefix(partialRel, op.path, e.size) } : undefined;
       const from = partial?.from ?? 0;
@@ -710,7 +718,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         if (staged && (await o.local.stamp(op.path).catch(() => null)) === early.stamp && (await oldStill())) {
           trace('speculation used', op.path);
           await staged.commit();
-          deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta, early.stamp);
+          deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta, ctimeStamp(e));
           return true;
         }
         trace('speculation discarded', op.path);
@@ -732,7 +740,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           progress();
         });
         await dst.rebuildFile(op.path, { size: b.size, mtime: b.mtime }, dp.ops, literal, { mode: e.mode, mtime: e.mtime, size: e.size });
-        deltaDone(op, cur.sha256, spec, dp.copyBytes, dp, reader.stamp);
+        deltaDone(op, cur.sha256, spec, dp.copyBytes, dp, ctimeStamp(e));
         return true;
       } finally {
         await reader.close();
@@ -740,7 +748,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     };
 
     /** Bookkeeping of a finished rebuild; `progressBytes`: what progress has not counted yet. */
-    const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }, stamp: string) => {
+    const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }, stamp: string | null) => {
       const done: Entry = { ...op.entry, sha256, chunker: spec };
       next.set(op.path, done);
       journal.add(op.path, done, stamp);

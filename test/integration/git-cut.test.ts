@@ -5,6 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { useServer } from '../support/server.js';
 import { runCli } from '../support/cli.js';
 import { startCutProxy, type CutProxy } from '../support/cutproxy.js';
@@ -65,4 +66,27 @@ describe('git push through a link cut at random bytes', () => {
     // The cuts fell inside the pushes (handshake, locks, objects, work tree), not after them.
     expect(cut, log.join('\n')).toBeGreaterThanOrEqual(6);
   }, 300_000);
+
+  it('a lock written down by a dead push but taken anew since (younger than the entry) is left alone', async () => {
+    const local = initRepo(join(server.work, 'repo-b'));
+    const remote = join(server.srv.remoteRoot, 'gitcut-b');
+    const target = `${server.srv.alias}:${remote}`;
+    const push = () => runCli(['git', 'push', target, '-F', server.srv.sshConfig, '--repo', local], { timeoutMs: 60_000 });
+    commit(local, { 'a.txt': 'a\n' }, 'first');
+    expect((await push()).code).toBe(0);
+    // What a push from here that was cut ten minutes ago wrote down (its pid is gone).
+    const ledgerDir = join(local, '.git/wsync');
+    const [ledger] = readdirSync(ledgerDir).filter((n) => n.startsWith('locks-'));
+    expect(ledger).toBeDefined();
+    const at = Math.floor(Date.now() / 1000) - 600;
+    writeFileSync(join(ledgerDir, ledger), JSON.stringify([{ lock: '.git/index.lock', pid: 2 ** 22 + 12345, host: (await import('node:os')).hostname(), at }]));
+    // Someone removed that stale lock, and a git process there holds a fresh one now.
+    mkdirSync(join(remote, '.git'), { recursive: true });
+    writeFileSync(join(remote, '.git/index.lock'), 'git at work');
+    commit(local, { 'a.txt': 'b\n' }, 'second');
+    const r = await push();
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/index\.lock exists/);
+    expect(existsSync(join(remote, '.git/index.lock'))).toBe(true);
+  }, 60_000);
 });

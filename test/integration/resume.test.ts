@@ -4,7 +4,7 @@
  * bytes do not match the local file is not trusted; a partial of a version since changed is removed.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readdirSync, readFileSync, statSync, openSync, writeSync, closeSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, openSync, writeSync, closeSync, utimesSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
@@ -103,6 +103,23 @@ describe('interrupted big uploads resume', () => {
     const r2 = await push(src, remote);
     expect(r2.code, r2.stderr).toBe(0);
     expect(r2.stderr).not.toMatch(/trace: resumed/);
+    expect(finalFiles(remote)).toEqual(finalFiles(src));
+    expect(tempFiles(remote)).toEqual([]);
+  }, 120_000);
+
+  it('a read-only file (mode 0444) cut mid-way is gone on with, and arrives with its mode', async () => {
+    const src = source('src-e', 5);
+    chmodSync(join(src, 'big.bin'), 0o444);
+    const remote = join(server.srv.remoteRoot, 'resume-e');
+    proxy.cutAfter = 5 * MB;
+    const r1 = await push(src, remote);
+    proxy.cutAfter = undefined;
+    expect(r1.code, r1.stderr).toBe(2);
+    expect(partials(remote)).toHaveLength(1);
+    const r2 = await push(src, remote);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stderr).toMatch(/trace: resumed big\.bin/);
+    expect(statSync(join(remote, 'big.bin')).mode & 0o777).toBe(0o444);
     expect(finalFiles(remote)).toEqual(finalFiles(src));
     expect(tempFiles(remote)).toEqual([]);
   }, 120_000);

@@ -485,8 +485,20 @@ export class SftpTransport implements Transport {
     if (opts.parents) this.sendMkdirs(ch, parentOf(rel), opts.parents === 'last');
     let h: Buffer;
     try {
-      // A partial is ours by its name (a leftover that was not trusted is overwritten); gone on with, it is not cut.
-      h = await ch.open(tmp, partial ? (partial.from > 0 ? 'r+' : 'w') : 'wx', { mode: meta.mode & 0o777 });
+      if (partial && partial.from > 0) {
+        // Gone on with: opened without truncation. It was listed as a regular file of ours (the engine checked its
+        // bytes); if it cannot be opened so now, it is removed and the file fails here (the next run starts over).
+        h = await ch.open(tmp, 'r+').catch(async (err) => {
+          await ch.unlink(tmp).catch(() => undefined);
+          throw err;
+        });
+      } else {
+        // A partial left over that was not trusted (or anything else by its name) is removed first: created
+        // exclusively, never written through a link. Writable by us whatever the final mode (fsetstat sets it), so
+        // that a later run can go on with it.
+        if (partial) await ch.unlink(tmp).catch(() => undefined);
+        h = await ch.open(tmp, 'wx', { mode: partial ? (meta.mode & 0o777) | 0o600 : meta.mode & 0o777 });
+      }
     } catch (err) {
       const full = await this.noSpace(ch, rel, meta.size, err);
       if (full) throw new WsyncError('E_REMOTE_IO', `cannot create ${this.describe(rel)}: ${full}`, { cause: err });
@@ -537,9 +549,10 @@ export class SftpTransport implements Transport {
       const full = this.noSpace(ch, rel, meta.size, err);
       await Promise.allSettled(inflight);
       await ch.close(h).catch(() => undefined);
-      // A partial is kept for the next run, unless what it holds can never be gone on with (the source changed) or
-      // its blocks are what filled the disk.
-      const keep = partial && !(err instanceof WsyncError && err.code === 'E_CHANGED_DURING_SYNC') && !(await full);
+      // A partial is kept for the next run only when the link was lost: then every write the server acknowledged
+      // came before the ones it never got (one channel, in order). After an error the server reported (a write it
+      // refused while later ones landed would leave a hole), a changed source or a full disk, it goes.
+      const keep = partial && (ch.lost !== undefined || (err instanceof WsyncError && err.code === 'E_REMOTE_LOST')) && !(await full);
       if (!keep) await ch.unlink(tmp).catch(() => undefined);
       const why = await full;
       if (why) throw new WsyncError('E_REMOTE_IO', `cannot write ${this.describe(rel)}: ${why}`, { cause: err instanceof WsyncError ? err.cause : err });
