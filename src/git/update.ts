@@ -8,7 +8,7 @@ import { WsyncError } from '../errors.js';
 import { configBool, reflogLine } from './refs.js';
 import { FileRepo, type RefLock, type StagedObjects } from './filerepo.js';
 import type { DirEntry } from '../transport/types.js';
-import { baseName, isTempName } from '../util/paths.js';
+import { baseName, isPartialName, isTempName } from '../util/paths.js';
 import { LOCK_PATH } from '../manifest/lock.js';
 import type { RefContent } from './refs.js';
 import { IndexFormatError, parseIndex, serializeIndex, type IndexEntry } from './index-file.js';
@@ -274,15 +274,15 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
 const STALE_TEMP_SECONDS = 3600;
 
 /**
- * Removes temp files a killed or cut wsync left in the work tree: git shows them as untracked. Only under the locks
- * this push holds, only wsync's own names, never this push's own (`own`). Any age: another git push staging there
- * cannot use its temps without these locks, and gives them up when it fails to take them; but while a directory
- * sync holds its lock there, only old ones. Best effort.
+ * Removes temp files (and big uploads' partials) a killed or cut wsync left in the work tree: git shows them as
+ * untracked. Only under the locks this push holds, only wsync's own names, never this push's own (`own`). Any age:
+ * another git push staging there cannot use its temps without these locks, and gives them up when it fails to take
+ * them; but while a directory sync holds its lock there, only old ones. Best effort.
  */
 async function sweepStaleTemps(repo: FileRepo, listing: WorktreeListing, own: ReadonlySet<string>): Promise<void> {
   const syncing = (await repo.t.lstat(LOCK_PATH).catch(() => null)) !== null;
   const cutoff = syncing ? Math.floor(Date.now() / 1000) - STALE_TEMP_SECONDS : Infinity;
-  const stale = [...listing.entries].filter(([p, e]) => e.type === 'file' && isTempName(baseName(p)) && !own.has(p) && e.mtime < cutoff).map(([p]) => p);
+  const stale = [...listing.entries].filter(([p, e]) => e.type === 'file' && (isTempName(baseName(p)) || isPartialName(baseName(p))) && !own.has(p) && e.mtime < cutoff).map(([p]) => p);
   await Promise.all(stale.map((p) => repo.t.remove(p, 'file').catch(() => undefined)));
 }
 

@@ -13,7 +13,7 @@ import {
 } from './knownHosts.js';
 import { prepareAuth, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
-import { hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, SSH2_CHECKED, type HookReport } from './ssh2-internals.js';
+import { hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, type HookReport } from './ssh2-internals.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {

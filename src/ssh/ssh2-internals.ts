@@ -14,7 +14,7 @@ import { WsyncError } from '../errors.js';
  */
 export const SSH2_CHECKED = '1.17.0';
 
-/** Which hooks applied on one connection (and its channels): SshSession.hooks, printed with WSYNC_DEBUG=1. */
+/** Which hooks applied on one connection (and its channels): SshSession.hooks (asserted by ssh2-internals.test.ts). */
 export type HookReport = Record<string, boolean>;
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -349,9 +349,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (!localRules.isExcludedDeep(p, e.type === 'dir') && !remoteRules.isExcludedDeep(p, e.type === 'dir')) base.set(p, e);
     }
     // Files an earlier run from here finished but could not record (it was cut before its manifest): as written,
-    // while the destination lists them so and the local file is untouched since.
-    // A local file touched since it was sent or written is compared by content below (with the ctime suspects).
-    // On a push the local file is the one the scan just looked at (its ctime, no further syscall per file).
+    // while the destination lists them so. A local file touched since it was sent or written is compared by
+    // content below (with the ctime suspects); on a push its version is the scan's (its ctime: no syscall per file).
     const localNow = o.direction === 'push' ? async (rel: string) => ctimeStamp(localTree.get(rel)) : (rel: string) => o.local.stamp(rel);
     const journaled = await trustedEntries(Journal.read(journalFile), o.direction === 'push' ? remoteTree : localTree, manifest?.entries ?? new Map(), localNow);
     const touchedSince = new Set<string>();
@@ -638,9 +637,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       // Big files are cut while they stream, so that the next change to them can go as a delta.
       const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
       const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
-      // An upload an interrupted run began for this same version goes on from where its partial ends.
       // The local version being sent (a push: as scanned), for the journal: a later change must not be taken for synced.
       const sentStamp = o.direction === 'push' ? ctimeStamp(e) : null;
+      // An upload an interrupted run began for this same version goes on from where its partial ends.
       const partialRel = partialFor.get(op.path);
       const partial = partialRel ? { name: baseName(partialRel), from: await trustedPrefix(partialRel, op.path, e.size) } : undefined;
       const from = partial?.from ?? 0;
