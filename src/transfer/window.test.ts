@@ -30,6 +30,23 @@ describe('CommitWindow', () => {
     (await d).leave();
   });
 
+  it('keeps the order of many thousands of waiting files', async () => {
+    const meter = new LinkMeter();
+    meter.sample(10);
+    const w = new CommitWindow(meter);
+    const order: number[] = [];
+    const n = 20_000;
+    const all = Array.from({ length: n }, (_, i) =>
+      w.enter(400_000).then((t) => {
+        order.push(i);
+        return t;
+      }),
+    );
+    // Each admitted file finishes as soon as it is admitted: the rest follow one by one, in the order they asked.
+    for (const p of all) (await p).leave();
+    expect(order).toEqual(Array.from({ length: n }, (_, i) => i));
+  });
+
   it('grows while answers come back at the link delay and files wait, shrinks when requests queue', async () => {
     const meter = new LinkMeter();
     meter.sample(50);

@@ -54,7 +54,9 @@ export interface WindowTicket {
 export class CommitWindow {
   private bound: number;
   private inFlight = 0;
-  private readonly waiting: Array<{ cost: number; admit: () => void }> = [];
+  /** Files waiting, in order, from `head` on (a moving start: shift() on 100k waiting files would be quadratic). */
+  private waiting: Array<{ cost: number; admit: () => void }> = [];
+  private head = 0;
 
   constructor(private readonly meter?: LinkMeter) {
     this.bound = meter ? START_WINDOW : MAX_WINDOW;
@@ -66,7 +68,7 @@ export class CommitWindow {
 
   async enter(bytes: number): Promise<WindowTicket> {
     const cost = bytes + PER_FILE_COST;
-    if (this.waiting.length > 0 || !this.fits()) await new Promise<void>((admit) => this.waiting.push({ cost, admit }));
+    if (this.waitingCount > 0 || !this.fits()) await new Promise<void>((admit) => this.waiting.push({ cost, admit }));
     else this.inFlight += cost;
     let left = false;
     return {
@@ -85,11 +87,22 @@ export class CommitWindow {
     return this.inFlight < this.bound;
   }
 
+  private get waitingCount(): number {
+    return this.waiting.length - this.head;
+  }
+
   private admitWaiting(): void {
-    while (this.waiting.length > 0 && this.fits()) {
-      const w = this.waiting.shift()!;
+    while (this.waitingCount > 0 && this.fits()) {
+      const w = this.waiting[this.head++];
       this.inFlight += w.cost;
       w.admit();
+    }
+    if (this.head === this.waiting.length) {
+      this.waiting = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.head);
+      this.head = 0;
     }
   }
 
@@ -99,7 +112,7 @@ export class CommitWindow {
     const tolerated = Math.max(QUEUE_RTTS * m.minRtt, MIN_QUEUE_MS);
     // Grown only while it holds files back: a bound that never binds says nothing about the link.
     if (m.queueDelay <= tolerated) {
-      if (this.waiting.length > 0) this.bound = Math.min(MAX_WINDOW, this.bound + cost);
+      if (this.waitingCount > 0) this.bound = Math.min(MAX_WINDOW, this.bound + cost);
     } else if (m.queueDelay > 2 * tolerated) this.bound = Math.max(MIN_WINDOW, this.bound - cost);
   }
 }
