@@ -78,14 +78,14 @@ describe('ssh2 internals', () => {
         username: env.srv.user,
         privateKey: readFileSync(env.srv.userKey),
         // Shorter than the question below: only a stopped timer lets the connection live through it.
-        readyTimeout: 500,
+        readyTimeout: 1500,
         hostVerifier: ((_key: Buffer, cb: (ok: boolean) => void) => {
           const resume = pauseHandshakeTimer(client, 5000);
           resumed = resume !== undefined;
           setTimeout(() => {
             resume?.();
             cb(true);
-          }, 900);
+          }, 2500);
         }) as never,
       });
     });
