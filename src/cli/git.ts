@@ -84,10 +84,13 @@ const FETCH_STEPS: Record<string, string> = {
  * connected: before that a ProxyCommand's ssh, or wsync itself, may be asking something on the same terminal
  * (`hold` keeps it away from wsync's own questions all the same). Nothing off a terminal, with -q or --json.
  */
-function stepLine(
-  steps: Record<string, string>,
-  a: GitArgs,
-): { onPhase?: (done: string) => void; stop: () => void; hold: <T>(ask: () => Promise<T>) => Promise<T> } {
+interface StepLine {
+  onPhase?: (done: string) => void;
+  stop: () => void;
+  hold: <T>(ask: () => Promise<T>) => Promise<T>;
+}
+
+function stepLine(steps: Record<string, string>, a: GitArgs): StepLine {
   if (!process.stderr.isTTY || a.quiet || a.json) return { stop: () => undefined, hold: (ask) => ask() };
   const t0 = Date.now();
   let what: string | undefined;
@@ -139,15 +142,21 @@ function stepLine(
   };
 }
 
-async function runPush(a: GitArgs): Promise<number> {
-  const { gitPush } = await import('../git/push.js');
-  const line = stepLine(PUSH_STEPS, a);
-  let r: Awaited<ReturnType<typeof gitPush>>;
+/** Runs `work` with the status line up, and takes it down however `work` ends. */
+async function withStepLine<T>(steps: Record<string, string>, a: GitArgs, work: (line: StepLine) => Promise<T>): Promise<T> {
+  const line = stepLine(steps, a);
   try {
-    r = await gitPush(a.remote, { ...(await connectOptions(a, line.hold)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'], breakLock: a['break-lock'], onPhase: line.onPhase });
+    return await work(line);
   } finally {
     line.stop();
   }
+}
+
+async function runPush(a: GitArgs): Promise<number> {
+  const { gitPush } = await import('../git/push.js');
+  const r = await withStepLine(PUSH_STEPS, a, async (line) =>
+    gitPush(a.remote, { ...(await connectOptions(a, line.hold)), repo: a.repo, branch: a.branch, force: a.force, remoteName: a['remote-name'], breakLock: a['break-lock'], onPhase: line.onPhase }),
+  );
   if (a.json) {
     process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
     return 0;
@@ -167,13 +176,9 @@ async function runPush(a: GitArgs): Promise<number> {
 
 async function runFetch(a: GitArgs): Promise<number> {
   const { gitFetch } = await import('../git/fetch.js');
-  const line = stepLine(FETCH_STEPS, a);
-  let r: Awaited<ReturnType<typeof gitFetch>>;
-  try {
-    r = await gitFetch(a.remote, { ...(await connectOptions(a, line.hold)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'], breakLock: a['break-lock'], onPhase: line.onPhase });
-  } finally {
-    line.stop();
-  }
+  const r = await withStepLine(FETCH_STEPS, a, async (line) =>
+    gitFetch(a.remote, { ...(await connectOptions(a, line.hold)), repo: a.repo, branch: a.branch, ff: a.ff, remoteName: a['remote-name'], breakLock: a['break-lock'], onPhase: line.onPhase }),
+  );
   const code = r.ff === 'diverged' ? EXIT_CODES.partial : 0;
   if (a.json) {
     process.stdout.write(JSON.stringify({ type: 'summary', ...r }) + '\n');

@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { pidAlive } from '../manifest/lock.js';
 
 interface Held {
   /** The lock file, relative to the target's root. */
@@ -75,21 +76,11 @@ export class LockLedger {
    * file there (`mtime`, server clock, seconds) is no younger than that push's last write to it.
    */
   leftByDeadRun(lock: string, mtime: number): boolean {
-    return this.read().some((h) => h.lock === lock && h.host === this.host && h.pid !== process.pid && !alive(h.pid) && mtime <= h.at + SLACK_SECONDS);
+    return this.read().some((h) => h.lock === lock && h.host === this.host && h.pid !== process.pid && !pidAlive(h.pid) && mtime <= h.at + SLACK_SECONDS);
   }
 
   /** The dead run's entry, once its lock is removed. */
   forgetDead(lock: string): void {
-    this.write(this.read().filter((h) => !(h.lock === lock && h.host === this.host && h.pid !== process.pid && !alive(h.pid))));
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists, under another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    this.write(this.read().filter((h) => !(h.lock === lock && h.host === this.host && h.pid !== process.pid && !pidAlive(h.pid))));
   }
 }

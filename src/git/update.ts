@@ -231,7 +231,6 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       const mtime = ahead?.mtime ?? Math.floor(Date.now() / 1000) - 1;
       const entries = await indexAfter(state, plan, u.src, mtime);
       objectsIn = upload.then((st) => st?.commit());
-      objectsIn.catch(() => undefined);
       const wt = { written: plan.writes.length, removed: plan.removes.filter((p) => !newTree.has(p)).length, copied: 0 };
       // A failed upload fails the push through objectsIn; here it only means no copies from the pack.
       const fromPack = { blobs: upload.then((st) => st?.stored).catch(() => undefined), committed: objectsIn, onCopied: () => wt.copied++ };
@@ -245,7 +244,6 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
     } else {
       accepted = true;
       objectsIn = upload.then((st) => st?.commit());
-      objectsIn.catch(() => undefined);
       commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), objectsIn));
     }
     if (configBool(repo.layout.config.get('core.logallrefupdates'), !repo.layout.bare)) {

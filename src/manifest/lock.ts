@@ -17,7 +17,8 @@ export interface LockInfo {
   user?: string;
 }
 
-function pidAlive(pid: number): boolean {
+/** True while a process with this pid exists on this machine (EPERM: it exists, under another user). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -35,6 +35,18 @@ describe('interrupted big uploads resume', () => {
     writeFileSync(join(dir, 'small.txt'), 'a small file beside it\n');
     return dir;
   };
+  /** A push through a link cut after 5 MB: it must end with exit 2. */
+  const cutAt5MB = async (src: string, remote: string) => {
+    proxy.cutAfter = 5 * MB;
+    const r = await push(src, remote);
+    proxy.cutAfter = undefined;
+    expect(r.code, r.stderr).toBe(2);
+  };
+  /** The remote holds exactly the source, and no temp or partial is left. */
+  const expectMirror = (src: string, remote: string) => {
+    expect(finalFiles(remote)).toEqual(finalFiles(src));
+    expect(tempFiles(remote)).toEqual([]);
+  };
   /** A debug run's stderr lines, without the trace and timing lines WSYNC_DEBUG adds. */
   const plain = (r: CliResult): CliResult => ({ ...r, stderr: r.stderr.split('\n').filter((l) => !/^(trace|timings)/.test(l)).join('\n') });
 
@@ -66,10 +78,7 @@ describe('interrupted big uploads resume', () => {
   it('a partial whose bytes differ from the local file is not gone on with', async () => {
     const src = source('src-b', 2);
     const remote = join(server.srv.remoteRoot, 'resume-b');
-    proxy.cutAfter = 5 * MB;
-    const r1 = await push(src, remote);
-    proxy.cutAfter = undefined;
-    expect(r1.code, r1.stderr).toBe(2);
+    await cutAt5MB(src, remote);
     const [name] = partials(remote);
     expect(name).toBeDefined();
     // Someone (or a broken disk) changed the end of what it holds.
@@ -82,17 +91,13 @@ describe('interrupted big uploads resume', () => {
     const r2 = await push(src, remote);
     expect(r2.code, r2.stderr).toBe(0);
     expect(r2.stderr).not.toMatch(/trace: resumed/);
-    expect(finalFiles(remote)).toEqual(finalFiles(src));
-    expect(tempFiles(remote)).toEqual([]);
+    expectMirror(src, remote);
   }, 120_000);
 
   it('a partial of a version changed since is removed, and the new version sent whole', async () => {
     const src = source('src-c', 3);
     const remote = join(server.srv.remoteRoot, 'resume-c');
-    proxy.cutAfter = 5 * MB;
-    const r1 = await push(src, remote);
-    proxy.cutAfter = undefined;
-    expect(r1.code, r1.stderr).toBe(2);
+    await cutAt5MB(src, remote);
     expect(partials(remote)).toHaveLength(1);
     // The same first bytes, another end, another mtime: the old partial's prefix would even read back equal.
     const big = join(src, 'big.bin');
@@ -103,25 +108,20 @@ describe('interrupted big uploads resume', () => {
     const r2 = await push(src, remote);
     expect(r2.code, r2.stderr).toBe(0);
     expect(r2.stderr).not.toMatch(/trace: resumed/);
-    expect(finalFiles(remote)).toEqual(finalFiles(src));
-    expect(tempFiles(remote)).toEqual([]);
+    expectMirror(src, remote);
   }, 120_000);
 
   it('a read-only file (mode 0444) cut mid-way is gone on with, and arrives with its mode', async () => {
     const src = source('src-e', 5);
     chmodSync(join(src, 'big.bin'), 0o444);
     const remote = join(server.srv.remoteRoot, 'resume-e');
-    proxy.cutAfter = 5 * MB;
-    const r1 = await push(src, remote);
-    proxy.cutAfter = undefined;
-    expect(r1.code, r1.stderr).toBe(2);
+    await cutAt5MB(src, remote);
     expect(partials(remote)).toHaveLength(1);
     const r2 = await push(src, remote);
     expect(r2.code, r2.stderr).toBe(0);
     expect(r2.stderr).toMatch(/trace: resumed big\.bin/);
     expect(statSync(join(remote, 'big.bin')).mode & 0o777).toBe(0o444);
-    expect(finalFiles(remote)).toEqual(finalFiles(src));
-    expect(tempFiles(remote)).toEqual([]);
+    expectMirror(src, remote);
   }, 120_000);
 
   it('a delta rebuild cut mid-way leaves the old file intact, and the next run finishes it', async () => {
@@ -159,7 +159,6 @@ describe('interrupted big uploads resume', () => {
     expect(cut).toBeGreaterThanOrEqual(3);
     const last = await push(src, remote);
     expect(last.code, last.stderr).toBe(0);
-    expect(finalFiles(remote)).toEqual(finalFiles(src));
-    expect(tempFiles(remote)).toEqual([]);
+    expectMirror(src, remote);
   }, 180_000);
 });
