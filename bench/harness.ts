@@ -85,7 +85,7 @@ export async function runMeasured(
   proxy: Proxy,
   cmd: string,
   args: string[],
-  opts: { timeoutS: number; env: NodeJS.ProcessEnv; log: string; cwd?: string },
+  opts: { timeoutS: number; env: NodeJS.ProcessEnv; log: string; cwd?: string; interruptAfterS?: number },
 ): Promise<RunOutcome> {
   await quiesce(proxy);
   // Dirty pages from the previous run (or tree copy) written back now, not during this one: tools that fsync
@@ -106,6 +106,17 @@ export async function runMeasured(
     timedOut = true;
     killGroup(child);
   }, opts.timeoutS * 1000);
+  // Ctrl-C in a terminal: SIGINT to the whole foreground process group (the tool and any ssh it spawned).
+  const interrupt =
+    opts.interruptAfterS !== undefined
+      ? setTimeout(() => {
+          try {
+            process.kill(-child.pid!, 'SIGINT');
+          } catch {
+            // already gone
+          }
+        }, opts.interruptAfterS * 1000)
+      : undefined;
   const { code, signal, secs } = await new Promise<{ code: number | null; signal: string | null; secs: number }>(
     (res) => {
       child.once('error', (e) => {
@@ -116,6 +127,7 @@ export async function runMeasured(
     },
   );
   clearTimeout(timer);
+  clearTimeout(interrupt);
   killGroup(child); // leftovers (e.g. an ssh the tool forgot) must not keep moving bytes into the next run
   current = undefined;
   // The tool's last bytes (disconnect, FIN) may still be in the emulated link; count them before reading.

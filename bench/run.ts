@@ -7,7 +7,9 @@
  * wire bytes are the proxy's counters; every run is then verified by comparing the remote tree with the local one.
  */
 import { createCipheriv, createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, readFileSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync, readdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, existsSync, cpSync, openSync, writeSync, closeSync, utimesSync, readdirSync, lstatSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -31,6 +33,10 @@ type CaseId =
   | 'repoInitial'
   | 'repoNoop'
   | 'repoPull'
+  | 'realInitial'
+  | 'realNoop'
+  | 'realPull'
+  | 'resumeAfterInterrupt'
   | 'bigInitial'
   | 'bigOverwrite'
   | 'bigInsert';
@@ -71,6 +77,25 @@ const REPO_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'repoPull', label: '(r3) repo-shaped tree: initial pull into an empty directory' },
 ];
 
+/**
+ * A real public repository's tree, not a generated one: Go 1.19.8's source as Debian ships it (package
+ * golang-1.19-src, fetched with `apt-get download`, the same bytes on every machine), or any directory given with
+ * --real-tree. Skipped with a note where neither is available.
+ */
+const REAL_CASES: Array<{ id: CaseId; label: string }> = [
+  { id: 'realInitial', label: '(t1) real tree: initial push' },
+  { id: 'realNoop', label: '(t2) real tree: no-op re-push' },
+  { id: 'realPull', label: '(t3) real tree: initial pull into an empty directory' },
+];
+const REAL_TREE_PACKAGE = 'golang-1.19-src';
+
+/**
+ * Issue 11: a rerun after Ctrl-C must cost no more than a fresh push. The initial push of the synthetic tree is
+ * interrupted (SIGINT to its process group, as a terminal's Ctrl-C) halfway through the time that tool's (a) took,
+ * then run again: the time shown is the rerun's.
+ */
+const RESUME_CASE = { id: 'resumeAfterInterrupt' as const, label: '(a4) rerun of an initial push interrupted by Ctrl-C halfway' };
+
 /** The other direction, from the remote tree as (c) left it: the agent-on-a-VM workflow pulls results back. */
 const PULL_CASES: Array<{ id: CaseId; label: string }> = [
   { id: 'pullInitial', label: '(p1) initial pull into an empty directory' },
@@ -99,6 +124,8 @@ interface Settings {
   /** The wsync entry point; overridable to benchmark another checkout or build. */
   wsyncBin: string;
   keep: boolean;
+  /** Directory of (t1)-(t3); undefined: the Debian package; '': skip them. */
+  realTree: string | undefined;
 }
 
 function settings(): Settings {
@@ -116,6 +143,7 @@ function settings(): Settings {
       'wsync-args': { type: 'string' },
       'wsync-bin': { type: 'string' },
       keep: { type: 'boolean' },
+      'real-tree': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -135,6 +163,7 @@ function settings(): Settings {
         '  --wsync-args "..."    extra arguments appended to every wsync push (default -q; "" for none)',
         '  --wsync-bin PATH      wsync entry point run with node (default bin/wsync.js)',
         '  --keep                keep the local trees and tool logs in the temp work dir',
+        `  --real-tree DIR       the real tree of (t1)-(t3) (default: ${REAL_TREE_PACKAGE} from Debian, cached; "" to skip)`,
       ].join('\n'),
     );
     process.exit(0);
@@ -157,6 +186,7 @@ function settings(): Settings {
     wsyncArgs: (values['wsync-args'] ?? env('WSYNC_ARGS') ?? '-q').split(/\s+/).filter(Boolean),
     wsyncBin: resolve(REPO, values['wsync-bin'] ?? env('WSYNC_BIN') ?? 'bin/wsync.js'),
     keep: values.keep ?? env('KEEP') === '1',
+    realTree: values['real-tree'] ?? env('REAL_TREE'),
   };
 }
 
@@ -204,6 +234,48 @@ function writeBigFile(path: string, size: number, seed: number): void {
 
 function prependToFile(path: string, head: Buffer): void {
   writeFileSync(path, Buffer.concat([head, readFileSync(path)]));
+}
+
+/** Files, directories, bytes and median file size of a tree on disk. */
+function shapeOf(root: string): { files: number; dirs: number; bytes: number; median: number } {
+  const sizes: number[] = [];
+  let dirs = 0;
+  for (const e of readdirSync(root, { withFileTypes: true, recursive: true })) {
+    if (e.isDirectory()) dirs++;
+    else if (e.isFile()) sizes.push(lstatSync(join(e.parentPath, e.name)).size);
+  }
+  sizes.sort((a, b) => a - b);
+  return { files: sizes.length, dirs, bytes: sizes.reduce((a, b) => a + b, 0), median: sizes[sizes.length >> 1] ?? 0 };
+}
+
+/**
+ * The real tree of (t1)-(t3): the directory given, or Go's source from Debian's package, downloaded once into
+ * ~/.cache/wsync-bench (apt-get download needs no root) and unpacked with its files' own mtimes.
+ */
+function realTreeSource(given: string | undefined): { dir: string; what: string } | { skip: string } {
+  if (given === '') return { skip: '(t1)-(t3) skipped: --real-tree ""' };
+  if (given !== undefined) {
+    const dir = resolve(given);
+    return existsSync(dir) ? { dir, what: dir } : { skip: `(t1)-(t3) skipped: ${dir} does not exist` };
+  }
+  const cache = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'wsync-bench');
+  const unpacked = join(cache, REAL_TREE_PACKAGE);
+  const dir = join(unpacked, 'usr/share/go-1.19');
+  try {
+    if (!existsSync(join(unpacked, '.complete'))) {
+      rmSync(unpacked, { recursive: true, force: true });
+      mkdirSync(cache, { recursive: true });
+      execFileSync('apt-get', ['download', REAL_TREE_PACKAGE], { cwd: cache, stdio: 'ignore' });
+      const deb = readdirSync(cache).filter((f) => f.startsWith(`${REAL_TREE_PACKAGE}_`) && f.endsWith('.deb')).sort().pop();
+      if (!deb) throw new Error('apt-get download left no .deb');
+      execFileSync('dpkg-deb', ['-x', join(cache, deb), unpacked], { stdio: 'ignore' });
+      writeFileSync(join(unpacked, '.complete'), `${deb}\n`);
+    }
+    const deb = readFileSync(join(unpacked, '.complete'), 'utf8').trim();
+    return { dir, what: `Go's source tree (usr/share/go-1.19 of Debian's ${deb})` };
+  } catch (err) {
+    return { skip: `(t1)-(t3) skipped: could not get ${REAL_TREE_PACKAGE} (${(err as Error).message.split('\n')[0]}); give a tree with --real-tree DIR` };
+  }
 }
 
 async function main(): Promise<void> {
@@ -367,6 +439,49 @@ async function main(): Promise<void> {
       }
     }
 
+    // (a4): Ctrl-C halfway through an initial push, then the rerun is timed.
+    for (const tool of adoptTools) {
+      if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
+      const local = join(work, `src-${tool}-resume`);
+      cpSync(base, local, { recursive: true, preserveTimestamps: true });
+      const remote = join(srv.remoteRoot, `${tool}-resume`);
+      mkdirSync(remote);
+      const fresh = results.get(tool)!.get('initial');
+      const half = fresh?.status === 'ok' ? fresh.secs! / 2 : 4;
+      const [cmd, args] = commandFor(tool, local, srv.alias, remote, cfg, s);
+      const cut = await runMeasured(proxy, cmd, args, { timeoutS: s.timeoutInitialS, env: envFor(tool, RESUME_CASE.id), log: join(logs, `${tool}-interrupted.log`), interruptAfterS: half });
+      notes.push(
+        `${tool} (a4): the first run was interrupted after ${half.toFixed(2)} s and exited after ${cut.secs.toFixed(2)} s (${cut.code === null ? cut.signal : `exit ${cut.code}`}) ` +
+          `with ${countFiles(remote)} of ${tree.files.length} files' names on the remote (temps included), ${fmtBytes(cut.up + cut.down)} on the wire.`,
+      );
+      await runCase(tool, RESUME_CASE, local, remote, tree.files.length, RESUME_CASE.id);
+    }
+
+    const real = realTreeSource(s.realTree);
+    let realShape = 'not run';
+    if ('dir' in real) {
+      const sh = shapeOf(real.dir);
+      realShape = `${real.what}: ${sh.files} files, ${sh.dirs} dirs (${(sh.dirs / sh.files).toFixed(2)} per file), ${fmtBytes(sh.bytes)}, median file ${sh.median} B`;
+      console.log(`real tree: ${realShape}`);
+      for (const tool of adoptTools) {
+        if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
+        const local = join(work, `real-${tool}`);
+        cpSync(real.dir, local, { recursive: true, preserveTimestamps: true });
+        const remote = join(srv.remoteRoot, `real-${tool}`);
+        mkdirSync(remote);
+        for (const c of REAL_CASES) {
+          if (!shouldRun(tool, c, 'realInitial', '(t1)')) continue;
+          const pull = c.id === 'realPull';
+          const dir = pull ? join(work, `real-pull-${tool}`) : local;
+          if (pull) mkdirSync(dir);
+          await runCase(tool, c, dir, remote, sh.files, 'realInitial', [], pull);
+        }
+      }
+    } else {
+      realShape = real.skip;
+      notes.push(real.skip);
+    }
+
     const BIG_CASES = s.bigMb > 0 ? bigCases(s.bigMb) : [];
     const bigBytes = Math.round(s.bigMb * 1e6);
     if (BIG_CASES.length) {
@@ -412,7 +527,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...ADOPT_CASES, ...PULL_CASES, ...REPO_CASES, ...BIG_CASES];
+    const CASES = [...TREE_CASES, ...(plainRow ? [PLAIN_CASE] : []), ...ADOPT_CASES, RESUME_CASE, ...PULL_CASES, ...REPO_CASES, ...('dir' in real ? REAL_CASES : []), ...BIG_CASES];
 
     const get = (t: Tool, c: CaseId) => results.get(t)?.get(c === 'initialPlain' && t !== 'wsync' ? (t === 'rsync' ? 'initial' : c) : c);
     const header = '| case | wsync s | rsync s | scp s | wsync/rsync | wsync wire bytes | rsync wire bytes | scp wire bytes |';
@@ -480,6 +595,8 @@ async function main(): Promise<void> {
       `- tree: ${tree.files.length} files, ${tree.dirs} dirs, ${fmtBytes(tree.bytes)}, seed ${s.seed}` +
         (floorS ? `; sending it once at the link rate takes ≥ ${floorS.toFixed(1)} s` : ''),
       `- repo-shaped tree (r1)-(r3) (bench/tree.ts \`repo\`): ${repoShape}`,
+      `- real tree (t1)-(t3): ${realShape}`,
+      `- (a4): the initial push of the synthetic tree into a new directory, interrupted with SIGINT to the tool's process group halfway through the time its (a) took, then run again (the time shown)`,
       `- edit case: ${editSummary || 'not run'}`,
       `- pull cases: (p1) into an empty directory from the remote tree as (c) left it; (p2) after ${pullEditSummary || '(not run)'}`,
       `- big-file cases: ${BIG_CASES.length ? `one ${fmtBytes(bigBytes)} file of random bytes; (e) overwrites 1,000,000 bytes at offset size/2 + 12,345 (+ 3,000,000 per further run); (f) then inserts 100 bytes at offset 0; each edit sets a new mtime; (e) and (f) run ${s.bigReps} times per tool, a new edit each time, and the table shows the run with the median time` : 'not run'}`,

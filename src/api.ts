@@ -1,10 +1,8 @@
-import path from 'node:path';
 import { WsyncError } from './errors.js';
-import { formatTarget, parseTarget, type Target } from './target.js';
-import { ChunkCache, cacheFileFor, defaultCacheDir } from './transfer/chunkcache.js';
-import { prewarmChunks } from './transfer/prewarm.js';
-import { LocalTransport } from './transport/local/local.js';
+import type { Target } from './target.js';
 import { openTarget } from './transport/open.js';
+import { Session, openSession, type SessionOptions } from './session/session.js';
+import { runOnce, type RunOptions } from './session/run.js';
 import type { HostKeyPrompt } from './ssh/connect.js';
 import type { AuthPrompt } from './ssh/auth.js';
 import type { Direction, SyncEvent, SyncResult } from './transfer/engine.js';
@@ -49,6 +47,11 @@ export interface SyncOptions {
   onEvent?: (ev: SyncEvent) => void;
   /** Resolve hosts without the `ssh` binary (uses the ssh-config package). */
   useSshBinary?: boolean;
+  /**
+   * Times a run whose link was lost goes on over a new connection (default 0: the loss is the error, exit 2 in the
+   * CLI). See RunOptions.resume.
+   */
+  resume?: number;
   /** Test hook. */
   afterTransfer?: (path: string) => void;
   /** Diagnostics: which shortcuts a run took (see EngineOptions.onTrace). */
@@ -58,65 +61,67 @@ export interface SyncOptions {
 export type { SyncResult, SyncEvent };
 export { openTarget };
 
-async function run(direction: Direction, localDir: string, target: Target | string, o: SyncOptions): Promise<SyncResult> {
-  if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
-  const local = new LocalTransport(path.resolve(localDir));
-  const spec = typeof target === 'string' ? parseTarget(target) : target;
-  const cacheTarget = formatTarget(spec);
-  const dir = defaultCacheDir();
-  // Cut changed big files while connecting; the engine picks up the same cache object.
-  const cache =
-    dir && direction === 'push' && !o.dryRun
-      ? ChunkCache.load(cacheFileFor(dir, local.root, cacheTarget), { local: local.root, target: cacheTarget }).then(async (c) => {
-          await prewarmChunks(local, c);
-          return c;
-        })
-      : undefined;
+function runOptions(mode: Direction, o: SyncOptions): RunOptions {
+  return {
+    mode,
+    delete: o.delete,
+    force: o.force,
+    dryRun: o.dryRun,
+    checksum: o.checksum,
+    filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [], rules: o.rules },
+    concurrency: o.concurrency,
+    wait: o.wait,
+    breakLock: o.breakLock,
+    resume: o.resume,
+    onEvent: o.onEvent,
+    afterTransfer: o.afterTransfer,
+    onTrace: o.onTrace,
+  };
+}
+
+/** A session for one call: SyncOptions carries the connection's options too. */
+function sessionOptions(o: SyncOptions, extra: SessionOptions): SessionOptions {
+  return { ...o, ...extra };
+}
+
+async function run(mode: Direction, a: string | Session, b: Target | string | SyncOptions | undefined, c: SyncOptions | undefined): Promise<SyncResult> {
+  if (a instanceof Session) return runOnce(a, runOptions(mode, (b as SyncOptions | undefined) ?? {}));
+  const o = c ?? {};
+  const target = b as Target | string;
+  if (!a) throw new WsyncError('E_USAGE', 'missing local directory');
   const t0 = Date.now();
   let dialing!: () => void;
   const dialed = new Promise<void>((resolve) => (dialing = resolve));
-  const remoteP = openTarget(spec, { ...o, compressReplies: direction === 'push', onDialing: dialing });
-  remoteP.catch(() => undefined).finally(dialing);
+  // Changed big files are cut while connecting; the run picks up the same cache object.
+  const sessionP = openSession(a, target, sessionOptions(o, { compressReplies: mode === 'push', prewarm: mode === 'push' && !o.dryRun, onDialing: dialing }));
+  sessionP.catch(() => undefined).finally(dialing);
   // The engine's modules load while the SSH handshake waits on the network (~50 ms of a run's start).
   await dialed;
-  const { runSync } = await import('./transfer/engine.js');
-  const remote = await remoteP.catch(async (err) => {
-    await cache?.catch(() => undefined);
-    throw err;
-  });
+  await import('./transfer/engine.js');
+  const session = await sessionP;
   const connectMs = Date.now() - t0;
   try {
-    const result = await runSync({
-      direction,
-      local,
-      remote,
-      delete: o.delete ?? false,
-      force: o.force ?? false,
-      dryRun: o.dryRun ?? false,
-      filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [], rules: o.rules },
-      concurrency: o.concurrency ?? 1024,
-      lockWaitSeconds: o.wait ?? 0,
-      breakLock: o.breakLock ?? false,
-      checksum: o.checksum ?? false,
-      onEvent: o.onEvent,
-      afterTransfer: o.afterTransfer,
-      onTrace: o.onTrace,
-      cacheTarget,
-      cache,
-    });
+    const result = await runOnce(session, runOptions(mode, o));
     result.timings.connect = connectMs;
     return result;
   } finally {
-    await Promise.all([remote.close(), local.close()]);
+    await session.close();
   }
 }
 
-/** Makes `target` match `localDir`. Throws WsyncError for fatal problems; per-path problems are in the result. */
-export function push(localDir: string, target: Target | string, options: SyncOptions = {}): Promise<SyncResult> {
-  return run('push', localDir, target, options);
+/**
+ * Makes `target` match `localDir` (or, given a Session, the session's target match its directory). Throws
+ * WsyncError for fatal problems; per-path problems are in the result.
+ */
+export function push(localDir: string, target: Target | string, options?: SyncOptions): Promise<SyncResult>;
+export function push(session: Session, options?: SyncOptions): Promise<SyncResult>;
+export function push(a: string | Session, b?: Target | string | SyncOptions, c?: SyncOptions): Promise<SyncResult> {
+  return run('push', a, b, c);
 }
 
-/** Makes `localDir` match `target`. */
-export function pull(localDir: string, target: Target | string, options: SyncOptions = {}): Promise<SyncResult> {
-  return run('pull', localDir, target, options);
+/** Makes `localDir` match `target` (or a Session's directory match its target). */
+export function pull(localDir: string, target: Target | string, options?: SyncOptions): Promise<SyncResult>;
+export function pull(session: Session, options?: SyncOptions): Promise<SyncResult>;
+export function pull(a: string | Session, b?: Target | string | SyncOptions, c?: SyncOptions): Promise<SyncResult> {
+  return run('pull', a, b, c);
 }

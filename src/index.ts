@@ -4,3 +4,5 @@ export { parseTarget, type Target } from './target.js';
 export type { ItemEvent, ProgressEvent, SyncStats } from './transfer/engine.js';
 export { gitPush, type GitPushOptions, type GitPushResult } from './git/push.js';
 export { gitFetch, type GitFetchOptions, type GitFetchResult } from './git/fetch.js';
+export { openSession, Session, type SessionOptions, type ConnectionEvent, type ReconnectPolicy } from './session/session.js';
+export { runOnce, type RunOptions } from './session/run.js';

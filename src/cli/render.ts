@@ -79,6 +79,11 @@ export class Renderer {
       }
       return;
     }
+    if (ev.type === 'connection') {
+      this.clearProgress();
+      if (this.opts.verbosity !== 'quiet') this.err.write(`wsync: ${ev.message}\n`);
+      return;
+    }
     if (ev.action === '!' || ev.action === 'x') {
       this.clearProgress();
       if (ev.action === 'x') this.failedShown.add(`${ev.path}\0${ev.reason ?? ''}`);

@@ -15,6 +15,8 @@ export interface LockInfo {
   time: string;
   op: string;
   user?: string;
+  /** The Session whose run took it (see LockOptions.session). */
+  session?: string;
 }
 
 /** True while a process with this pid exists on this machine (EPERM: it exists, under another user). */
@@ -33,6 +35,11 @@ export interface LockOptions {
   waitSeconds: number;
   /** Remove a lock that another host holds (the user says it is stale). */
   breakLock: boolean;
+  /**
+   * The id of the Session taking it. A Session runs one run at a time, so a lock naming it was left by one of its
+   * earlier runs whose link was lost (the process is alive, so the pid check cannot tell): removed.
+   */
+  session?: string;
 }
 
 /**
@@ -46,7 +53,7 @@ export interface Lock {
 }
 
 export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock> {
-  const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username };
+  const me: LockInfo = { host: os.hostname(), pid: process.pid, time: new Date().toISOString(), op: opts.op, user: os.userInfo().username, session: opts.session };
   const deadline = Date.now() + opts.waitSeconds * 1000;
   let madeDir = false;
   let empty: { mtime: number; since: number } | undefined;
@@ -98,7 +105,8 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock
       // An unreadable lock is still a lock.
     }
     const sameHostDead = other.host === me.host && typeof other.pid === 'number' && !pidAlive(other.pid);
-    if (sameHostDead || opts.breakLock) {
+    const ownLost = opts.session !== undefined && other.session === opts.session && other.host === me.host && other.pid === me.pid;
+    if (sameHostDead || ownLost || opts.breakLock) {
       await t.remove(LOCK_PATH, 'file');
       continue;
     }

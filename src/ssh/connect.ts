@@ -45,6 +45,11 @@ export interface ConnectOptions {
   useSshBinary?: boolean;
   /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
   onDialing?: () => void;
+  /**
+   * Keepalive interval when ssh_config sets no ServerAliveInterval (default 15 s); the link counts as dead after
+   * ServerAliveCountMax (default 3) unanswered ones. A long-lived session asks for a shorter one.
+   */
+  keepaliveMs?: number;
 }
 
 export interface SshSession {
@@ -202,7 +207,7 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     username: auth.username,
     authHandler: auth.handler as ConnectConfig['authHandler'],
     readyTimeout: readyTimeoutMs,
-    keepaliveInterval: (h.serverAliveInterval ?? 15) * 1000,
+    keepaliveInterval: h.serverAliveInterval !== undefined ? h.serverAliveInterval * 1000 : opts.keepaliveMs ?? 15_000,
     keepaliveCountMax: h.serverAliveCountMax ?? 3,
     hostVerifier: ((key: Buffer, cb: (ok: boolean) => void) => {
       verify(key).then(cb, (err) => {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import os from 'node:os';
 import type { Entry, Problem, Tree } from '../types.js';
 import type { FileReader, Transport } from '../transport/types.js';
-import { WsyncError, errorMessage } from '../errors.js';
+import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
 import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
@@ -10,16 +10,17 @@ import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR }
 import { acquireLock } from '../manifest/lock.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { mapLimit, Semaphore } from '../util/limit.js';
-import { ancestors, asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor, tempNameFor } from '../util/paths.js';
+import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor, tempNameFor } from '../util/paths.js';
 import { conflictName } from '../transport/rebuild.js';
 import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
-import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
-import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
-import { chunkReader, hashingStream, verifiedLiterals } from './delta.js';
+import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
+import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, type ChunkList } from './chunkcache.js';
+import { chunkReader } from './delta.js';
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
-import { CommitWindow } from './window.js';
 import { Journal, trustedEntries } from './journal.js';
+import { startExecution, ctimeStamp, MAX_COPY_LENGTH, RESUME_MIN_SIZE } from './execute.js';
+import type { ConnectionEvent } from '../session/session.js';
 
 export { WSYNC_VERSION } from '../version.js';
 import { WSYNC_VERSION } from '../version.js';
@@ -53,7 +54,7 @@ export interface NoticeEvent {
   message: string;
 }
 
-export type SyncEvent = ItemEvent | ProgressEvent | NoticeEvent;
+export type SyncEvent = ItemEvent | ProgressEvent | NoticeEvent | ConnectionEvent;
 
 export interface SyncStats {
   filesSent: number;
@@ -102,6 +103,8 @@ export interface EngineOptions {
   concurrency: number;
   lockWaitSeconds: number;
   breakLock: boolean;
+  /** The Session the run belongs to: a lock one of its earlier runs left when its link was lost is its own. */
+  session?: string;
   /**
    * Compare by content (rsync's --checksum): files of the same size and mtime on both sides are hashed on both,
    * so an edit that kept both (same second, same size) is still sent. Reads every such file on both sides.
@@ -119,15 +122,12 @@ export interface EngineOptions {
   cacheTarget?: string;
   /** A cache already loaded (and prewarmed) while the connection was being set up. */
   cache?: Promise<ChunkCache>;
+  /** Loads the cache when the run first needs it (a Session's, kept across its runs); default: from cacheDir. */
+  loadCache?: () => Promise<ChunkCache> | undefined;
   /** Test hook: how the run used its shortcuts ('speculation used', 'speculation discarded', 'manifest prewritten'). */
   onTrace?: (what: string, path?: string) => void;
 }
 
-/**
- * Copies longer than this are split: the server runs each copy-data synchronously and serves nothing else on that
- * channel meanwhile. 64 MiB is well under a second on any disk; each extra op costs ~90 bytes.
- */
-const MAX_COPY_LENGTH = 64 * 2 ** 20;
 
 /** Limits of the extra local read that lets the final manifest be written ahead (see runSync). */
 const PREDICT_MAX_FILES = 2000;
@@ -137,12 +137,12 @@ const PREDICT_MAX_FILES = 2000;
  * all be hashed again by the next one.
  */
 const CTIME_SLACK_MS = 20;
-/** Files up to this size are hashed for comparison many at a time; bigger ones a few at a time. */
+/**
+ * Files are hashed for comparison many at a time, a file costing two round trips (open, read): up to 64 KiB 1,024
+ * at once (256 left the link half idle when adopting 9,000 files), up to 1 MiB 64 at once, bigger ones 4 at once.
+ */
+const HASH_TINY_MAX = 64 << 10;
 const HASH_SMALL_MAX = 1 << 20;
-/** Uploads of files this big go into partials that an interrupted run leaves for the next to go on from. */
-const RESUME_MIN_SIZE = 4 << 20;
-/** What of a partial's end is read back and compared before it is gone on with. */
-const RESUME_CHECK_BYTES = 256 << 10;
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 const PREDICT_MAX_BYTES = 32 * 2 ** 20;
 
@@ -152,14 +152,6 @@ async function hashFile(t: Transport, rel: string, size: number): Promise<string
   return h.digest('hex');
 }
 
-/** A local file's version as a scan saw it, for the journal (a push): its ctime, which every write moves. */
-function ctimeStamp(e: Entry | undefined): string | null {
-  return e?.type === 'file' && e.ctime !== undefined ? `ctime ${e.ctime}` : null;
-}
-
-function trashStamp(): string {
-  return new Date().toISOString().replace(/[:.]/g, '-');
-}
 
 /**
  * push and pull: scan both sides, plan, then transfer with everything pipelined, deletes last and only after a
@@ -196,7 +188,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   // so when the first create takes the lock, the read saw what the lock protects, one round trip sooner. Otherwise
   // (the lock was waited for or broken; a local target, whose requests have no order) it is read again below.
   const pin = o.dryRun ? undefined : o.remote.pinned?.();
-  const lockP = o.dryRun ? undefined : acquireLock(pin ?? o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock });
+  const lockP = o.dryRun ? undefined : acquireLock(pin ?? o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock, session: o.session });
   lockP?.catch(() => undefined);
   const earlyManifestP = pin ? readManifest(pin) : undefined;
   earlyManifestP?.catch(() => undefined);
@@ -249,7 +241,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   /** Local files the ctime check found changed under an unchanged size and mtime, with their local content hash. */
   const flagged = new Map<string, string>();
   let cacheP: Promise<ChunkCache> | undefined = o.cache;
-  const getCache = () => (cacheP ??= ChunkCache.load(cacheFile, cacheLabel));
+  const getCache = () => (cacheP ??= o.loadCache?.() ?? ChunkCache.load(cacheFile, cacheLabel));
   // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
   // new) refers to, since a failed transfer leaves the old remote version in place.
   let livePaths: (rel: string) => boolean = () => true;
@@ -293,9 +285,10 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
       }
     };
-    const small = items.filter((i) => i.e.size <= HASH_SMALL_MAX);
+    const tiny = items.filter((i) => i.e.size <= HASH_TINY_MAX);
+    const small = items.filter((i) => i.e.size > HASH_TINY_MAX && i.e.size <= HASH_SMALL_MAX);
     const big = items.filter((i) => i.e.size > HASH_SMALL_MAX);
-    await Promise.all([mapLimit(small, 256, one), mapLimit(big, 4, one)]);
+    await Promise.all([mapLimit(tiny, 1024, one), mapLimit(small, 64, one), mapLimit(big, 4, one)]);
   };
   const lock = await lockP?.catch(async (err) => {
     await Promise.all([(await manifestTmpP)?.abort(), specs?.discardAll()]);
@@ -491,20 +484,33 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       ...localWalk.temps.map((t) => o.local.remove(t, 'file').catch(() => undefined)),
     ]);
 
-    const failed = new Set<string>();
-    const next = p.next;
-    const pending = new Set<string>([...p.prepare, ...p.mkdirs, ...p.transfers, ...p.metas, ...p.deletes].map((op) => op.path));
-    // What is true right now: done operations as planned, pending ones as they were. Written every few seconds
-    // so that a run killed mid-way costs the next one only the last few seconds of work.
-    const checkpoint = (): Tree => {
-      const t: Tree = new Map();
-      for (const [path, e] of next) if (!pending.has(path)) t.set(path, e);
-      for (const path of pending) {
-        const b = base.get(path);
-        if (b) t.set(path, b);
-      }
-      return t;
-    };
+    const exec = startExecution({
+      plan: p,
+      from: src,
+      to: dst,
+      local: o.local,
+      base,
+      dstTree,
+      problems,
+      conflicts,
+      stats,
+      force: o.force,
+      concurrency: o.concurrency,
+      journal,
+      getCache,
+      localChunks,
+      speculations: specs,
+      partials: partialFor,
+      partialSizes: new Map(remoteWalk.partials.map((x) => [x.path, x.size])),
+      emit,
+      trace,
+      afterTransfer: o.afterTransfer,
+      onSent: (rel) => sent(rel),
+      mark,
+    });
+    const { next, failed } = exec;
+    // Written every few seconds so that a run killed mid-way costs the next one only the last few seconds of work.
+    const checkpoint = () => exec.checkpoint();
     const writer = { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction };
     // When every file to be sent has a known hash, the manifest the run will end with is known before the files
     // arrive: written into its temp meanwhile, it needs only the rename at the end (a round trip less), provided
@@ -550,327 +556,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       nextCheckpoint = Date.now() + 20 * (Date.now() - t0);
     }, 3000);
     timer.unref();
-    const fail = (op: Op, err: unknown) => {
-      failed.add(op.path);
-      if (err instanceof WsyncError && err.code === 'E_CONFLICT') {
-        // Found during the transfer (a rebuild's check of the old file): the same outcome as a planned conflict.
-        conflicts.push({ path: op.path, reason: errorMessage(err) });
-        stats.conflicts++;
-        emit({ type: 'item', action: '!', path: op.path, kind: 'file', reason: errorMessage(err) });
-      } else {
-        stats.failed++;
-        const code = err instanceof WsyncError ? err.code : 'E_INTERNAL';
-        problems.push({ path: op.path, code, message: errorMessage(err) });
-        emit({ type: 'item', action: 'x', path: op.path, kind: op.kind === 'mkdir' ? 'dir' : 'file', reason: errorMessage(err) });
-      }
-      const b = base.get(op.path);
-      if (b && !(op.kind === 'remove' && !op.backup && dstTree.get(op.path) === undefined)) next.set(op.path, b);
-      else next.delete(op.path);
-    };
-    const blockedByFailure = (path: string) => ancestors(path).some((a) => failed.has(a));
-    const fatal = (err: unknown) => err instanceof WsyncError && (err.code === 'E_REMOTE_LOST' || err.code === 'E_CONNECT');
-    const trash = `${STATE_DIR}/trash/${trashStamp()}`;
-
-    const runOp = async (op: Op): Promise<void> => {
-      if (blockedByFailure(op.path)) {
-        failed.add(op.path);
-        const b = base.get(op.path);
-        if (b) next.set(op.path, b);
-        else next.delete(op.path);
-        sent(op.path);
-        return;
-      }
-      try {
-        await execOp(op);
-      } catch (err) {
-        if (fatal(err)) throw err;
-        fail(op, err);
-      } finally {
-        pending.delete(op.path);
-        sent(op.path);
-      }
-    };
-
-    const bytesTotal = p.transfers.reduce((n, op) => n + (op.kind === 'put' ? op.entry.size : 0), 0);
-    const filesTotal = p.transfers.length;
-    let bytesDone = 0;
-    let filesDone = 0;
-    let lastProgress = 0;
-    const progress = (force = false) => {
-      const now = Date.now();
-      if (!force && now - lastProgress < 200) return;
-      lastProgress = now;
-      emit({ type: 'progress', files: filesDone, filesTotal, bytes: bytesDone, bytesTotal });
-    };
-
-    /**
-     * How much of a partial upload (`partialRel`, found by the listing) can be trusted as the start of the local file:
-     * its name already ties it to this version of the file, and its first 64 KiB and last 256 KiB are read back and
-     * compared (a torn or foreign tail, or another writer, shows there). 0: start over.
-     */
-    const trustedPrefix = async (partialRel: string, rel: string, size: number): Promise<number> => {
-      const held = remoteWalk.partials.find((x) => x.path === partialRel)?.size ?? 0;
-      if (held <= 0 || held > size) return 0;
-      const ranges: Array<[number, number]> = [[0, Math.min(held, 64 * 1024)]];
-      if (held > 64 * 1024) ranges.push([Math.max(64 * 1024, held - RESUME_CHECK_BYTES), held]);
-      const [there, here] = await Promise.all([o.remote.openReader(partialRel), o.local.openReader(rel)]).catch(() => [null, null] as const);
-      try {
-        if (!there || !here) return 0;
-        for (const [a, b] of ranges) {
-          for (let pos = a; pos < b; ) {
-            const n = Math.min(b - pos, o.remote.caps.maxRead);
-            const [x, y] = await Promise.all([there.read(pos, n), here.read(pos, n)]);
-            if (x.length !== n || !x.equals(y)) return 0;
-            pos += n;
-          }
-        }
-        return held;
-      } catch {
-        return 0;
-      } finally {
-        await Promise.all([there?.close().catch(() => undefined), here?.close().catch(() => undefined)]);
-      }
-    };
-
-    const putWhole = async (op: Extract<Op, { kind: 'put' }>, backup: boolean): Promise<void> => {
-      const e = op.entry;
-      // Big files are cut while they stream, so that the next change to them can go as a delta.
-      const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
-      const stamp = spec && o.direction === 'push' ? await o.local.stamp(op.path).catch(() => null) : null;
-      // The local version being sent (a push: as scanned), for the journal: a later change must not be taken for synced.
-      const sentStamp = o.direction === 'push' ? ctimeStamp(e) : null;
-      // An upload an interrupted run began for this same version goes on from where its partial ends.
-      const partialRel = partialFor.get(op.path);
-      const partial = partialRel ? { name: baseName(partialRel), from: await trustedPrefix(partialRel, op.path, e.size) } : undefined;
-      const from = partial?.from ?? 0;
-      // The source's reader fails at its end if the file was modified while it was read, and the hash of what was
-      // read must be the one the plan knows (if it knows one): either way nothing is renamed into place, so no
-      // mix of two versions lands (and none is recorded in the manifest).
-      const hs = hashingStream(src.openRead(op.path, e.size, e.mtime), spec, (n) => {
-        bytesDone += n;
-        progress();
-      });
-      const data = (async function* () {
-        // The whole file is read (its hash and chunks cover it all); what the partial holds is not sent again.
-        let at = 0;
-        for await (const chunk of hs.stream) {
-          const end = at + chunk.length;
-          if (end > from) yield at >= from ? chunk : chunk.subarray(from - at);
-          at = end;
-        }
-        if (e.sha256 && hs.result().sha256 !== e.sha256) {
-          throw new WsyncError('E_CHANGED_DURING_SYNC', `${src.describe(op.path)} changed while it was being sent (its content is not what was scanned); it goes on the next run`);
-        }
-        sent(op.path);
-      })();
-      // What the plan saw at the destination must still be there right before the rename (unless --force moves it
-      // to the trash): an edit made there meanwhile is a conflict, not something to overwrite.
-      const d = dstTree.get(op.path);
-      const expect = backup ? undefined : op.replace && d && d.type !== 'dir' ? { type: d.type, size: d.size, mtime: d.mtime } : op.replace ? undefined : null;
-      // Under --force a change found there goes to the trash instead, and the file is replaced all the same.
-      const changedTo = o.force && expect ? `${trash}/${op.path}` : undefined;
-      if (from > 0) trace('resumed', op.path);
-      await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo, partial });
-      const { sha256, chunked } = hs.result();
-      const done: Entry = chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 };
-      next.set(op.path, done);
-      journal.add(op.path, done, o.direction === 'push' ? sentStamp : await o.local.stamp(op.path).catch(() => null));
-      if (chunked) {
-        const cache = await getCache();
-        const list = fromChunked(chunked);
-        // The list is what the destination now holds; for a push it may also describe the local file.
-        if (stamp && (await o.local.stamp(op.path).catch(() => null)) === stamp) cache.addFile(op.path, stamp, list);
-        else cache.addContent(list);
-      }
-      stats.filesSent++;
-      stats.bytesSent += e.size - from;
-      filesDone++;
-      progress();
-      emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'file', bytes: e.size });
-      o.afterTransfer?.(op.path);
-    };
-
-    /**
-     * Rebuilds a changed big file on the server from its previous version: copy-data for what is unchanged, writes
-     * for the rest. Returns false when a whole upload is the better or the only option: no copy-data, no usable
-     * chunk list for the remote version (never pushed from here, or cache lost), or too little to reuse.
-     */
-    const putDelta = async (op: Extract<Op, { kind: 'put' }>): Promise<boolean> => {
-      const e = op.entry;
-      const b = base.get(op.path);
-      const d = dstTree.get(op.path);
-      if (o.direction !== 'push' || !dst.caps.copyData || !op.replace || op.backup || e.size < DELTA_MIN_FILE_SIZE) return false;
-      // The plan only replaces a clean file; the rebuild checks again on the server, at the moment it reads.
-      if (b?.type !== 'file' || !b.sha256 || !b.chunker || d?.type !== 'file' || d.size !== b.size || d.mtime !== b.mtime) return false;
-      const spec = specForUpdate(b.chunker, e.size);
-      if (!sameSpec(spec, b.chunker)) return false;
-      const early = specs?.take(op.path, b, d, e, spec);
-      if (early) {
-        const staged = await early.staged.catch(() => undefined);
-        // Still the version that was cut (otherwise the copies may not match what the file now holds), and the old
-        // remote file still the one the copies came from.
-        const oldStill = async () => {
-          if (!early.recheck) return true;
-          const now = await dst.lstat(op.path).catch(() => null);
-          return now?.type === 'file' && now.size === early.old.size && now.mtime === early.old.mtime;
-        };
-        if (staged && (await o.local.stamp(op.path).catch(() => null)) === early.stamp && (await oldStill())) {
-          trace('speculation used', op.path);
-          await staged.commit();
-          deltaDone(op, early.cur.sha256, spec, early.delta.literalBytes + early.delta.copyBytes, early.delta, ctimeStamp(e));
-          return true;
-        }
-        trace('speculation discarded', op.path);
-        // A failed stage is redone below, which reports whatever is wrong (e.g. an outside edit) the usual way.
-        await staged?.abort();
-      }
-      const old = (await getCache()).content(b.sha256, spec);
-      if (!old) return false;
-      const reader = await o.local.openReader(op.path);
-      try {
-        const cur = await localChunks(op.path, spec, reader);
-        if (cur.size !== e.size) throw new WsyncError('E_CHANGED_DURING_SYNC', `${o.local.describe(op.path)} changed size since it was scanned`);
-        const chunks = toChunkRefs(cur);
-        const dp = planDelta(toChunkRefs(old), chunks, { maxCopyLength: MAX_COPY_LENGTH });
-        if (!dp.worthIt) return false;
-        validateDelta(dp.ops, old.size, e.size);
-        const literal = verifiedLiterals(reader, chunks, o.local.describe(op.path), (n) => {
-          bytesDone += n;
-          progress();
-        });
-        await dst.rebuildFile(op.path, { size: b.size, mtime: b.mtime }, dp.ops, literal, { mode: e.mode, mtime: e.mtime, size: e.size });
-        deltaDone(op, cur.sha256, spec, dp.copyBytes, dp, ctimeStamp(e));
-        return true;
-      } finally {
-        await reader.close();
-      }
-    };
-
-    /** Bookkeeping of a finished rebuild; `progressBytes`: what progress has not counted yet. */
-    const deltaDone = (op: Extract<Op, { kind: 'put' }>, sha256: string, spec: ChunkerSpec, progressBytes: number, dp: { literalBytes: number; copyBytes: number }, stamp: string | null) => {
-      const done: Entry = { ...op.entry, sha256, chunker: spec };
-      next.set(op.path, done);
-      journal.add(op.path, done, stamp);
-      stats.filesSent++;
-      stats.filesDelta++;
-      stats.bytesSent += dp.literalBytes;
-      stats.bytesReused += dp.copyBytes;
-      bytesDone += progressBytes;
-      filesDone++;
-      progress();
-      emit({ type: 'item', action: '*', path: op.path, kind: 'file', bytes: dp.literalBytes, reused: dp.copyBytes });
-      o.afterTransfer?.(op.path);
-    };
-
-    const execOp = async (op: Op): Promise<void> => {
-      switch (op.kind) {
-        case 'remove': {
-          const existed = dstTree.get(op.path);
-          if (!op.backup && existed && existed.type !== 'dir') {
-            // Re-checked right before: a file edited since the listing is someone's work, not ours to delete.
-            const now = await dst.lstat(op.path);
-            if (now && !(now.type === existed.type && now.mtime === existed.mtime && now.size === existed.size)) {
-              throw new WsyncError('E_CONFLICT', `${dst.describe(op.path)} was changed by someone else while this run was working; not deleted`);
-            }
-          }
-          if (op.backup) await dst.rename(op.path, `${trash}/${op.path}`);
-          else if (op.type === 'dir') await dst.remove(op.path, 'dir');
-          else await dst.remove(op.path, 'file');
-          if (existed) stats.deleted++;
-          emit({ type: 'item', action: '-', path: op.path, kind: existed?.type ?? (op.type === 'dir' ? 'dir' : 'file') });
-          return;
-        }
-        case 'mkdir':
-          await dst.mkdir(op.path, op.mode);
-          stats.dirsCreated++;
-          emit({ type: 'item', action: '+', path: op.path, kind: 'dir' });
-          return;
-        case 'link':
-          await dst.symlink(op.path, op.entry.target ?? '', { backupTo: op.backup ? `${trash}/${op.path}` : undefined });
-          stats.symlinksSent++;
-          emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'symlink' });
-          return;
-        case 'put': {
-          try {
-            if (await putDelta(op)) return;
-          } catch (err) {
-            const code = err instanceof WsyncError ? err.code : undefined;
-            if (code === 'E_CONFLICT' && o.force) {
-              // The old remote copy changed after the listing. --force means: keep it in the trash and replace it.
-              await putWhole(op, true);
-              return;
-            }
-            // A server that advertises copy-data but fails it (some filesystems, quotas on the temp) must not make
-            // the file unsendable run after run: the whole upload is the fallback that always works.
-            if (code !== 'E_REMOTE_IO') throw err;
-            emit({ type: 'notice', message: `${op.path}: delta transfer failed (${errorMessage(err)}); sending the whole file` });
-          }
-          await putWhole(op, op.backup);
-          return;
-        }
-        case 'meta':
-          await dst.setMeta(op.path, { mode: op.mode, mtime: op.mtime });
-          stats.attributesUpdated++;
-          emit({ type: 'item', action: '.', path: op.path, kind: op.entry.type });
-          return;
-      }
-    };
-
     try {
-      for (const op of p.prepare) await runOp(op);
-      // Directories and files in one stream: each waits only for its own parent directory, so transfers start
-      // as soon as the first directories exist instead of after all of them.
-      const dirReady = new Map<string, Promise<void>>();
-      const dirDone = new Map<string, () => void>();
-      for (const op of p.mkdirs) dirReady.set(op.path, new Promise<void>((r) => dirDone.set(op.path, r)));
-      const depth = (s: string) => s.split('/').length;
-      const ordered = [...p.mkdirs].sort((a, b) => depth(a.path) - depth(b.path) || comparePaths(a.path, b.path));
-      // A file's new time or mode goes along with the transfers (one round trip saved); a directory's mode only
-      // after them, since a mode that drops write permission would refuse the files still being written into it.
-      const isDirMeta = (op: Op) => op.kind === 'meta' && op.entry.type === 'dir';
-      const fileMetas = p.metas.filter((op) => !isDirMeta(op));
-      const dirMetas = p.metas.filter(isDirMeta);
-      // Files go in the order planned, as many at once as the link holds (window.ts): a cut then loses only what
-      // was in flight, and the next run starts where this one stopped instead of with every file half sent.
-      const window = new CommitWindow(o.remote.link);
-      await mapLimit([...ordered, ...fileMetas, ...p.transfers], o.concurrency, async (op) => {
-        await dirReady.get(parentOf(op.path));
-        // A big file counts only up to the size from which an upload resumes (what a cut costs of it is bounded by
-        // then) and a delta's bytes are mostly copied on the server: neither holds every small file behind it.
-        const ticket = op.kind === 'put' ? await window.enter(Math.min(op.entry.size, RESUME_MIN_SIZE)) : undefined;
-        try {
-          await runOp(op);
-        } finally {
-          ticket?.leave();
-          dirDone.get(op.path)?.();
-        }
-      });
-      mark('transfers');
-      // Before directory modes (one may forbid removing the temp) and deletes (an rmdir would find it).
-      await specs?.discardAll();
-      await mapLimit(dirMetas, o.concurrency, runOp);
-      progress(true);
-
-      let deletesSkipped: string | undefined;
-      if (p.deletes.length > 0) {
-        // Held back after any failure (a transfer, mkdir or attribute update that did not happen, or a path found
-        // changed during the transfer): the tree is not the one the run meant to mirror. A conflict found by the
-        // plan holds back only its own path (and what is below it): an untracked file on the destination must not
-        // stop every deletion run after run, and a wrong source directory is caught by the delete limit.
-        if (problems.length > 0 || failed.size > 0) {
-          deletesSkipped = `${p.deletes.length} deletion(s) skipped because of the errors above`;
-          for (const op of p.deletes) {
-            const b = base.get(op.path);
-            if (b) next.set(op.path, b);
-          }
-          emit({ type: 'notice', message: deletesSkipped });
-        } else {
-          // Children before parents: one at a time per directory chain, so rmdir finds its directory empty.
-          const depthOf = (s: string) => s.split('/').length;
-          const levels = [...new Set(p.deletes.map((op) => depthOf(op.path)))].sort((a, b) => b - a);
-          for (const lv of levels) await mapLimit(p.deletes.filter((op) => depthOf(op.path) === lv), o.concurrency, runOp);
-        }
-      }
+      const deletesSkipped = await exec.run();
       clearInterval(timer);
       await checkpointing;
       // The links of replaced files go in the background (waited for when the run ends, not here: a round trip on

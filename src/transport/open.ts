@@ -13,6 +13,8 @@ export async function openTarget(
     compressReplies?: boolean;
     /** zlib level for what we send when compressing. */
     compressLevel?: number;
+    /** See ConnectOptions.keepaliveMs. */
+    keepaliveMs?: number;
   },
 ): Promise<Transport> {
   const t = typeof target === 'string' ? parseTarget(target) : target;
@@ -34,11 +36,14 @@ export async function openTarget(
     compressLevel: o.compressLevel,
     useSshBinary: o.useSshBinary,
     onDialing: o.onDialing,
+    keepaliveMs: o.keepaliveMs,
   });
   try {
     const root = await SftpTransport.resolveRoot(session.channels[0], t.path);
     const label = `${session.host.user}@${session.host.alias}`;
-    return new SftpTransport(session.channels, root, label, session.close);
+    const sftp = new SftpTransport(session.channels, root, label, session.close);
+    sftp.hooks = session.hooks;
+    return sftp;
   } catch (err) {
     await session.close();
     throw err;

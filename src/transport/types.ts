@@ -1,3 +1,4 @@
+import type { WsyncError } from '../errors.js';
 import type { Entry } from '../types.js';
 import type { LinkMeter } from '../transfer/window.js';
 
@@ -193,6 +194,10 @@ export interface Transport {
   settle?(): Promise<void>;
   /** Latency of the link's requests (remote transports): what the engine bounds the bytes in flight by. */
   readonly link?: LinkMeter;
+  /** Remote transports: the error the connection was lost with; undefined while it works. */
+  readonly lost?: WsyncError;
+  /** SFTP: which of ssh2's internals were hooked on this connection (ssh2-internals.ts), for WSYNC_DEBUG. */
+  readonly hooks?: Record<string, boolean>;
   /**
    * A string that changes whenever the regular file at `rel` may have changed: null when it is missing or not a
    * regular file. Local: device, inode, size, mtime and ctime in nanoseconds (ctime catches a write that put the

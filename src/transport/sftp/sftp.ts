@@ -149,6 +149,17 @@ export class SftpTransport implements Transport {
     }
   }
 
+  /** For a request that opens no handle: not held to the channel's open-file limit (it holds none). */
+  private async onChannelNoHandle<T>(fn: (slot: ChannelSlot) => Promise<T>): Promise<T> {
+    const slot = this.pick();
+    slot.ch.load++;
+    try {
+      return await fn(slot);
+    } finally {
+      slot.ch.load--;
+    }
+  }
+
   async readdir(rel: string): Promise<DirListing | null> {
     return this.onChannel(async ({ ch }) => {
       const dir = this.abs(rel);
@@ -1007,7 +1018,7 @@ export class SftpTransport implements Transport {
   }
 
   async setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
-    return this.onChannel(async ({ ch }) => {
+    return this.onChannelNoHandle(async ({ ch }) => {
       const attrs: import('ssh2').InputAttributes = {};
       if (meta.mode !== undefined) attrs.mode = meta.mode & 0o7777;
       if (meta.mtime !== undefined) {
@@ -1053,6 +1064,15 @@ export class SftpTransport implements Transport {
     // Every request of the view goes to this one channel; requests are sent as they are issued.
     (view as unknown as { pick: () => ChannelSlot }).pick = () => slot;
     return view;
+  }
+
+  /** Set by openTarget: the ssh2 hooks that applied on this connection. */
+  hooks?: Record<string, boolean>;
+
+  /** The connection is one for all channels: lost when any of them is. */
+  get lost(): WsyncError | undefined {
+    for (const s of this.slots) if (s.ch.lost) return s.ch.lost;
+    return undefined;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,80 @@
+import type { FilterOptions } from '../scan/ignore.js';
+import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
+import type { Transport } from '../transport/types.js';
+import { isLinkError, type Session } from './session.js';
+
+export interface RunOptions {
+  mode: Direction;
+  delete?: boolean;
+  force?: boolean;
+  dryRun?: boolean;
+  checksum?: boolean;
+  filter?: FilterOptions;
+  /** Files in flight at once (default 1024). */
+  concurrency?: number;
+  /** Seconds to wait for another run's lock (default 0). */
+  wait?: number;
+  breakLock?: boolean;
+  /**
+   * Times a run whose link was lost is started again on a new connection (default 0: the loss is the run's error).
+   * Each new run goes on from what the lost one completed (the journal, partial uploads), and its lock is known as
+   * the session's own.
+   */
+  resume?: number;
+  onEvent?: (ev: SyncEvent) => void;
+  afterTransfer?: (path: string) => void;
+  onTrace?: (what: string, path?: string) => void;
+}
+
+/**
+ * One push or pull on a session: the runs of a session go one at a time (a second call waits for the first),
+ * each on the session's connection, reconnecting first when it was lost.
+ */
+export async function runOnce(session: Session, o: RunOptions): Promise<SyncResult> {
+  const before = session.busy;
+  let done!: () => void;
+  session.busy = new Promise<void>((r) => (done = r));
+  await before.catch(() => undefined);
+  try {
+    const { runSync } = await import('../transfer/engine.js');
+    let traced: Transport | undefined;
+    for (let attempt = 0; ; attempt++) {
+      const t0 = Date.now();
+      const remote = await session.remote();
+      const connectMs = Date.now() - t0;
+      if (remote.hooks && remote !== traced) {
+        traced = remote;
+        o.onTrace?.(`ssh2 hooks ${Object.entries(remote.hooks).map(([k, v]) => `${k}=${v ? 'applied' : 'MISSING'}`).join(' ')}`);
+      }
+      try {
+        const result = await runSync({
+          direction: o.mode,
+          local: session.local,
+          remote,
+          delete: o.delete ?? false,
+          force: o.force ?? false,
+          dryRun: o.dryRun ?? false,
+          filter: o.filter ?? { gitignore: true, excludes: [], includes: [] },
+          concurrency: o.concurrency ?? 1024,
+          lockWaitSeconds: o.wait ?? 0,
+          breakLock: o.breakLock ?? false,
+          checksum: o.checksum ?? false,
+          session: session.id,
+          onEvent: o.onEvent,
+          afterTransfer: o.afterTransfer,
+          onTrace: o.onTrace,
+          cacheTarget: session.targetLabel,
+          cache: session.prewarmed(),
+          loadCache: () => session.cache(),
+        });
+        if (connectMs > 0) result.timings.connect = connectMs;
+        return result;
+      } catch (err) {
+        if (!isLinkError(err) || attempt >= (o.resume ?? 0)) throw err;
+        o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
+      }
+    }
+  } finally {
+    done();
+  }
+}

@@ -1,0 +1,209 @@
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { WsyncError, errorMessage } from '../errors.js';
+import { formatTarget, parseTarget, type Target } from '../target.js';
+import { ChunkCache, cacheFileFor, defaultCacheDir } from '../transfer/chunkcache.js';
+import { prewarmChunks } from '../transfer/prewarm.js';
+import { LocalTransport } from '../transport/local/local.js';
+import { openTarget } from '../transport/open.js';
+import type { Transport } from '../transport/types.js';
+import type { ConnectOptions } from '../ssh/connect.js';
+
+/** What a session says about its connection (the library's onEvent; the CLI prints them). */
+export interface ConnectionEvent {
+  type: 'connection';
+  state: 'lost' | 'reconnecting' | 'restored';
+  message: string;
+  /** reconnecting: the attempt about to be made (1-based) and the wait before it. */
+  attempt?: number;
+  delayMs?: number;
+}
+
+export interface ReconnectPolicy {
+  /** Attempts after a lost connection before giving up (default 6). The first connection is never retried. */
+  attempts?: number;
+  /** Wait before the first attempt (default 500 ms); doubled each time, capped by maxDelayMs (default 15 s), with jitter. */
+  firstDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export interface SessionOptions
+  extends Pick<ConnectOptions, 'identity' | 'acceptNew' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'useSshBinary' | 'keepaliveMs'> {
+  /** ssh_config file (-F). */
+  sshConfig?: string;
+  interactive?: boolean;
+  /** true / false / unset = auto (see SyncOptions.compress). */
+  compress?: boolean;
+  /** What the server sends is mostly metadata (pushes): worth compressing on a WAN link. */
+  compressReplies?: boolean;
+  /** Cut changed big files into chunks while connecting (a push is about to run). */
+  prewarm?: boolean;
+  reconnect?: ReconnectPolicy;
+  /** Closes the session when aborted (a run in progress then fails as on a lost link). */
+  signal?: AbortSignal;
+  onEvent?: (ev: ConnectionEvent) => void;
+  /** Called once dialling has begun (CPU work from then on overlaps the handshake). */
+  onDialing?: () => void;
+}
+
+/** Errors of the link itself, worth another connection; anything else (auth, host key, config) is not. */
+export function isLinkError(err: unknown): boolean {
+  return err instanceof WsyncError && (err.code === 'E_REMOTE_LOST' || err.code === 'E_CONNECT');
+}
+
+/** The wait before reconnect attempt `n` (0-based): exponential, capped, with ±50 % jitter so that many clients spread out. */
+export function backoffMs(n: number, policy: ReconnectPolicy = {}, random: () => number = Math.random): number {
+  const first = policy.firstDelayMs ?? 500;
+  const max = policy.maxDelayMs ?? 15_000;
+  const base = Math.min(max, first * 2 ** Math.min(n, 30));
+  return Math.round(base * (0.5 + random()));
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * One local directory and one target, for as long as the caller wants: the connection (reconnected after it is
+ * lost), the local chunk cache, and an id that lets its own runs tell their locks from other runs'. push, pull and
+ * the coming watch and sync run on it one at a time (runOnce); the one-shot API opens one per call.
+ */
+export class Session {
+  readonly local: LocalTransport;
+  readonly target: Target;
+  /** The target as typed, normalized: what the chunk cache and pair state are keyed by. */
+  readonly targetLabel: string;
+  /** Names this session in the locks its runs take (LockOptions.session). */
+  readonly id = randomBytes(8).toString('hex');
+  /** Settles when the session is closed (close(), or its signal aborted). */
+  readonly closed: Promise<void>;
+  private markClosed!: () => void;
+  private isClosed = false;
+  private current: Transport | undefined;
+  private connecting: Promise<Transport> | undefined;
+  private cacheP: Promise<ChunkCache> | undefined;
+  /** Runs in progress (one at a time: see runOnce). */
+  busy: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    localDir: string,
+    target: Target,
+    private readonly o: SessionOptions,
+  ) {
+    this.local = new LocalTransport(path.resolve(localDir));
+    this.target = target;
+    this.targetLabel = formatTarget(target);
+    this.closed = new Promise((r) => (this.markClosed = r));
+    if (o.signal?.aborted) void this.close();
+    else o.signal?.addEventListener('abort', () => void this.close(), { once: true });
+  }
+
+  /**
+   * Connects (the first connection is not retried: a wrong host, key or password should be said at once), loading
+   * and prewarming the chunk cache meanwhile when asked to.
+   */
+  static async open(localDir: string, target: Target | string, o: SessionOptions = {}): Promise<Session> {
+    if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
+    const s = new Session(localDir, typeof target === 'string' ? parseTarget(target) : target, o);
+    if (o.prewarm) s.cacheP = s.loadCache(true);
+    try {
+      s.current = await s.dial(o.onDialing);
+    } catch (err) {
+      await s.close();
+      throw err;
+    }
+    return s;
+  }
+
+  /** The cache, when it was loaded and prewarmed at open (opened with `prewarm`): what a push's early rebuilds start from. */
+  prewarmed(): Promise<ChunkCache> | undefined {
+    return this.o.prewarm ? this.cacheP : undefined;
+  }
+
+  /** The chunk cache of this (local directory, target) pair, loaded once; undefined without a cache directory. */
+  cache(): Promise<ChunkCache> | undefined {
+    return (this.cacheP ??= this.loadCache(false));
+  }
+
+  private loadCache(prewarm: boolean): Promise<ChunkCache> | undefined {
+    const dir = defaultCacheDir();
+    if (!dir) return undefined;
+    const p = ChunkCache.load(cacheFileFor(dir, this.local.root, this.targetLabel), { local: this.local.root, target: this.targetLabel }).then(async (c) => {
+      if (prewarm) await prewarmChunks(this.local, c);
+      return c;
+    });
+    p.catch(() => undefined);
+    return p;
+  }
+
+  /** True while the current connection works. */
+  get connected(): boolean {
+    return !!this.current && !this.current.lost;
+  }
+
+  /**
+   * The remote transport, connected: after a lost link, a new connection (with backoff and jitter, up to
+   * reconnect.attempts; only link errors are retried). Fails once the session is closed.
+   */
+  async remote(): Promise<Transport> {
+    if (this.isClosed) throw new WsyncError('E_USAGE', 'the session is closed');
+    const t = this.current;
+    if (t && !t.lost) return t;
+    return (this.connecting ??= this.reconnect(t).finally(() => (this.connecting = undefined)));
+  }
+
+  private async reconnect(old: Transport | undefined): Promise<Transport> {
+    const emit = this.o.onEvent ?? (() => undefined);
+    if (old) {
+      this.current = undefined;
+      await old.close().catch(() => undefined);
+      emit({ type: 'connection', state: 'lost', message: `connection to ${this.targetLabel} lost: ${errorMessage(old.lost)}` });
+    }
+    const attempts = this.o.reconnect?.attempts ?? 6;
+    for (let n = 0; ; n++) {
+      const delayMs = backoffMs(n, this.o.reconnect);
+      emit({ type: 'connection', state: 'reconnecting', message: `reconnecting to ${this.targetLabel} in ${(delayMs / 1000).toFixed(1)} s (attempt ${n + 1} of ${attempts})`, attempt: n + 1, delayMs });
+      await sleep(delayMs, this.o.signal);
+      if (this.isClosed) throw new WsyncError('E_REMOTE_LOST', `connection to ${this.targetLabel} lost, and the session was closed`);
+      try {
+        const t = await this.dial();
+        if (this.isClosed) {
+          await t.close().catch(() => undefined);
+          throw new WsyncError('E_REMOTE_LOST', 'the session was closed');
+        }
+        this.current = t;
+        emit({ type: 'connection', state: 'restored', message: `reconnected to ${this.targetLabel}` });
+        return t;
+      } catch (err) {
+        if (!isLinkError(err) || n + 1 >= attempts) throw err;
+      }
+    }
+  }
+
+  private dial(onDialing?: () => void): Promise<Transport> {
+    return openTarget(this.target, { ...this.o, onDialing });
+  }
+
+  /** Ends the connection; waits for the cache load (a prewarm still cutting files) so nothing runs after it. */
+  async close(): Promise<void> {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    const t = this.current;
+    this.current = undefined;
+    await Promise.all([t?.close().catch(() => undefined), this.local.close().catch(() => undefined), this.cacheP?.catch(() => undefined)]);
+    this.markClosed();
+  }
+}
+
+/** Opens a Session (see Session.open). */
+export function openSession(localDir: string, target: Target | string, o: SessionOptions = {}): Promise<Session> {
+  return Session.open(localDir, target, o);
+}
