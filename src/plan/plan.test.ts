@@ -75,5 +75,32 @@ describe('plan', () => {
     expect(p.deleteCount).toBe(2);
     expect(p.dstFileCount).toBe(3);
     expect(p.deletes.map((d) => d.path)).toEqual(['c', 'b']);
+    // More than half: the verdict is the plan's; --force lifts it, and one of three is under it.
+    expect(p.tooManyDeletes).toBe(true);
+    expect(plan({ src: treeOf([['a', file(1, 1)]]), dst: base, base, delete: true, force: true, dstName: 'remote' }).tooManyDeletes).toBe(false);
+    expect(plan({ src: treeOf([['a', file(1, 1)], ['b', file(1, 1)]]), dst: base, base, delete: true, force: false, dstName: 'remote' }).tooManyDeletes).toBe(false);
+  });
+
+  it('says each conflict as a kind plus data, with the reason in words beside it', () => {
+    const base = treeOf([['changed', file(1, 1)], ['gone', file(1, 1)], ['d/x', file(1, 1)]]);
+    const dst = treeOf([['changed', file(2, 2)], ['gone', file(2, 2)], ['mine', file(5, 5)], ['d/x', file(9, 9)], ['d/y', file(1, 1)]]);
+    const src = treeOf([['changed', file(3, 3)], ['mine', file(6, 6)], ['d', file(4, 4)]]);
+    const p = plan({ src, dst, base, delete: true, force: false, dstName: 'local' });
+    const data = p.conflicts.map(({ reason, ...c }) => (expect(reason.length).toBeGreaterThan(0), c));
+    expect(data).toEqual([
+      { path: 'changed', kind: 'changed', op: 'replace', side: 'local' },
+      { path: 'd', kind: 'dir-holds-changes', op: 'replace', side: 'local', count: 2, example: 'd/x' },
+      { path: 'gone', kind: 'changed', op: 'delete', side: 'local' },
+      { path: 'mine', kind: 'unmanaged', op: 'replace', side: 'local' },
+    ]);
+    expect(p.conflicts[0].reason).toBe('changed on the local side since the last sync');
+    expect(p.conflicts[2].reason).toBe('changed on the local side since the last sync; not deleted');
+  });
+
+  it('carries the chunker of an unchanged big file over into the next manifest', () => {
+    const chunker = { avg: 65536, min: 16384, max: 262144, seed: 0 } as unknown as NonNullable<ReturnType<typeof file>['chunker']>;
+    const base = treeOf([['big', { ...file(9, 9), sha256: 'h', chunker }]]);
+    const p = plan({ src: treeOf([['big', file(9, 9)]]), dst: base, base, delete: false, force: false, dstName: 'remote' });
+    expect(p.next.get('big')).toEqual({ ...file(9, 9), sha256: 'h', chunker });
   });
 });

@@ -20,9 +20,60 @@ export type Op =
   | { kind: 'meta'; path: string; entry: Entry; mode?: number; mtime?: number }
   | { kind: 'remove'; path: string; type: 'file' | 'dir'; backup: boolean };
 
+/** Why a path was left alone, as data (the reason in words goes with it). */
+export type ConflictKind =
+  /** The destination changed since wsync last wrote it there. */
+  | 'changed'
+  /** The destination holds something else that wsync never wrote. */
+  | 'unmanaged'
+  /** A directory the source replaces with a file or link holds paths changed on the destination. */
+  | 'dir-holds-changes'
+  /** A directory the source replaces could not be fully listed. */
+  | 'unlisted'
+  /** Found changed while the run was working, right before it would have replaced or deleted it. */
+  | 'changed-during-run'
+  /** An interrupted replacement kept an old version aside that may hold someone's edit: kept under a conflict name. */
+  | 'kept-aside';
+
 export interface Conflict {
   path: string;
+  kind: ConflictKind;
+  /** What the run would have done to the path. */
+  op: 'replace' | 'delete';
+  /** The side holding the version that was kept. */
+  side: 'local' | 'remote';
+  /** dir-holds-changes: how many paths below changed, and one of them. */
+  count?: number;
+  example?: string;
+  /** kept-aside: where the kept version is now. */
+  keptAt?: string;
+  /** The same in words (describeConflict). */
   reason: string;
+}
+
+/** A conflict's reason in words, from its data. */
+export function describeConflict(c: Omit<Conflict, 'reason'>): string {
+  switch (c.kind) {
+    case 'changed':
+      return `changed on the ${c.side} side since the last sync${c.op === 'delete' ? '; not deleted' : ''}`;
+    case 'unmanaged':
+      return c.op === 'delete'
+        ? 'not written by wsync; not deleted (--force moves it to the trash)'
+        : `exists on the ${c.side} side and differs (not written by wsync); --force replaces it`;
+    case 'dir-holds-changes':
+      return `would replace a directory holding ${c.count} path(s) changed on the ${c.side} side (e.g. ${c.example})`;
+    case 'unlisted':
+      return 'would replace a directory that could not be fully listed';
+    case 'changed-during-run':
+      return `changed on the ${c.side} side while this run was working; not ${c.op === 'delete' ? 'deleted' : 'replaced'}`;
+    case 'kept-aside':
+      return `an interrupted run had kept a version of it that may hold someone's edit: now at ${c.keptAt}`;
+  }
+}
+
+/** A Conflict with its reason filled in. */
+export function conflictOf(c: Omit<Conflict, 'reason'>): Conflict {
+  return { ...c, reason: describeConflict(c) };
 }
 
 export interface PlanInput {
@@ -33,8 +84,8 @@ export interface PlanInput {
   delete: boolean;
   force: boolean;
   blocked?: string[];
-  /** Names the destination in conflict reasons ('remote', 'local'). */
-  dstName: string;
+  /** Which side the destination is (conflicts say where the kept version is). */
+  dstName: 'local' | 'remote';
 }
 
 export interface Plan {
@@ -50,6 +101,8 @@ export interface Plan {
   /** Files (and symlinks) --delete would remove vs files present at the destination. */
   deleteCount: number;
   dstFileCount: number;
+  /** The delete limit's verdict: --delete (without --force) would remove more than half the destination's files. */
+  tooManyDeletes: boolean;
 }
 
 /**
@@ -75,7 +128,7 @@ function withHash(s: Entry, known: Entry | undefined): Entry {
 
 export function plan(input: PlanInput): Plan {
   const { src, dst, base } = input;
-  const out: Plan = { prepare: [], mkdirs: [], transfers: [], metas: [], deletes: [], conflicts: [], next: new Map(), deleteCount: 0, dstFileCount: 0 };
+  const out: Plan = { prepare: [], mkdirs: [], transfers: [], metas: [], deletes: [], conflicts: [], next: new Map(), deleteCount: 0, dstFileCount: 0, tooManyDeletes: false };
   const blocked = new Set(input.blocked ?? []);
   const skipped = new Set<string>(); // conflicted paths whose subtrees are left alone
   const replacedDirs = new Set<string>(); // dst dirs removed wholesale because src has a non-dir there
@@ -88,12 +141,12 @@ export function plan(input: PlanInput): Plan {
   };
   const underSkipped = (p: string) =>
     (skipped.size > 0 || blocked.size > 0) && (blocked.has(p) || ancestors(p).some((a) => skipped.has(a) || blocked.has(a)));
-  const conflict = (p: string, reason: string) => {
-    out.conflicts.push({ path: p, reason });
+  const side = input.dstName;
+  const conflict = (p: string, kind: ConflictKind, op: Conflict['op'], more: Partial<Conflict> = {}) => {
+    out.conflicts.push(conflictOf({ path: p, kind, op, side, ...more }));
     skipped.add(p);
     keepBase(p);
   };
-  const dirty = `changed on the ${input.dstName} side since the last sync`;
 
   // Destination descendants of a dir that src replaces with a non-dir: they go with it.
   const dstUnder = (dir: string) => [...dst.keys()].filter((k) => isUnder(k, dir));
@@ -131,7 +184,7 @@ export function plan(input: PlanInput): Plan {
       if (d) {
         if (!isClean(d, b)) {
           if (!input.force) {
-            conflict(p, b ? dirty : `exists on the ${input.dstName} side and differs (not written by wsync); --force replaces it`);
+            conflict(p, b ? 'changed' : 'unmanaged', 'replace');
             continue;
           }
           backup = true;
@@ -140,11 +193,11 @@ export function plan(input: PlanInput): Plan {
           const below = dstUnder(p);
           const dirtyBelow = below.filter((k) => !isClean(dst.get(k)!, base.get(k)));
           if (dirtyBelow.length > 0 && !input.force) {
-            conflict(p, `would replace a directory holding ${dirtyBelow.length} path(s) changed on the ${input.dstName} side (e.g. ${dirtyBelow[0]})`);
+            conflict(p, 'dir-holds-changes', 'replace', { count: dirtyBelow.length, example: dirtyBelow[0] });
             continue;
           }
           if (below.some((k) => blocked.has(k) || ancestors(k).some((a) => blocked.has(a)))) {
-            conflict(p, 'would replace a directory that could not be fully listed');
+            conflict(p, 'unlisted', 'replace');
             continue;
           }
           replacedDirs.add(p);
@@ -177,7 +230,7 @@ export function plan(input: PlanInput): Plan {
       continue;
     }
     if (!clean && !input.force) {
-      conflict(p, b ? `${dirty}; not deleted` : `not written by wsync; not deleted (--force moves it to the trash)`);
+      conflict(p, b ? 'changed' : 'unmanaged', 'delete');
       continue;
     }
     out.deletes.push({ kind: 'remove', path: p, type: d.type === 'dir' ? 'dir' : 'file', backup: !clean });
@@ -198,5 +251,20 @@ export function plan(input: PlanInput): Plan {
     })
     .sort((a, b) => comparePaths(b.path, a.path));
   out.mkdirs.sort((a, b) => comparePaths(a.path, b.path));
+  carryChunkers(out.next, base);
+  out.tooManyDeletes = input.delete && !input.force && out.deleteCount > 0 && out.deleteCount * 2 > out.dstFileCount;
   return out;
+}
+
+/**
+ * The listings know nothing of chunkers. Where the content is the one the old entry describes, its chunker still
+ * applies (the chunk list is cached by content).
+ */
+function carryChunkers(next: Tree, base: Tree): void {
+  for (const [p, n] of next) {
+    const b = base.get(p);
+    if (n.type !== 'file' || n.chunker || b?.type !== 'file' || !b.chunker || !b.sha256 || n.size !== b.size) continue;
+    const same = n.sha256 ? n.sha256 === b.sha256 : n.mtime === b.mtime;
+    if (same) next.set(p, { ...n, sha256: b.sha256, chunker: b.chunker });
+  }
 }

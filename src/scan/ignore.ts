@@ -46,6 +46,7 @@ function globHits(globs: Glob[], rel: string, isDir: boolean): boolean {
  */
 export class IgnoreRules {
   private perDir = new Map<string, Ignore[]>();
+  private byFile = new Map<string, { git?: Ignore; wsync?: Ignore }>();
   /** Verdicts on directories for isExcludedDeep: every path below shares its ancestors' checks. */
   private dirCache = new Map<string, boolean>();
   private excludes: Glob[];
@@ -62,15 +63,27 @@ export class IgnoreRules {
     return name === '.wsyncignore' || (name === '.gitignore' && this.opts.gitignore);
   }
 
+  /** Sets the rules of one ignore file (replacing what it said before: an edited .gitignore takes effect). */
   addRules(dir: string, file: string, text: string): void {
     if (!this.wants(file)) return;
+    this.setRules(dir, file, ignore({ allowRelativePaths: true }).add(text));
+  }
+
+  /** Forgets the rules of an ignore file that was deleted. */
+  dropRules(dir: string, file: string): void {
+    if (this.byFile.get(dir)?.[file === '.wsyncignore' ? 'wsync' : 'git']) this.setRules(dir, file, undefined);
+  }
+
+  private setRules(dir: string, file: string, ig: Ignore | undefined): void {
     this.dirCache.clear();
-    const list = this.perDir.get(dir) ?? [];
-    const ig = ignore({ allowRelativePaths: true }).add(text);
-    // .wsyncignore is read second whatever the listing order, so that it overrides .gitignore.
-    if (file === '.wsyncignore') list.push(ig);
-    else list.unshift(ig);
-    this.perDir.set(dir, list);
+    const f = this.byFile.get(dir) ?? {};
+    if (file === '.wsyncignore') f.wsync = ig;
+    else f.git = ig;
+    this.byFile.set(dir, f);
+    // .wsyncignore is applied second whatever the listing order, so that it overrides .gitignore.
+    const list = [f.git, f.wsync].filter((x): x is Ignore => x !== undefined);
+    if (list.length) this.perDir.set(dir, list);
+    else this.perDir.delete(dir);
   }
 
   /** Set by isExcluded: the last verdict came from a .gitignore/.wsyncignore file (for counting what they left out). */

@@ -1,7 +1,8 @@
-import type { Problem, Tree } from '../types.js';
+import type { Entry, Problem, Tree } from '../types.js';
 import type { DirListing, SpecialKind, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
-import { isAsideName, isPartialName, isSafeName, isTempName, joinRel } from '../util/paths.js';
+import { ancestors, isAsideName, isPartialName, isSafeName, isTempName, joinRel } from '../util/paths.js';
+import { mapLimit } from '../util/limit.js';
 import { IgnoreRules } from './ignore.js';
 
 export interface WalkResult {
@@ -87,6 +88,11 @@ export interface WalkOptions {
   prefetcher?: Prefetcher;
   /** Told of each directory the walk will list (the root first), as soon as it is found. */
   onDir?: (rel: string) => void;
+  /**
+   * Walk only the subtree at this directory (default: the whole tree). The rules must already hold the ignore
+   * files of the directories above it (a session's rules, filled by a full walk).
+   */
+  under?: string;
 }
 
 /**
@@ -104,8 +110,9 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
   let ignored = 0;
   const asides: WalkResult['asides'] = [];
   const lister = opts.prefetcher ?? new Prefetcher(t);
-  opts.onDir?.('');
-  const rootEntries = await lister.take('');
+  const top = opts.under ?? '';
+  opts.onDir?.(top);
+  const rootEntries = await lister.take(top);
   if (rootEntries === null) return { tree, rootExists: false, problems, temps, partials, blocked, skipped, ignored, asides };
 
   const excluded = (rel: string, isDir: boolean) => opts.rules.isExcluded(rel, isDir);
@@ -182,7 +189,7 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
           });
       }
     };
-    visit('', rootEntries, enqueue)
+    visit(top, rootEntries, enqueue)
       .then(() => {
         if (active === 0 && queue.length === 0) resolve();
       })
@@ -195,5 +202,110 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
 export function filterTree(tree: Tree, rules: IgnoreRules): Tree {
   const out: Tree = new Map();
   for (const [rel, e] of tree) if (!rules.isExcludedDeep(rel, e.type === 'dir')) out.set(rel, e);
+  return out;
+}
+
+export interface PathsScan {
+  /**
+   * Each path asked for that is there (and not excluded), and everything below those that are directories, with
+   * fresh entries.
+   */
+  tree: Tree;
+  /** Paths asked for that are not there (deleted, moved away, or below something that is no longer a directory). */
+  gone: string[];
+  /** Paths asked for that the rules exclude, or that are wsync's own temps: neither synced nor deleted. */
+  excluded: string[];
+  problems: Problem[];
+  /** Paths (or directories below them) that could not be read: nothing at or below them may be changed. */
+  blocked: string[];
+  /**
+   * An ignore file among the paths was added, changed or removed: what it says about paths not in this batch may
+   * have changed too, so the caller's next scan should be a full one.
+   */
+  rulesChanged: boolean;
+}
+
+/**
+ * A targeted scan, for a batch of changed paths (a watch's events) instead of the whole tree: the paths and their
+ * directories are lstat'd at once, and a directory among the paths is walked whole (one created or moved in
+ * brings its content). As in a full walk, nothing is followed through a symlink: a path below one (or below a
+ * file) is gone. The rules must already hold the ignore files of the paths' directories (a session's, from a full
+ * walk); ignore files among the paths are read first and replace (or drop) what they said.
+ */
+export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { rules: IgnoreRules; concurrency: number }): Promise<PathsScan> {
+  const out: PathsScan = { tree: new Map(), gone: [], excluded: [], problems: [], blocked: [], rulesChanged: false };
+  const wanted: string[] = [];
+  for (const p of new Set(paths)) {
+    if (p === '') continue;
+    if (p.split('/').some((n) => !isSafeName(n))) out.problems.push({ path: p, code: 'E_UNSAFE_PATH', message: `refusing unsafe path ${JSON.stringify(p)} in ${t.describe()}` });
+    else if (p.split('/').some((n) => isTempName(n) || isPartialName(n) || isAsideName(n))) out.excluded.push(p);
+    else wanted.push(p);
+  }
+  // Every path and every directory above one, lstat'd at once.
+  const asked = new Set(wanted);
+  for (const p of wanted) for (const a of ancestors(p)) asked.add(a);
+  const found = new Map<string, Entry | null | Error>();
+  await mapLimit([...asked], Math.max(1, opts.concurrency), async (p) => {
+    try {
+      found.set(p, await t.lstat(p));
+    } catch (err) {
+      if (err instanceof WsyncError && (err.code === 'E_REMOTE_PERMISSION' || err.code === 'E_LOCAL_IO')) found.set(p, err);
+      else throw err;
+    }
+  });
+  /** Reachable by a walk: every directory above it is a directory (not a symlink, a file, or missing). */
+  const reachable = (p: string) => ancestors(p).every((a) => {
+    const e = found.get(a);
+    return e !== null && !(e instanceof Error) && e?.type === 'dir';
+  });
+  // Ignore files first: an edited .gitignore changes what the other paths are. Only regular files count, as in a walk.
+  for (const p of wanted) {
+    const i = p.lastIndexOf('/');
+    const name = p.slice(i + 1);
+    if (!opts.rules.wants(name)) continue;
+    const dir = i < 0 ? '' : p.slice(0, i);
+    const e = found.get(p);
+    if (e instanceof Error) continue; // unreadable: its old rules stay
+    const text = e?.type === 'file' && reachable(p) ? await t.readFile(p).catch(() => undefined) : null;
+    if (text === undefined) continue;
+    if (text) opts.rules.addRules(dir, name, text.toString('utf8'));
+    else opts.rules.dropRules(dir, name);
+    out.rulesChanged = true;
+  }
+  const dirs: string[] = [];
+  for (const p of wanted) {
+    const e = found.get(p);
+    const blockedAbove = ancestors(p).find((a) => found.get(a) instanceof Error);
+    const open = blockedAbove === undefined && reachable(p);
+    // Unreadable (or below something unreadable): reported once, and nothing at or below it changes. Below a
+    // symlink, a file or nothing, a path is simply not there (its own lstat may fail with ENOTDIR).
+    if (blockedAbove !== undefined || (open && e instanceof Error)) {
+      const at = blockedAbove ?? p;
+      const err = found.get(at) as WsyncError;
+      if (!out.blocked.includes(at)) {
+        out.blocked.push(at);
+        out.problems.push({ path: at, code: err.code, message: errorMessage(err) });
+      }
+      continue;
+    }
+    const there = open && e && !(e instanceof Error) ? e : null;
+    // A path that is gone is excluded when the rules exclude it as a file or as a directory (it was one of them).
+    const excluded = there ? opts.rules.isExcludedDeep(p, there.type === 'dir') : opts.rules.isExcludedDeep(p, false) || opts.rules.isExcludedDeep(p, true);
+    if (excluded) out.excluded.push(p);
+    else if (!there) out.gone.push(p);
+    else {
+      out.tree.set(p, there);
+      if (there.type === 'dir') dirs.push(p);
+    }
+  }
+  // A directory inside another one asked for is walked with it.
+  const dirSet = new Set(dirs);
+  const tops = dirs.filter((d) => !ancestors(d).some((a) => dirSet.has(a)));
+  for (const d of tops) {
+    const w = await walk(t, { rules: opts.rules, concurrency: opts.concurrency, under: d });
+    for (const [rel, e] of w.tree) out.tree.set(rel, e);
+    out.problems.push(...w.problems);
+    out.blocked.push(...w.blocked);
+  }
   return out;
 }

@@ -70,6 +70,7 @@ export async function runOnce(session: Session, o: RunOptions): Promise<SyncResu
         if (connectMs > 0) result.timings.connect = connectMs;
         return result;
       } catch (err) {
+        if (isLinkError(err)) await session.drop(remote);
         if (!isLinkError(err) || attempt >= (o.resume ?? 0)) throw err;
         o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
       }

@@ -89,6 +89,9 @@ export class Session {
   private isClosed = false;
   private current: Transport | undefined;
   private connecting: Promise<Transport> | undefined;
+  /** Wakes a backoff wait when the session is closed. */
+  private readonly stopping = new AbortController();
+  private readonly onAbort = () => void this.close();
   private cacheP: Promise<ChunkCache> | undefined;
   /** Runs in progress (one at a time: see runOnce). */
   busy: Promise<unknown> = Promise.resolve();
@@ -103,7 +106,7 @@ export class Session {
     this.targetLabel = formatTarget(target);
     this.closed = new Promise((r) => (this.markClosed = r));
     if (o.signal?.aborted) void this.close();
-    else o.signal?.addEventListener('abort', () => void this.close(), { once: true });
+    else o.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
   /**
@@ -115,7 +118,12 @@ export class Session {
     const s = new Session(localDir, typeof target === 'string' ? parseTarget(target) : target, o);
     if (o.prewarm) s.cacheP = s.loadCache(true);
     try {
-      s.current = await s.dial(o.onDialing);
+      const t = await s.dial(o.onDialing);
+      if (s.isClosed) {
+        await t.close().catch(() => undefined);
+        throw new WsyncError('E_USAGE', 'the session was closed while it connected');
+      }
+      s.current = t;
     } catch (err) {
       await s.close();
       throw err;
@@ -157,21 +165,23 @@ export class Session {
     if (this.isClosed) throw new WsyncError('E_USAGE', 'the session is closed');
     const t = this.current;
     if (t && !t.lost) return t;
-    return (this.connecting ??= this.reconnect(t).finally(() => (this.connecting = undefined)));
+    const old = t ?? this.dropped;
+    this.dropped = undefined;
+    return (this.connecting ??= this.reconnect(old).finally(() => (this.connecting = undefined)));
   }
 
   private async reconnect(old: Transport | undefined): Promise<Transport> {
     const emit = this.o.onEvent ?? (() => undefined);
     if (old) {
       this.current = undefined;
-      await old.close().catch(() => undefined);
+      await old.close().catch(() => undefined); // once only: a dropped one is closed already
       emit({ type: 'connection', state: 'lost', message: `connection to ${this.targetLabel} lost: ${errorMessage(old.lost)}` });
     }
     const attempts = this.o.reconnect?.attempts ?? 6;
     for (let n = 0; ; n++) {
       const delayMs = backoffMs(n, this.o.reconnect);
       emit({ type: 'connection', state: 'reconnecting', message: `reconnecting to ${this.targetLabel} in ${(delayMs / 1000).toFixed(1)} s (attempt ${n + 1} of ${attempts})`, attempt: n + 1, delayMs });
-      await sleep(delayMs, this.o.signal);
+      await sleep(delayMs, this.stopping.signal);
       if (this.isClosed) throw new WsyncError('E_REMOTE_LOST', `connection to ${this.targetLabel} lost, and the session was closed`);
       try {
         const t = await this.dial();
@@ -192,13 +202,32 @@ export class Session {
     return openTarget(this.target, { ...this.o, onDialing });
   }
 
-  /** Ends the connection; waits for the cache load (a prewarm still cutting files) so nothing runs after it. */
+  /**
+   * Drops a connection a run found lost, at once (the next remote() call makes a new one): requests its other
+   * channels still carry must not go on, and nothing queued in it may reach the server later.
+   */
+  async drop(t: Transport): Promise<void> {
+    if (this.current !== t || !t.lost) return;
+    this.current = undefined;
+    this.dropped = t;
+    await t.close().catch(() => undefined);
+  }
+  private dropped: Transport | undefined;
+
+  /**
+   * Ends the connection (a run in progress then fails as on a lost link) and waits for that run to end and for
+   * the cache load (a prewarm still cutting files), so that nothing runs after it.
+   */
   async close(): Promise<void> {
     if (this.isClosed) return;
     this.isClosed = true;
+    this.stopping.abort();
+    this.o.signal?.removeEventListener('abort', this.onAbort);
     const t = this.current;
     this.current = undefined;
-    await Promise.all([t?.close().catch(() => undefined), this.local.close().catch(() => undefined), this.cacheP?.catch(() => undefined)]);
+    await Promise.all([t?.close().catch(() => undefined), this.cacheP?.catch(() => undefined)]);
+    await this.busy.catch(() => undefined);
+    await this.local.close().catch(() => undefined);
     this.markClosed();
   }
 }

@@ -13,7 +13,7 @@ import {
 } from './knownHosts.js';
 import { prepareAuth, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
-import { hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, type HookReport } from './ssh2-internals.js';
+import { hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, resetConnection, type HookReport } from './ssh2-internals.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {
@@ -320,8 +320,11 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
         }
       }
       // Not waiting for the server to close its end: every request that mattered has been answered by now, and
-      // the wait is a round trip at the end of every run.
-      endQuietly(client, chain);
+      // the wait is a round trip at the end of every run. A lost connection is reset instead: nothing still queued
+      // in it may arrive after a new connection took over.
+      if (gone || channels.some((c) => c.lost)) {
+        for (const c of [client, ...chain]) resetConnection(c);
+      } else endQuietly(client, chain);
     },
   };
 }

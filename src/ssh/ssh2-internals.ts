@@ -359,3 +359,26 @@ export function pauseHandshakeTimer(client: Client, timeoutMs: number): (() => v
     }, timeoutMs);
   };
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ending a lost connection
+
+/**
+ * Ends a connection that was lost at once, its TCP socket reset: what was still queued in it (writes, a rename,
+ * the unlink of a lock) must not reach the server later, once a new connection holds the lock. ssh2's destroy()
+ * closes the socket gracefully, which still delivers the queue if the link comes back. False when the socket is
+ * not a TCP socket (ProxyCommand, ProxyJump): destroyed the documented way.
+ */
+export function resetConnection(client: Client): boolean {
+  const sock = (client as unknown as { _sock?: { resetAndDestroy?: () => void } })._sock;
+  if (sock && typeof sock.resetAndDestroy === 'function') {
+    try {
+      sock.resetAndDestroy();
+      return true;
+    } catch {
+      // Not connected any more: nothing to reset.
+    }
+  }
+  client.destroy();
+  return false;
+}

@@ -5,7 +5,7 @@ import type { FileReader, Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
-import { plan, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
+import { plan, conflictOf, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
 import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
 import { onInterrupt } from '../util/interrupt.js';
@@ -146,6 +146,15 @@ const HASH_SMALL_MAX = 1 << 20;
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 const PREDICT_MAX_BYTES = 32 * 2 ** 20;
 
+/**
+ * Records a hash the run learned in its own copy of a listing (a new entry: what the scan returned is never
+ * changed, so a snapshot can be kept and compared across runs).
+ */
+function withHash(t: Tree, rel: string, sha256: string): void {
+  const e = t.get(rel);
+  if (e) t.set(rel, { ...e, sha256 });
+}
+
 async function hashFile(t: Transport, rel: string, size: number): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of t.openRead(rel, size)) h.update(chunk);
@@ -162,7 +171,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const emit = o.onEvent ?? (() => undefined);
   const src = o.direction === 'push' ? o.local : o.remote;
   const dst = o.direction === 'push' ? o.remote : o.local;
-  const dstName = o.direction === 'push' ? 'remote' : 'local';
+  const dstName = o.direction === 'push' ? ('remote' as const) : ('local' as const);
   const problems: Problem[] = [];
   const timings: Record<string, number> = {};
   const mark = (phase: string) => (timings[phase] = Date.now() - started);
@@ -170,6 +179,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const stats: SyncStats = { filesSent: 0, bytesSent: 0, filesDelta: 0, bytesReused: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
 
   // The local side of a push must exist; the remote side of a pull must exist.
+  // A session's transports outlive a run: what they remember of either tree is from before it.
+  await Promise.all([o.local.beginRun?.(), o.remote.beginRun?.()]);
   const srcRoot = await src.lstat('');
   if (!srcRoot || srcRoot.type !== 'dir') {
     if (o.direction === 'push') {
@@ -214,11 +225,12 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   // and the rename, one trip less. Not before the lock: the run holding it would take the temp for a leftover of a
   // killed run and remove it (with --wait, the manifest of one run then mixed with another's).
   const manifestTmpName = tempNameFor(MANIFEST_PATH);
+  let forgetTmp: (() => void) | undefined;
   const manifestTmpP = pin && lockP
     ? lockP.then(() => pin.openExclusive(manifestTmpName)).then(
         (f) => {
           // Ctrl-C removes it with the lock; only a killed run leaves it behind, and the next run removes it.
-          if (f) onInterrupt(async () => void (await f.abort()));
+          if (f) forgetTmp = onInterrupt(async () => void (await f.abort()));
           return f;
         },
         () => null,
@@ -270,17 +282,17 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
    * Hashes both copies of each path, many at once: over SFTP a small file's hash costs a round trip or two, so 16 at
    * a time made adopting a 9,000-file tree take a minute. Big files go a few at a time (their reads fill the link).
    */
-  const hashBoth = async (items: Array<{ path: string; e: Entry; d: Entry }>): Promise<void> => {
-    const one = async ({ path, e, d }: { path: string; e: Entry; d: Entry }) => {
+  const hashBoth = async (items: Array<{ path: string; e: Entry; d: Entry }>, srcT: Tree, dstT: Tree): Promise<void> => {
+    const one = async ({ path, e }: { path: string; e: Entry; d: Entry }) => {
       if (e.size === 0) {
-        e.sha256 ??= EMPTY_SHA256;
-        d.sha256 = EMPTY_SHA256;
+        if (!e.sha256) withHash(srcT, path, EMPTY_SHA256);
+        withHash(dstT, path, EMPTY_SHA256);
         return;
       }
       try {
         const [hs, hd] = await Promise.all([e.sha256 ?? hashFile(src, path, e.size), hashFile(dst, path, e.size)]);
-        e.sha256 = hs;
-        d.sha256 = hd;
+        withHash(srcT, path, hs);
+        withHash(dstT, path, hd);
       } catch {
         // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
       }
@@ -363,7 +375,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // hash is known now, which lets the final manifest be written ahead (below).
     for (const [rel, c] of specs?.contents() ?? []) {
       const e = srcTree.get(rel);
-      if (e?.type === 'file' && e.sha256 === undefined && e.size === c.size && e.mtime === c.mtime) e.sha256 = c.sha256;
+      if (e?.type === 'file' && e.sha256 === undefined && e.size === c.size && e.mtime === c.mtime) withHash(srcTree, rel, c.sha256);
     }
 
     // A local file whose size and mtime match the manifest but whose ctime says it was written after the last run
@@ -386,11 +398,11 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       await mapLimit(suspects, 8, async ([p, e]) => {
         try {
           const h = await hashFile(o.local, p, e.size);
-          e.sha256 = h;
+          withHash(localSide, p, h);
           const b = base.get(p)!;
           if (h !== b.sha256) flagged.set(p, h);
           const other = otherSide.get(p);
-          if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) other.sha256 = b.sha256;
+          if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) withHash(otherSide, p, b.sha256!);
         } catch {
           // Unreadable now: nothing is planned for it, so it is carried over to be compared next time.
           flagged.set(p, '');
@@ -408,8 +420,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       await mapLimit(candidates, 8, async ([p, e]) => {
         try {
           // A big file is cut while it is hashed anyway: if its content did change, the delta needs that list.
-          if (e.size >= DELTA_MIN_FILE_SIZE) e.sha256 = (await localChunks(p, specForUpdate(base.get(p)!.chunker, e.size))).sha256;
-          else e.sha256 = await hashFile(o.local, p, e.size);
+          const h = e.size >= DELTA_MIN_FILE_SIZE ? (await localChunks(p, specForUpdate(base.get(p)!.chunker, e.size))).sha256 : await hashFile(o.local, p, e.size);
+          withHash(srcTree, p, h);
         } catch {
           // Unreadable now: the transfer will report it.
         }
@@ -428,7 +440,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const clean = b !== undefined && sameContent(d, b);
       return d.mtime === e.mtime ? e.size > 0 && (o.checksum || !clean) : !clean;
     });
-    await hashBoth(ambiguous.map(([path, e]) => ({ path, e, d: dstTree.get(path)! })));
+    await hashBoth(ambiguous.map(([path, e]) => ({ path, e, d: dstTree.get(path)! })), srcTree, dstTree);
 
     mark('verified');
     const p = plan({
@@ -440,7 +452,6 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       blocked: [...localWalk.blocked, ...remoteWalk.blocked],
       dstName,
     });
-    carryChunkers(p.next, base);
     livePaths = (rel) => localTree.has(rel);
     liveTrees.push(base, p.next);
     // Old versions a replacement cut short kept aside (see the transports' replaceChecked), on either side.
@@ -452,7 +463,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     stats.conflicts = p.conflicts.length;
     conflicts = p.conflicts;
 
-    if (o.delete && !o.force && p.deleteCount > 0 && p.deleteCount * 2 > p.dstFileCount) {
+    if (p.tooManyDeletes) {
       throw new WsyncError('E_DELETE_LIMIT', `--delete would remove ${p.deleteCount} of the ${p.dstFileCount} files on the ${dstName} side`, {
         hint: 'that is more than half: check the source directory and filters, or add --force if this is intended',
       });
@@ -610,6 +621,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     await settling;
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
+    // Done with (a session's later runs must not keep every run's undo step).
+    forgetTmp?.();
     // The manifest now describes what this run found: later local writes are the ones to check. A pull's own
     // writes are behind it (else the next run would hash everything it wrote); a push reads, so its start counts.
     // A file found that way and not brought in sync (a conflict, a failure, a run cut before its turn, a pull that
@@ -653,7 +666,7 @@ async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: 
       const keep = conflictName(target, new Date(), t.kind === 'sftp' ? 'remote' : 'local');
       if (await t.lstat(keep)) return; // an earlier run's; left where it is
       await t.rename(path, keep);
-      out.push({ path: target, reason: `an interrupted run had kept a version of it that may hold someone's edit: now at ${keep}` });
+      out.push(conflictOf({ path: target, kind: 'kept-aside', op: 'replace', side: t.kind === 'sftp' ? 'remote' : 'local', keptAt: keep }));
     } catch {
       // Left for the next run.
     }
@@ -664,19 +677,6 @@ async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: 
 /** Writes `.wsync/.gitignore` ("*": everything in it, itself included, is ignored by git). */
 async function ignoreStateDir(t: Transport): Promise<void> {
   await t.writeSmall(`${STATE_DIR}/.gitignore`, Buffer.from('# wsync state: not part of the tree\n*\n'));
-}
-
-/**
- * The plan builds next-manifest entries from listings, which know nothing of chunkers. Where the content is the
- * one the old entry describes, its chunker still applies (the chunk list is cached by content).
- */
-function carryChunkers(next: Tree, base: Tree): void {
-  for (const [p, n] of next) {
-    const b = base.get(p);
-    if (n.type !== 'file' || n.chunker || b?.type !== 'file' || !b.chunker || !b.sha256 || n.size !== b.size) continue;
-    const same = n.sha256 ? n.sha256 === b.sha256 : n.mtime === b.mtime;
-    if (same) next.set(p, { ...n, sha256: b.sha256, chunker: b.chunker });
-  }
 }
 
 /**

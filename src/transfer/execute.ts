@@ -111,7 +111,8 @@ export function startExecution(o: ExecuteOptions): Execution {
     failed.add(op.path);
     if (err instanceof WsyncError && err.code === 'E_CONFLICT') {
       // Found during the transfer (a rebuild's check of the old file): the same outcome as a planned conflict.
-      conflicts.push({ path: op.path, reason: errorMessage(err) });
+      // Its reason is the check's own words (what was found there).
+      conflicts.push({ path: op.path, kind: 'changed-during-run', op: op.kind === 'remove' ? 'delete' : 'replace', side: dst === o.local ? 'local' : 'remote', reason: errorMessage(err) });
       stats.conflicts++;
       emit({ type: 'item', action: '!', path: op.path, kind: 'file', reason: errorMessage(err) });
     } else {
@@ -393,10 +394,12 @@ export function startExecution(o: ExecuteOptions): Execution {
     const window = new CommitWindow(dst.link ?? src.link);
     // A file's new time or mode is one request: they go beside the transfers, many more at once (9,000 of them,
     // 1,024 at a time, took 0.7 s of adopting a tree whose copy had other mtimes).
-    const metasDone = mapLimit(fileMetas, META_CONCURRENCY, async (op) => {
+    const metasDone = mapLimit(fileMetas, Math.min(META_CONCURRENCY, 4 * o.concurrency), async (op) => {
       await dirReady.get(parentOf(op.path));
       await runOp(op);
     });
+    // Observed at once: a lost link fails them while the transfers are still going (awaited below).
+    metasDone.catch(() => undefined);
     await mapLimit([...ordered, ...p.transfers], o.concurrency, async (op) => {
       await dirReady.get(parentOf(op.path));
       // A big file counts only up to the size from which an upload resumes (what a cut costs of it is bounded by
@@ -408,7 +411,7 @@ export function startExecution(o: ExecuteOptions): Execution {
         ticket?.leave();
         dirDone.get(op.path)?.();
       }
-    }).finally(() => metasDone.catch(() => undefined));
+    });
     await metasDone;
     o.mark?.('transfers');
     // Before directory modes (one may forbid removing the temp) and deletes (an rmdir would find it).

@@ -194,6 +194,11 @@ export interface Transport {
   settle?(): Promise<void>;
   /** Latency of the link's requests (remote transports): what the engine bounds the bytes in flight by. */
   readonly link?: LinkMeter;
+  /**
+   * Called as a run begins: what a transport remembers of the tree between calls (directories known to exist,
+   * cached directory handles) is forgotten, since a session's next run may come after others changed it.
+   */
+  beginRun?(): Promise<void>;
   /** Remote transports: the error the connection was lost with; undefined while it works. */
   readonly lost?: WsyncError;
   /** SFTP: which of ssh2's internals were hooked on this connection (ssh2-internals.ts), for WSYNC_DEBUG. */

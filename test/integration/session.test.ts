@@ -155,6 +155,18 @@ describe('a long-lived session', () => {
     await expect(push(s)).rejects.toThrow(/closed/);
   });
 
+  it('closing a session during a run ends the run promptly, and closed waits for it', async () => {
+    const src = source('close-mid-run', bulkSpec(4));
+    const s = await openCut(src, 'close-mid-run', undefined);
+    let n = 0;
+    const running = push(s, { afterTransfer: () => void (++n === 3 && s.close()) });
+    const t0 = Date.now();
+    await expect(running).rejects.toBeDefined();
+    await s.closed;
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(s.connected).toBe(false);
+  });
+
   it('backs off exponentially, capped, with jitter', () => {
     for (let n = 0; n < 12; n++) {
       const base = Math.min(15_000, 500 * 2 ** n);

@@ -910,6 +910,11 @@ export class LocalTransport implements Transport {
     }
   }
 
+  async beginRun(): Promise<void> {
+    // Cached directory fds: one may now be a directory renamed away (mv a b; mkdir a between two runs).
+    await this.confine.close();
+  }
+
   async close(): Promise<void> {
     await this.confine.close();
   }

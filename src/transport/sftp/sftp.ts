@@ -1069,6 +1069,11 @@ export class SftpTransport implements Transport {
   /** Set by openTarget: the ssh2 hooks that applied on this connection. */
   hooks?: Record<string, boolean>;
 
+  async beginRun(): Promise<void> {
+    this.knownDirs.clear();
+    this.spaceChecks.clear();
+  }
+
   /** The connection is one for all channels: lost when any of them is. */
   get lost(): WsyncError | undefined {
     for (const s of this.slots) if (s.ch.lost) return s.ch.lost;
