@@ -2,15 +2,18 @@
  * Completed work sticks through a link that keeps dropping (issue 12): a 3,000-file tree shaped like a source
  * repository (median file under 1 KB, a few big binaries) is pushed, and pulled, through a proxy that cuts every
  * connection after 0.3–6 MB. Each run either exits 0 on an exact mirror or exits 2 with one line, never leaves a wrong
- * file at a final path, and the runs converge within 15 with no temp file left on either side.
+ * file at a final path, and the runs converge within 15 with no temp file left on either side. The same again through
+ * the bench's 50 ms, 100 Mbit/s latency proxy (in front of the cutting one), where more is in flight at each cut.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { makeTree, snapshot, type Spec } from '../support/trees.js';
 import { startCutProxy, type CutProxy } from '../support/cutproxy.js';
+import { startProxy, type Proxy } from '../../bench/proxy.js';
+import { writeProxyConfig } from '../../bench/harness.js';
 import { xorshiftBytes } from '../support/xorshift.js';
 import { checkCutRun, finalFiles, rng, tempFiles } from '../support/cutcheck.js';
 
@@ -35,24 +38,37 @@ function repoLikeSpec(seed: number): Spec {
   return spec;
 }
 
-describe('repeated cuts converge', () => {
+for (const wan of [false, true]) describe(wan ? 'repeated cuts converge through a 50 ms, 100 Mbit/s link' : 'repeated cuts converge', () => {
   const server = useServer('wsync-converge-');
   let proxy: CutProxy;
+  let link: Proxy | undefined;
+  let sshConfig: string;
   let source: string;
   let sourceFiles: Map<string, string>;
   const MB = 1_000_000;
 
   beforeAll(async () => {
     proxy = await startCutProxy(server.srv, server.work);
+    sshConfig = proxy.sshConfig;
+    if (wan) {
+      // The bench's latency proxy in front of the cutting one: the commit window sees a real queue (what it sizes
+      // itself by), and a cut after N bytes is after N bytes reached the server, as on loopback; what the link
+      // still held is lost with the connection.
+      link = await startProxy({ targetPort: proxy.port, delayMs: 25, rateBitsPerSec: 100e6 });
+      const dir = join(server.work, 'wan');
+      mkdirSync(dir, { recursive: true });
+      sshConfig = writeProxyConfig(server.srv, link.port, dir);
+    }
     source = join(server.work, 'source');
     makeTree(source, repoLikeSpec(11));
     sourceFiles = finalFiles(source);
   });
   afterAll(async () => {
     await proxy?.close();
+    await link?.close();
   });
 
-  const cli = (args: string[]): Promise<CliResult> => runCli([...args, '-F', proxy.sshConfig], { timeoutMs: 60_000 });
+  const cli = (args: string[]): Promise<CliResult> => runCli([...args, '-F', sshConfig], { timeoutMs: 60_000 });
 
   /** Runs `args` through cuts at 0.3–6 MB until one exits 0; returns how many runs that took. */
   const untilDone = async (args: string[], dst: string, seed: number, maxRuns: number): Promise<number> => {
@@ -74,23 +90,27 @@ describe('repeated cuts converge', () => {
     throw new Error(`no exact mirror after ${maxRuns} runs:\n${log.join('\n')}`);
   };
 
-  it('a push converges within 15 runs cut at 0.3–6 MB, with no temp file left', async () => {
+  // Through the 50 ms link what was still in flight at a cut is lost too: it took 12 (push) and 14 (pull) runs
+  // there when this was written (11 and 10 on loopback), so the limit there leaves room.
+  const limit = wan ? 20 : 15;
+
+  it(`a push converges within ${limit} runs cut at 0.3–6 MB, with no temp file left`, async () => {
     const remote = join(server.srv.remoteRoot, 'conv-push');
-    const runs = await untilDone(['push', '--no-compress', source, `${server.srv.alias}:${remote}`], remote, 5, 15);
-    expect(runs).toBeLessThanOrEqual(15);
+    const runs = await untilDone(['push', '--no-compress', source, `${server.srv.alias}:${remote}`], remote, 5, limit);
+    expect(runs).toBeLessThanOrEqual(limit);
     expect(snapshot(remote)).toEqual(snapshot(source));
     expect(tempFiles(remote)).toEqual([]);
     expect(tempFiles(source)).toEqual([]);
   }, 600_000);
 
-  it('a pull converges within 15 runs cut at 0.3–6 MB, with no temp file left', async () => {
+  it(`a pull converges within ${limit} runs cut at 0.3–6 MB, with no temp file left`, async () => {
     const remote = join(server.srv.remoteRoot, 'conv-pull-src');
     const seedPush = await cli(['push', source, `${server.srv.alias}:${remote}`]);
     expect(seedPush.code, seedPush.stderr).toBe(0);
     const local = join(server.work, 'conv-pull-dst');
     rmSync(local, { recursive: true, force: true });
-    const runs = await untilDone(['pull', '--no-compress', local, `${server.srv.alias}:${remote}`], local, 9, 15);
-    expect(runs).toBeLessThanOrEqual(15);
+    const runs = await untilDone(['pull', '--no-compress', local, `${server.srv.alias}:${remote}`], local, 9, limit);
+    expect(runs).toBeLessThanOrEqual(limit);
     expect(snapshot(local)).toEqual(snapshot(source));
     expect(tempFiles(local)).toEqual([]);
     expect(tempFiles(remote)).toEqual([]);
