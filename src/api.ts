@@ -52,6 +52,11 @@ export interface SyncOptions {
    * CLI). See RunOptions.resume.
    */
   resume?: number;
+  /**
+   * With a Session, a push of only these paths (relative to the local directory): what a watcher reports as
+   * changed. No walk of either tree, no remote listing (see pushPaths).
+   */
+  paths?: string[];
   /** Test hook. */
   afterTransfer?: (path: string) => void;
   /** Diagnostics: which shortcuts a run took (see EngineOptions.onTrace). */
@@ -73,6 +78,7 @@ function runOptions(mode: Direction, o: SyncOptions): RunOptions {
     wait: o.wait,
     breakLock: o.breakLock,
     resume: o.resume,
+    paths: o.paths,
     onEvent: o.onEvent,
     afterTransfer: o.afterTransfer,
     onTrace: o.onTrace,

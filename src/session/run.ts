@@ -2,6 +2,8 @@ import type { FilterOptions } from '../scan/ignore.js';
 import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Transport } from '../transport/types.js';
 import { isLinkError, type Session } from './session.js';
+import { pushPaths } from './batch.js';
+import { WsyncError } from '../errors.js';
 
 export interface RunOptions {
   mode: Direction;
@@ -21,6 +23,11 @@ export interface RunOptions {
    * the session's own.
    */
   resume?: number;
+  /**
+   * Only these paths (relative to the local directory) may have changed: a push of just them, with no walk of
+   * either tree (see pushPaths). Push only.
+   */
+  paths?: Iterable<string>;
   onEvent?: (ev: SyncEvent) => void;
   afterTransfer?: (path: string) => void;
   onTrace?: (what: string, path?: string) => void;
@@ -38,6 +45,7 @@ export async function runOnce(session: Session, o: RunOptions): Promise<SyncResu
   try {
     const { runSync } = await import('../transfer/engine.js');
     let traced: Transport | undefined;
+    const paths = o.paths ? [...o.paths] : undefined;
     for (let attempt = 0; ; attempt++) {
       const t0 = Date.now();
       const remote = await session.remote();
@@ -47,6 +55,10 @@ export async function runOnce(session: Session, o: RunOptions): Promise<SyncResu
         o.onTrace?.(`ssh2 hooks ${Object.entries(remote.hooks).map(([k, v]) => `${k}=${v ? 'applied' : 'MISSING'}`).join(' ')}`);
       }
       try {
+        if (paths) {
+          if (o.mode !== 'push') throw new WsyncError('E_USAGE', 'a run of given paths is a push (pulling given paths is not there yet)');
+          return await pushPaths(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, onEvent: o.onEvent });
+        }
         const result = await runSync({
           direction: o.mode,
           local: session.local,

@@ -1,25 +1,25 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import type { Entry, Problem, Tree } from '../types.js';
-import type { FileReader, Transport } from '../transport/types.js';
+import type { Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
-import { plan, conflictOf, sameContent, type Conflict, type Op, type Plan } from '../plan/plan.js';
+import { plan, conflictOf, type Conflict, type Op, type Plan } from '../plan/plan.js';
 import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
 import { onInterrupt } from '../util/interrupt.js';
-import { mapLimit, Semaphore } from '../util/limit.js';
+import { mapLimit } from '../util/limit.js';
 import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor, tempNameFor } from '../util/paths.js';
 import { conflictName } from '../transport/rebuild.js';
-import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
+import { sameSpec, specForUpdate } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
-import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, type ChunkList } from './chunkcache.js';
-import { chunkReader } from './delta.js';
+import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir } from './chunkcache.js';
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
 import { Journal, trustedEntries } from './journal.js';
-import { startExecution, ctimeStamp, MAX_COPY_LENGTH, RESUME_MIN_SIZE } from './execute.js';
+import { startExecution, ctimeStamp, localChunker, MAX_COPY_LENGTH, RESUME_MIN_SIZE } from './execute.js';
+import { hashFile, resolveByHash, withHash } from './verify.js';
 import type { ConnectionEvent } from '../session/session.js';
 
 export { WSYNC_VERSION } from '../version.js';
@@ -131,36 +131,7 @@ export interface EngineOptions {
 
 /** Limits of the extra local read that lets the final manifest be written ahead (see runSync). */
 const PREDICT_MAX_FILES = 2000;
-/**
- * Filesystems stamp ctime from a coarse clock that may lag the one Date.now() reads by a tick (1–10 ms): a write
- * just after a run began must still count as after it. Not more: files written just before a run would otherwise
- * all be hashed again by the next one.
- */
-const CTIME_SLACK_MS = 20;
-/**
- * Files are hashed for comparison many at a time, a file costing two round trips (open, read): up to 64 KiB 1,024
- * at once (256 left the link half idle when adopting 9,000 files), up to 1 MiB 64 at once, bigger ones 4 at once.
- */
-const HASH_TINY_MAX = 64 << 10;
-const HASH_SMALL_MAX = 1 << 20;
-const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 const PREDICT_MAX_BYTES = 32 * 2 ** 20;
-
-/**
- * Records a hash the run learned in its own copy of a listing (a new entry: what the scan returned is never
- * changed, so a snapshot can be kept and compared across runs).
- */
-function withHash(t: Tree, rel: string, sha256: string): void {
-  const e = t.get(rel);
-  if (e) t.set(rel, { ...e, sha256 });
-}
-
-async function hashFile(t: Transport, rel: string, size: number): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of t.openRead(rel, size)) h.update(chunk);
-  return h.digest('hex');
-}
-
 
 /**
  * push and pull: scan both sides, plan, then transfer with everything pipelined, deletes last and only after a
@@ -257,51 +228,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   // What the cache must keep when saved: local files still in the tree, and every content the manifest (old or
   // new) refers to, since a failed transfer leaves the old remote version in place.
   let livePaths: (rel: string) => boolean = () => true;
-  // Chunking is CPU-bound on this one thread: more at once would only multiply read buffers (2 MiB per file).
-  const chunking = new Semaphore(2);
   const liveTrees: Tree[] = [];
-  /**
-   * Chunk list of a local file: from the cache while its stamp is unchanged, else read once (and cached). A file
-   * that changed while it was read yields no list: it would describe bytes that never existed together.
-   */
-  const localChunks = async (rel: string, spec: ChunkerSpec, reader?: FileReader): Promise<ChunkList> => {
-    const r = reader ?? (await o.local.openReader(rel));
-    try {
-      const cache = await getCache();
-      const hit = cache.fileContent(rel, r.stamp, spec);
-      if (hit) return hit;
-      const list = fromChunked(await chunking.with(() => chunkReader(r, spec)));
-      if ((await o.local.stamp(rel)) !== r.stamp) throw new WsyncError('E_CHANGED_DURING_SYNC', `${o.local.describe(rel)} changed while it was being read`);
-      cache.addFile(rel, r.stamp, list);
-      return list;
-    } finally {
-      if (!reader) await r.close();
-    }
-  };
-  /**
-   * Hashes both copies of each path, many at once: over SFTP a small file's hash costs a round trip or two, so 16 at
-   * a time made adopting a 9,000-file tree take a minute. Big files go a few at a time (their reads fill the link).
-   */
-  const hashBoth = async (items: Array<{ path: string; e: Entry; d: Entry }>, srcT: Tree, dstT: Tree): Promise<void> => {
-    const one = async ({ path, e }: { path: string; e: Entry; d: Entry }) => {
-      if (e.size === 0) {
-        if (!e.sha256) withHash(srcT, path, EMPTY_SHA256);
-        withHash(dstT, path, EMPTY_SHA256);
-        return;
-      }
-      try {
-        const [hs, hd] = await Promise.all([e.sha256 ?? hashFile(src, path, e.size), hashFile(dst, path, e.size)]);
-        withHash(srcT, path, hs);
-        withHash(dstT, path, hd);
-      } catch {
-        // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
-      }
-    };
-    const tiny = items.filter((i) => i.e.size <= HASH_TINY_MAX);
-    const small = items.filter((i) => i.e.size > HASH_TINY_MAX && i.e.size <= HASH_SMALL_MAX);
-    const big = items.filter((i) => i.e.size > HASH_SMALL_MAX);
-    await Promise.all([mapLimit(tiny, 1024, one), mapLimit(small, 64, one), mapLimit(big, 4, one)]);
-  };
+  const localChunks = localChunker(o.local, getCache);
   const lock = await lockP?.catch(async (err) => {
     await Promise.all([(await manifestTmpP)?.abort(), specs?.discardAll()]);
     throw err;
@@ -364,8 +292,8 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       base.set(p, entry);
       if (changed) touchedSince.add(p);
     }
-    const srcTree = o.direction === 'push' ? localTree : remoteTree;
-    const dstTree = o.direction === 'push' ? remoteTree : localTree;
+    let srcTree = o.direction === 'push' ? localTree : remoteTree;
+    let dstTree = o.direction === 'push' ? remoteTree : localTree;
     stats.filesScanned = srcTree.size;
     stats.ignored = (o.direction === 'push' ? localWalk : remoteWalk).ignored;
     // Starting them takes a local lstat per big file; a prewarm still cutting a huge file is not waited for.
@@ -378,69 +306,24 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       if (e?.type === 'file' && e.sha256 === undefined && e.size === c.size && e.mtime === c.mtime) withHash(srcTree, rel, c.sha256);
     }
 
-    // A local file whose size and mtime match the manifest but whose ctime says it was written after the last run
-    // here began (an edit within one second at the same size, or one that put the mtime back) is compared by
-    // content: pushed if it differs, a conflict on pull rather than overwritten. Both copies of such a path then
-    // carry a hash, so the plan compares content. Without a previous run from this machine: the quick check alone
-    // (and the files the journal found touched since they were sent or written, and those an earlier run left flagged).
+    // Where size and mtime cannot tell, the bytes decide (verify.ts): ctime suspects, touched files, adoptions.
     const pairState = readPairState(pairFile);
-    const lastScan = pairState?.lastScanStart;
-    const stillFlagged = new Set([...(pairState?.flagged ?? []), ...touchedSince]);
-    flagged.clear();
-    if (lastScan !== undefined || stillFlagged.size > 0) {
-      const localSide = o.direction === 'push' ? srcTree : dstTree;
-      const otherSide = o.direction === 'push' ? dstTree : srcTree;
-      const suspects = [...localSide].filter(([p, e]) => {
-        const b = base.get(p);
-        const recent = (lastScan !== undefined && e.ctime !== undefined && e.ctime >= lastScan - CTIME_SLACK_MS) || stillFlagged.has(p);
-        return e.type === 'file' && recent && b?.type === 'file' && !!b.sha256 && b.size === e.size && b.mtime === e.mtime && !e.sha256;
-      });
-      await mapLimit(suspects, 8, async ([p, e]) => {
-        try {
-          const h = await hashFile(o.local, p, e.size);
-          withHash(localSide, p, h);
-          const b = base.get(p)!;
-          if (h !== b.sha256) flagged.set(p, h);
-          const other = otherSide.get(p);
-          if (h !== b.sha256 && other?.type === 'file' && !other.sha256 && other.size === b.size && other.mtime === b.mtime) withHash(otherSide, p, b.sha256!);
-        } catch {
-          // Unreadable now: nothing is planned for it, so it is carried over to be compared next time.
-          flagged.set(p, '');
-        }
-      });
-    }
-
-    // A touched file (same size, new mtime) is hashed locally so the plan can fix its time instead of resending.
-    if (o.direction === 'push') {
-      const candidates = [...srcTree].filter(([p, e]) => {
-        const b = base.get(p);
-        const d = dstTree.get(p);
-        return e.type === 'file' && b?.type === 'file' && b.sha256 && b.size === e.size && b.mtime !== e.mtime && d && d.type === 'file' && d.size === b.size && d.mtime === b.mtime;
-      });
-      await mapLimit(candidates, 8, async ([p, e]) => {
-        try {
-          // A big file is cut while it is hashed anyway: if its content did change, the delta needs that list.
-          const h = e.size >= DELTA_MIN_FILE_SIZE ? (await localChunks(p, specForUpdate(base.get(p)!.chunker, e.size))).sha256 : await hashFile(o.local, p, e.size);
-          withHash(srcTree, p, h);
-        } catch {
-          // Unreadable now: the transfer will report it.
-        }
-      });
-    }
-
-    // Size and mtime agree but the destination changed since the last sync (or wsync never wrote it): two edits
-    // in the same second, or a copy made by another tool. Only the bytes can tell, so compare hashes.
-    // Likewise a destination file wsync did not write (or that changed since) with the source's size but another
-    // mtime: a tree made by `git clone`, `cp` without -p, rsync without -t, or a rerun after an interruption. The same
-    // bytes are adopted (the mtime and mode fixed, nothing sent); only different bytes are a conflict.
-    const ambiguous = [...srcTree].filter(([path, e]) => {
-      const d = dstTree.get(path);
-      if (e.type !== 'file' || d?.type !== 'file' || d.size !== e.size) return false;
-      const b = base.get(path);
-      const clean = b !== undefined && sameContent(d, b);
-      return d.mtime === e.mtime ? e.size > 0 && (o.checksum || !clean) : !clean;
+    const verified = await resolveByHash({
+      direction: o.direction,
+      local: o.local,
+      src,
+      dst,
+      srcTree,
+      dstTree,
+      base,
+      lastScan: pairState?.lastScanStart,
+      stillFlagged: new Set([...(pairState?.flagged ?? []), ...touchedSince]),
+      checksum: o.checksum ?? false,
+      localChunks,
     });
-    await hashBoth(ambiguous.map(([path, e]) => ({ path, e, d: dstTree.get(path)! })), srcTree, dstTree);
+    srcTree = verified.srcTree;
+    dstTree = verified.dstTree;
+    for (const [p, h] of verified.flagged) flagged.set(p, h);
 
     mark('verified');
     const p = plan({

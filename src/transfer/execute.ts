@@ -1,14 +1,14 @@
 import type { Entry, Problem, Tree } from '../types.js';
-import type { Transport } from '../transport/types.js';
+import type { FileReader, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import type { Conflict, Op, Plan } from '../plan/plan.js';
 import { STATE_DIR } from '../manifest/manifest.js';
-import { mapLimit } from '../util/limit.js';
+import { mapLimit, Semaphore } from '../util/limit.js';
 import { ancestors, baseName, comparePaths, parentOf } from '../util/paths.js';
 import { type ChunkerSpec, sameSpec, specForUpdate } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE, planDelta, validateDelta } from '../plan/delta.js';
 import { type ChunkCache, fromChunked, toChunkRefs, type ChunkList } from './chunkcache.js';
-import { hashingStream, verifiedLiterals } from './delta.js';
+import { chunkReader, hashingStream, verifiedLiterals } from './delta.js';
 import type { Speculations } from './speculate.js';
 import { CommitWindow } from './window.js';
 import type { Journal } from './journal.js';
@@ -35,6 +35,29 @@ function trashStamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-');
 }
 
+/**
+ * The chunk list of a local file: from the cache while its stamp is unchanged, else read once (and cached). A file
+ * that changed while it was read yields no list: it would describe bytes that never existed together. Chunking is
+ * CPU-bound on the one thread: two at once (more would only multiply read buffers, 2 MiB per file).
+ */
+export function localChunker(local: Transport, getCache: () => Promise<ChunkCache>): (rel: string, spec: ChunkerSpec, reader?: FileReader) => Promise<ChunkList> {
+  const chunking = new Semaphore(2);
+  return async (rel, spec, reader) => {
+    const r = reader ?? (await local.openReader(rel));
+    try {
+      const cache = await getCache();
+      const hit = cache.fileContent(rel, r.stamp, spec);
+      if (hit) return hit;
+      const list = fromChunked(await chunking.with(() => chunkReader(r, spec)));
+      if ((await local.stamp(rel)) !== r.stamp) throw new WsyncError('E_CHANGED_DURING_SYNC', `${local.describe(rel)} changed while it was being read`);
+      cache.addFile(rel, r.stamp, list);
+      return list;
+    } finally {
+      if (!reader) await r.close();
+    }
+  };
+}
+
 export interface ExecuteOptions {
   plan: Plan;
   /** Where the data comes from and where it goes; one of them is `local`. */
@@ -55,7 +78,7 @@ export interface ExecuteOptions {
   journal: Journal;
   getCache: () => Promise<ChunkCache>;
   /** The chunk list of a local file (from the cache while its stamp is unchanged). */
-  localChunks: (rel: string, spec: ChunkerSpec, reader?: import('../transport/types.js').FileReader) => Promise<ChunkList>;
+  localChunks: (rel: string, spec: ChunkerSpec, reader?: FileReader) => Promise<ChunkList>;
   speculations?: Speculations;
   /** Big uploads: the partial each goes into, and the sizes of the partials the listing found. */
   partials: Map<string, string>;

@@ -1,0 +1,105 @@
+/**
+ * A push of given paths on a session (issue 12: what a watch batch will be): only those paths are looked at on
+ * either side (no walk of the trees, no listing of the remote root), and the result is what a full push would have
+ * made of them, recorded so that the next full push finds nothing to do. Against the real sshd.
+ */
+import { describe, it, expect } from 'vitest';
+import { writeFileSync, rmSync, mkdirSync, renameSync, utimesSync, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { useServer } from '../support/server.js';
+import { makeTree, snapshot } from '../support/trees.js';
+import { push } from '../../src/api.js';
+import { openSession, type Session } from '../../src/session/session.js';
+import type { Transport } from '../../src/transport/types.js';
+
+/** Counts the remote listings a session's runs make (a batch must make none but of the directories it was given). */
+async function countListings(s: Session): Promise<string[]> {
+  const t = (await s.remote()) as Transport & { readdir: Transport['readdir'] };
+  const listed: string[] = [];
+  const orig = t.readdir.bind(t);
+  t.readdir = (rel) => {
+    listed.push(rel);
+    return orig(rel);
+  };
+  return listed;
+}
+
+describe('push of given paths on a session', () => {
+  const server = useServer('wsync-paths-');
+  let n = 0;
+  const setup = async (spec: Parameters<typeof makeTree>[1]) => {
+    const name = `paths-${++n}`;
+    const src = join(server.work, name);
+    makeTree(src, spec);
+    const remote = join(server.srv.remoteRoot, name);
+    const s = await openSession(src, `${server.srv.alias}:${remote}`, { sshConfig: server.srv.sshConfig });
+    const first = await push(s);
+    expect(first.ok).toBe(true);
+    return { src, remote, s };
+  };
+  const ignoreState = (rel: string) => rel === '.wsync' || rel.startsWith('.wsync/');
+
+  it('sends edits, new nested directories, renames and deletes of the given paths only, and records them', async () => {
+    const { src, remote, s } = await setup({ '.gitignore': 'dist/\n', 'a.txt': 'a\n', 'keep/b.txt': 'b\n', 'old/c.txt': 'c\n', 'gone.txt': 'bye\n' });
+    try {
+      writeFileSync(join(src, 'a.txt'), 'a, edited\n');
+      utimesSync(join(src, 'a.txt'), 1_700_000_100, 1_700_000_100);
+      mkdirSync(join(src, 'new/deeper'), { recursive: true });
+      writeFileSync(join(src, 'new/deeper/n.txt'), 'new\n');
+      renameSync(join(src, 'old'), join(src, 'moved'));
+      rmSync(join(src, 'gone.txt'));
+      mkdirSync(join(src, 'dist'));
+      writeFileSync(join(src, 'dist/out.js'), 'built\n');
+      // Not in the batch: left alone even though it changed.
+      writeFileSync(join(src, 'keep/b.txt'), 'b, edited but not reported\n');
+      utimesSync(join(src, 'keep/b.txt'), 1_700_000_200, 1_700_000_200);
+
+      const listed = await countListings(s);
+      const r = await push(s, { paths: ['a.txt', 'new/deeper/n.txt', 'old', 'moved', 'gone.txt', 'dist/out.js'], delete: true });
+      expect(r.ok, JSON.stringify(r.problems)).toBe(true);
+      // The one directory of the batch the remote has (what it holds goes with it) is the only one listed there.
+      expect(listed.sort()).toEqual(['old']);
+      expect(r.stats.filesSent).toBe(3); // a.txt, n.txt, moved/c.txt
+      expect(r.stats.deleted).toBe(3); // gone.txt, old/c.txt, old
+      expect(readFileSync(join(remote, 'a.txt'), 'utf8')).toBe('a, edited\n');
+      expect(readFileSync(join(remote, 'new/deeper/n.txt'), 'utf8')).toBe('new\n');
+      expect(readFileSync(join(remote, 'moved/c.txt'), 'utf8')).toBe('c\n');
+      expect(existsSync(join(remote, 'old'))).toBe(false);
+      expect(existsSync(join(remote, 'gone.txt'))).toBe(false);
+      expect(existsSync(join(remote, 'dist'))).toBe(false);
+      expect(readFileSync(join(remote, 'keep/b.txt'), 'utf8')).toBe('b\n');
+
+      // The manifest holds what the batch did: a full push now sends only the change it was not told about.
+      const full = await push(s, { delete: true });
+      expect(full.ok).toBe(true);
+      expect(full.stats.filesSent).toBe(1);
+      expect(full.stats.deleted).toBe(0);
+      expect(full.stats.conflicts).toBe(0);
+      expect(snapshot(remote, { skip: ignoreState })).toEqual(snapshot(src, { skip: (rel) => rel === 'dist' || rel.startsWith('dist/') }));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('keeps an outside edit on the remote as a conflict, and deletes nothing without --delete', async () => {
+    const { src, remote, s } = await setup({ 'x.txt': 'x\n', 'y.txt': 'y\n' });
+    try {
+      writeFileSync(join(remote, 'x.txt'), 'edited on the remote\n');
+      utimesSync(join(remote, 'x.txt'), 1_700_000_300, 1_700_000_300);
+      writeFileSync(join(src, 'x.txt'), 'edited here too\n');
+      utimesSync(join(src, 'x.txt'), 1_700_000_400, 1_700_000_400);
+      rmSync(join(src, 'y.txt'));
+      const r = await push(s, { paths: ['x.txt', 'y.txt'] });
+      expect(r.ok).toBe(false);
+      expect(r.conflicts.map((c) => [c.path, c.kind])).toEqual([['x.txt', 'changed']]);
+      expect(readFileSync(join(remote, 'x.txt'), 'utf8')).toBe('edited on the remote\n');
+      expect(existsSync(join(remote, 'y.txt'))).toBe(true);
+      // Still recorded: a later --delete run removes it.
+      const d = await push(s, { paths: ['y.txt'], delete: true });
+      expect(d.stats.deleted).toBe(1);
+      expect(existsSync(join(remote, 'y.txt'))).toBe(false);
+    } finally {
+      await s.close();
+    }
+  });
+});
