@@ -6,20 +6,18 @@ import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
 import { plan, conflictOf, type Conflict, type Op, type Plan } from '../plan/plan.js';
-import { encodeManifest, readManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
-import { acquireLock } from '../manifest/lock.js';
-import { onInterrupt } from '../util/interrupt.js';
+import { encodeManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
 import { mapLimit } from '../util/limit.js';
-import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor, tempNameFor } from '../util/paths.js';
+import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor } from '../util/paths.js';
 import { conflictName } from '../transport/rebuild.js';
-import { sameSpec, specForUpdate } from '../chunking/params.js';
-import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
+import { sameSpec } from '../chunking/params.js';
 import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir } from './chunkcache.js';
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
 import { Journal, trustedEntries } from './journal.js';
 import { startExecution, ctimeStamp, localChunker, MAX_COPY_LENGTH, RESUME_MIN_SIZE } from './execute.js';
-import { hashFile, resolveByHash, withHash } from './verify.js';
+import { resolveByHash, withHash } from './verify.js';
+import { prewriteManifest, startCheckpoints, startLocked } from './overlaps.js';
 import type { ConnectionEvent } from '../session/session.js';
 
 export { WSYNC_VERSION } from '../version.js';
@@ -129,9 +127,6 @@ export interface EngineOptions {
 }
 
 
-/** Limits of the extra local read that lets the final manifest be written ahead (see runSync). */
-const PREDICT_MAX_FILES = 2000;
-const PREDICT_MAX_BYTES = 32 * 2 ** 20;
 
 /**
  * push and pull: scan both sides, plan, then transfer with everything pipelined, deletes last and only after a
@@ -165,15 +160,9 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   if (!o.dryRun && o.direction === 'pull') await o.local.ensureRoot();
   // The lock request goes out first; the local scan (synchronous, CPU-bound) runs while it travels.
   mark('lockRequested');
-  // Over SFTP the manifest is read right behind the lock's create, on the same channel: sftp-server handles a
-  // channel's requests in the order they arrive, and both go through the channel's FIFO in the order issued here,
-  // so when the first create takes the lock, the read saw what the lock protects, one round trip sooner. Otherwise
-  // (the lock was waited for or broken; a local target, whose requests have no order) it is read again below.
-  const pin = o.dryRun ? undefined : o.remote.pinned?.();
-  const lockP = o.dryRun ? undefined : acquireLock(pin ?? o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock, session: o.session });
-  lockP?.catch(() => undefined);
-  const earlyManifestP = pin ? readManifest(pin) : undefined;
-  earlyManifestP?.catch(() => undefined);
+  const locked = startLocked(o.remote, { op: o.direction, waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock, session: o.session, dryRun: o.dryRun });
+  const lockP = locked.lock;
+  const manifestTmpP = locked.tmp;
   // Changed big files the cache knows start their rebuilds now (once the prewarm has cut them), to be adopted or
   // dropped once the plan is made.
   const trace = o.onTrace ?? (() => undefined);
@@ -191,22 +180,6 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
           })
           .catch(() => undefined)
       : undefined;
-  // The new manifest's temp file is created as soon as the lock is held, while the listings are under way (on a
-  // first run .wsync/ is not there yet and the end falls back to writeManifest): at the end it needs only its data
-  // and the rename, one trip less. Not before the lock: the run holding it would take the temp for a leftover of a
-  // killed run and remove it (with --wait, the manifest of one run then mixed with another's).
-  const manifestTmpName = tempNameFor(MANIFEST_PATH);
-  let forgetTmp: (() => void) | undefined;
-  const manifestTmpP = pin && lockP
-    ? lockP.then(() => pin.openExclusive(manifestTmpName)).then(
-        (f) => {
-          // Ctrl-C removes it with the lock; only a killed run leaves it behind, and the next run removes it.
-          if (f) forgetTmp = onInterrupt(async () => void (await f.abort()));
-          return f;
-        },
-        () => null,
-      )
-    : undefined;
   // Each local directory is also listed on the remote side as soon as the scan finds it (once the lock is held):
   // in a synced tree the two sides have the same directories, and waiting for the whole local scan or the manifest
   // before listing any cost a tenth of a second on a no-op push of 9,000 files.
@@ -249,7 +222,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     const prefetcher = new Prefetcher(o.remote);
     // Temp files in .wsync/ are manifests of runs that were killed (with the lock held, any but ours are dead).
     const stateList = o.dryRun ? undefined : o.remote.readdir(STATE_DIR).catch(() => null);
-    const stateTemps = stateList?.then((l) => (l ?? []).map((d) => `${STATE_DIR}/${d.name}`).filter((rel) => isTempName(baseName(rel)) && rel !== manifestTmpName));
+    const stateTemps = stateList?.then((l) => (l ?? []).map((d) => `${STATE_DIR}/${d.name}`).filter((rel) => isTempName(baseName(rel)) && rel !== locked.tmpName));
     // `.wsync/` holds only ignored files for git: `git status` in a work tree there does not list it, and `git add -A`
     // does not commit the manifest.
     const stateIgnored = stateList?.then((l) => (l && !l.some((d) => d.name === '.gitignore') ? ignoreStateDir(o.remote) : undefined));
@@ -257,7 +230,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     prefetcher.prefetch(localDirs);
     onLocalDir = (rel) => prefetcher.prefetch([rel]);
     const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
-    const manifestP = earlyManifestP && lock?.firstTry ? earlyManifestP : readManifest(o.remote);
+    const manifestP = locked.manifest(lock);
     manifestP.then((m) => {
       mark('manifestRead');
       if (m) prefetcher.prefetch(dirsOf(m.entries));
@@ -399,61 +372,18 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       emit,
       trace,
       afterTransfer: o.afterTransfer,
-      onSent: (rel) => sent(rel),
+      onSent: (rel) => prewrite.sent(rel),
       mark,
     });
     const { next, failed } = exec;
     // Written every few seconds so that a run killed mid-way costs the next one only the last few seconds of work.
     const checkpoint = () => exec.checkpoint();
     const writer = { host: os.hostname(), wsync: WSYNC_VERSION, op: o.direction };
-    // When every file to be sent has a known hash, the manifest the run will end with is known before the files
-    // arrive: written into its temp meanwhile, it needs only the rename at the end (a round trip less), provided
-    // everything went as planned. Files whose hash the plan does not know are hashed for this when they are few and
-    // small (a local read beside the transfers; a file that changes in between only voids the prediction). It is
-    // sent once the transfers' data has gone, before their answers are back: it is incompressible, and ahead of
-    // text files it would switch SSH compression to stored for them.
-    let tmpWritten = false;
-    const unsent = new Set(p.transfers.map((op) => op.path));
-    let allSent!: () => void;
-    const allSentP = new Promise<void>((r) => (allSent = r));
-    const sent = (rel: string) => {
-      if (unsent.delete(rel) && unsent.size === 0) allSent();
-    };
-    if (unsent.size === 0) allSent();
-    const prewritten = (async (): Promise<Tree | undefined> => {
-      // Nothing to overlap without transfers (a no-op run of a big tree should not pay for copies and compares).
-      if (p.transfers.length === 0) return undefined;
-      const unknown = p.transfers.filter((op) => op.kind === 'put' && !op.entry.sha256).map((op) => op.path);
-      const bytes = unknown.reduce((n, rel) => n + srcTree.get(rel)!.size, 0);
-      if (unknown.length > 0 && (o.direction !== 'push' || unknown.length > PREDICT_MAX_FILES || bytes > PREDICT_MAX_BYTES)) return undefined;
-      const hashes = new Map<string, string>();
-      await mapLimit(unknown, 16, async (rel) => hashes.set(rel, await hashFile(o.local, rel, srcTree.get(rel)!.size)));
-      const predicted = predictNext(p, base, hashes);
-      if (!predicted) return undefined;
-      const tmp = await manifestTmpP;
-      if (!tmp) return undefined;
-      await allSentP;
-      tmpWritten = true;
-      await tmp.write(encodeManifest({ entries: predicted }, writer));
-      return predicted;
-    })().catch(() => undefined);
-    let checkpointing: Promise<void> | undefined;
-    // Building and compressing a checkpoint is main-thread work (~0.8 s for 100,000 entries): spaced out to at
-    // least 20 times its cost, so that it never takes more than ~5 % of the run.
-    let nextCheckpoint = 0;
-    const timer = setInterval(() => {
-      if (checkpointing || Date.now() < nextCheckpoint) return;
-      const t0 = Date.now();
-      checkpointing = writeManifest(o.remote, { entries: checkpoint() }, writer)
-        .catch(() => undefined)
-        .finally(() => (checkpointing = undefined));
-      nextCheckpoint = Date.now() + 20 * (Date.now() - t0);
-    }, 3000);
-    timer.unref();
+    const prewrite = prewriteManifest({ plan: p, base, srcTree, local: o.local, push: o.direction === 'push', tmp: manifestTmpP, writer });
+    const checkpoints = startCheckpoints(o.remote, checkpoint, writer);
     try {
       const deletesSkipped = await exec.run();
-      clearInterval(timer);
-      await checkpointing;
+      await checkpoints.stop();
       // The links of replaced files go in the background (waited for when the run ends, not here: a round trip on
       // every run that replaced a file). A run cut in that round trip leaves one behind, which the next run finds
       // different from the manifest and keeps as a conflict copy: an extra file, never a lost one.
@@ -468,13 +398,13 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
         const tmp = await manifestTmpP;
         // The lock goes right behind the rename on the same channel: the server runs them in that order.
         const unlock = () => release?.().catch(() => undefined) ?? Promise.resolve();
-        const predicted = await prewritten;
+        const predicted = await prewrite.result;
         // `next` is p.next changed only by the transfers' results and by failures: comparing those paths suffices.
         const asPredicted = predicted && failed.size === 0 && !deletesSkipped && p.transfers.every((op) => sameEntry(next.get(op.path), predicted.get(op.path)));
         if (tmp && predicted && asPredicted) {
           trace('manifest prewritten');
           await tmp.commit(null, MANIFEST_PATH, undefined, unlock);
-        } else if (tmp && !tmpWritten) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, unlock);
+        } else if (tmp && !prewrite.wrote) await tmp.commit(encodeManifest({ entries: next }, writer), MANIFEST_PATH, undefined, unlock);
         else await writeManifest(o.remote, { entries: next }, writer);
       }
       finalTree = next;
@@ -482,8 +412,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       mark('manifest');
       return finish(deletesSkipped);
     } catch (err) {
-      clearInterval(timer);
-      await checkpointing;
+      await checkpoints.stop();
       // A run cut short still records what it completed (when the server is still there to take it), unless the
       // lock is already given up (the final manifest's rename failed after the lock went behind it).
       if (!released) {
@@ -505,7 +434,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
     // An unused temp (nothing changed, or an error) goes in the same round trip as the lock.
     await Promise.all([(await manifestTmpP)?.abort().catch(() => undefined), release?.().catch(() => undefined), specs?.discardAll()]);
     // Done with (a session's later runs must not keep every run's undo step).
-    forgetTmp?.();
+    locked.done();
     // The manifest now describes what this run found: later local writes are the ones to check. A pull's own
     // writes are behind it (else the next run would hash everything it wrote); a push reads, so its start counts.
     // A file found that way and not brought in sync (a conflict, a failure, a run cut before its turn, a pull that
@@ -560,22 +489,6 @@ async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: 
 /** Writes `.wsync/.gitignore` ("*": everything in it, itself included, is ignored by git). */
 async function ignoreStateDir(t: Transport): Promise<void> {
   await t.writeSmall(`${STATE_DIR}/.gitignore`, Buffer.from('# wsync state: not part of the tree\n*\n'));
-}
-
-/**
- * The manifest a run will write if every operation succeeds, or undefined while some file to be sent has no known
- * hash (most do not: they are hashed as they are sent). Mirrors what putWhole and putDelta record.
- */
-function predictNext(p: Plan, base: Tree, hashes: Map<string, string>): Tree | undefined {
-  const t: Tree = new Map(p.next);
-  for (const op of p.transfers) {
-    if (op.kind !== 'put') continue;
-    const sha256 = op.entry.sha256 ?? hashes.get(op.path);
-    if (!sha256) return undefined;
-    const e = { ...op.entry, sha256 };
-    t.set(op.path, e.size >= DELTA_MIN_FILE_SIZE ? { ...e, chunker: specForUpdate(base.get(op.path)?.chunker, e.size) } : e);
-  }
-  return t;
 }
 
 function* contentKeys(trees: Tree[]): Generator<string> {
