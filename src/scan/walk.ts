@@ -232,7 +232,7 @@ export interface PathsScan {
  * file) is gone. The rules must already hold the ignore files of the paths' directories (a session's, from a full
  * walk); ignore files among the paths are read first and replace (or drop) what they said.
  */
-export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { rules: IgnoreRules; concurrency: number }): Promise<PathsScan> {
+export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { rules: IgnoreRules; concurrency: number; shallow?: Set<string> }): Promise<PathsScan> {
   const out: PathsScan = { tree: new Map(), gone: [], excluded: [], problems: [], blocked: [], rulesChanged: false };
   const wanted: string[] = [];
   for (const p of new Set(paths)) {
@@ -295,7 +295,8 @@ export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { r
     else if (!there) out.gone.push(p);
     else {
       out.tree.set(p, there);
-      if (there.type === 'dir') dirs.push(p);
+      // `shallow`: directories asked for themselves only (a batch's parents), not for what they hold.
+      if (there.type === 'dir' && !opts.shallow?.has(p)) dirs.push(p);
     }
   }
   // A directory inside another one asked for is walked with it.

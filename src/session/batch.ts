@@ -3,7 +3,7 @@ import type { Problem, Tree } from '../types.js';
 import type { Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
-import { scanPaths } from '../scan/walk.js';
+import { filterTree, scanPaths } from '../scan/walk.js';
 import { plan, type Conflict } from '../plan/plan.js';
 import { readManifest, writeManifest } from '../manifest/manifest.js';
 import { acquireLock } from '../manifest/lock.js';
@@ -11,6 +11,7 @@ import { ancestors, joinRel } from '../util/paths.js';
 import { ChunkCache } from '../transfer/chunkcache.js';
 import { Journal } from '../transfer/journal.js';
 import { localChunker, startExecution } from '../transfer/execute.js';
+import { resolveByHash } from '../transfer/verify.js';
 import { WSYNC_VERSION } from '../version.js';
 import type { SyncEvent, SyncResult, SyncStats } from '../transfer/engine.js';
 import type { Session } from './session.js';
@@ -22,10 +23,13 @@ export interface PathsOptions {
   force?: boolean;
   filter?: FilterOptions;
   concurrency?: number;
+  /** Seconds to wait for another run's lock (default 0), or remove a stale one another host left. */
+  wait?: number;
+  breakLock?: boolean;
   onEvent?: (ev: SyncEvent) => void;
 }
 
-/** What a session keeps between batches: rules with the ignore files of the directories seen so far. */
+/** What a session keeps between batches, per side: rules with the ignore files of the directories seen so far. */
 interface BatchState {
   rules: IgnoreRules;
   /** Directories whose ignore files are in `rules`. */
@@ -33,10 +37,10 @@ interface BatchState {
 }
 const states = new WeakMap<Session, Map<string, BatchState>>();
 
-function stateFor(session: Session, filter: FilterOptions): BatchState {
+function stateFor(session: Session, filter: FilterOptions, side: 'local' | 'remote'): BatchState {
   let byFilter = states.get(session);
   if (!byFilter) states.set(session, (byFilter = new Map()));
-  const key = JSON.stringify(filter);
+  const key = `${side} ${JSON.stringify(filter)}`;
   let st = byFilter.get(key);
   if (!st) byFilter.set(key, (st = { rules: new IgnoreRules(filter), loaded: new Set() }));
   return st;
@@ -64,8 +68,9 @@ function inScope(p: string, scope: Set<string>): boolean {
  * listing of the remote: the paths are lstat'd on both sides (a directory among them, or a new directory above
  * one, is walked whole), planned against what the target's manifest says wsync last wrote, carried out by the same
  * execute stage as a full push, and recorded in the manifest. Deletions only with `delete`; the delete limit is
- * judged against the whole target. Ignore rules come from the local side (read along the paths' directories once
- * per session, re-read when an ignore file is among the paths).
+ * judged against the whole target. Each side's ignore files (read along the paths' directories once per session,
+ * re-read when an ignore file is among the paths) apply to its own scan and filter the other side's tree, as in a
+ * full push. No dry run yet, no journal, no partial uploads.
  */
 export async function pushPaths(session: Session, o: PathsOptions): Promise<SyncResult> {
   const started = Date.now();
@@ -79,34 +84,63 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
   const problems: Problem[] = [];
   const local = session.local;
   const remote = await session.remote();
-  const st = stateFor(session, filter);
+  // Each side's ignore files apply to its own scan, and each side's tree is filtered by the other's rules too, as
+  // in a full push: an ignore file edited on one side is never taken for the other's.
+  const st = stateFor(session, filter, 'local');
+  const rst = stateFor(session, filter, 'remote');
+  // What the transports remember of the trees is from before this batch.
+  await Promise.all([local.beginRun?.(), remote.beginRun?.()]);
+  const root = await local.lstat('');
+  if (!root || root.type !== 'dir') throw new WsyncError('E_LOCAL_MISSING', `local directory ${local.describe()} does not exist`, { hint: 'check the first argument' });
   // The manifest is read right behind the lock's create on one channel (answered in that order: what the lock
   // protects, one round trip sooner), as a full push does; read again if the lock was not taken at once.
   const pin = remote.pinned?.();
-  const lockP = acquireLock(pin ?? remote, { op: 'push', waitSeconds: 0, breakLock: false, session: session.id });
+  const lockP = acquireLock(pin ?? remote, { op: 'push', waitSeconds: o.wait ?? 0, breakLock: o.breakLock ?? false, session: session.id });
   lockP.catch(() => undefined);
   const earlyManifest = pin ? readManifest(pin) : undefined;
   earlyManifest?.catch(() => undefined);
-  await loadRules(local, st, paths);
+  await Promise.all([loadRules(local, st, paths), loadRules(remote, rst, paths)]);
   const lock = await lockP;
   mark('locked');
   try {
     const manifest = await (earlyManifest && lock.firstTry ? earlyManifest : readManifest(remote));
     const base: Tree = manifest?.entries ?? new Map();
-    // New directories above a path (the target does not have them) are part of the batch: walked whole.
+    // Directories above a path that the manifest does not know as directories (new ones, or a link or file that
+    // became one) are part of the batch: walked whole. The others are looked at themselves (`shallow`): a directory
+    // replaced by a symlink on the remote is then a conflict, never a way out of the target.
     const scope = new Set(paths);
-    for (const p of paths) for (const a of ancestors(p)) if (!base.has(a)) scope.add(a);
-    const [here, there] = await Promise.all([scanPaths(local, scope, { rules: st.rules, concurrency: 64 }), scanPaths(remote, scope, { rules: st.rules, concurrency: 64 })]);
+    const shallow = new Set<string>();
+    for (const p of paths) for (const a of ancestors(p)) (base.get(a)?.type === 'dir' ? shallow : scope).add(a);
+    for (const d of scope) shallow.delete(d);
+    for (const d of shallow) scope.add(d);
+    const [here, there] = await Promise.all([
+      scanPaths(local, scope, { rules: st.rules, concurrency: 64, shallow }),
+      scanPaths(remote, scope, { rules: rst.rules, concurrency: 64, shallow }),
+    ]);
     mark('scanned');
     problems.push(...here.problems, ...there.problems);
+    if (here.rulesChanged) emit({ type: 'notice', message: 'an ignore file changed: paths outside this batch that it includes or leaves out are synced by the next full push' });
+    // A parent the local side no longer has is left out: its deletion is reported (and sent) as a path of its own.
+    const gone = new Set([...shallow].filter((d) => !here.tree.has(d)));
+    const src = filterTree(here.tree, rst.rules);
+    const dst = filterTree(there.tree, st.rules);
+    for (const d of gone) dst.delete(d);
+    const deep = new Set([...scope].filter((d) => !shallow.has(d)));
     const baseIn: Tree = new Map();
     let baseFiles = 0;
     for (const [p, e] of base) {
       if (e.type !== 'dir') baseFiles++;
-      if (inScope(p, scope) && !st.rules.isExcludedDeep(p, e.type === 'dir')) baseIn.set(p, e);
+      const wanted = inScope(p, deep) || (shallow.has(p) && !gone.has(p));
+      if (wanted && !st.rules.isExcludedDeep(p, e.type === 'dir') && !rst.rules.isExcludedDeep(p, e.type === 'dir')) baseIn.set(p, e);
     }
-    stats.filesScanned = here.tree.size;
-    const p = plan({ src: here.tree, dst: there.tree, base: baseIn, delete: o.delete ?? false, force: o.force ?? false, blocked: [...here.blocked, ...there.blocked], dstName: 'remote' });
+    stats.filesScanned = src.size;
+    const getCache = (): Promise<ChunkCache> => session.cache() ?? ChunkCache.load(null, { local: local.root, target: session.targetLabel });
+    const localChunks = localChunker(local, getCache);
+    // The paths were reported as changed: a same-size edit within the same second is found by its bytes, identical
+    // copies are adopted, touched files get their time fixed (the verify stage of a full push).
+    const v = await resolveByHash({ direction: 'push', local, src: local, dst: remote, srcTree: src, dstTree: dst, base: baseIn, stillFlagged: new Set(src.keys()), checksum: false, localChunks });
+    mark('verified');
+    const p = plan({ src: v.srcTree, dst: v.dstTree, base: baseIn, delete: o.delete ?? false, force: o.force ?? false, blocked: [...here.blocked, ...there.blocked], dstName: 'remote' });
     if ((o.delete ?? false) && !o.force && p.deleteCount > 0 && p.deleteCount * 2 > baseFiles) {
       throw new WsyncError('E_DELETE_LIMIT', `--delete would remove ${p.deleteCount} of the ${baseFiles} files on the remote side`, {
         hint: 'that is more than half: check the source directory and filters, or add --force if this is intended',
@@ -114,15 +148,14 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     }
     const conflicts: Conflict[] = p.conflicts;
     stats.conflicts = conflicts.length;
-    for (const c of conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (here.tree.get(c.path) ?? there.tree.get(c.path))?.type ?? 'file', reason: c.reason });
-    const getCache = (): Promise<ChunkCache> => session.cache() ?? ChunkCache.load(null, { local: local.root, target: session.targetLabel });
+    for (const c of conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (src.get(c.path) ?? dst.get(c.path))?.type ?? 'file', reason: c.reason });
     const exec = startExecution({
       plan: p,
       from: local,
       to: remote,
       local,
       base: baseIn,
-      dstTree: there.tree,
+      dstTree: v.dstTree,
       problems,
       conflicts,
       stats,
@@ -130,7 +163,7 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
       concurrency,
       journal: new Journal(null),
       getCache,
-      localChunks: localChunker(local, getCache),
+      localChunks,
       partials: new Map(),
       partialSizes: new Map(),
       emit,
@@ -148,11 +181,13 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     // not reached, keep theirs); the rest of the manifest is untouched.
     const now = failed ? exec.checkpoint() : exec.next;
     const next: Tree = new Map(base);
-    for (const k of [...baseIn.keys(), ...here.tree.keys(), ...there.tree.keys()]) {
+    for (const k of [...baseIn.keys(), ...src.keys(), ...dst.keys()]) {
       const e = now.get(k);
       if (e) next.set(k, e);
       else next.delete(k);
     }
+    // Links of replaced files still being removed are done with before the manifest says what is there.
+    if (!remote.lost) await remote.settle?.().catch(() => undefined);
     const written = remote.lost ? undefined : writeManifest(remote, { entries: next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: 'push' });
     if (failed) {
       await written?.catch(() => undefined);

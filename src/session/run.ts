@@ -57,7 +57,8 @@ export async function runOnce(session: Session, o: RunOptions): Promise<SyncResu
       try {
         if (paths) {
           if (o.mode !== 'push') throw new WsyncError('E_USAGE', 'a run of given paths is a push (pulling given paths is not there yet)');
-          return await pushPaths(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, onEvent: o.onEvent });
+          if (o.dryRun) throw new WsyncError('E_USAGE', 'a run of given paths has no dry run yet: run a full one with --dry-run');
+          return await pushPaths(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent });
         }
         const result = await runSync({
           direction: o.mode,

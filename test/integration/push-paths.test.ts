@@ -4,7 +4,7 @@
  * made of them, recorded so that the next full push finds nothing to do. Against the real sshd.
  */
 import { describe, it, expect } from 'vitest';
-import { writeFileSync, rmSync, mkdirSync, renameSync, utimesSync, existsSync, readFileSync } from 'node:fs';
+import { writeFileSync, rmSync, mkdirSync, renameSync, utimesSync, existsSync, readFileSync, readdirSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { makeTree, snapshot } from '../support/trees.js';
@@ -98,6 +98,47 @@ describe('push of given paths on a session', () => {
       const d = await push(s, { paths: ['y.txt'], delete: true });
       expect(d.stats.deleted).toBe(1);
       expect(existsSync(join(remote, 'y.txt'))).toBe(false);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('never writes through a remote directory swapped for a symlink, and sends a same-second same-size edit', async () => {
+    const { src, remote, s } = await setup({ 'a/x.txt': 'x\n', 'conf.txt': 'debug=TRUE\n' });
+    const outside = join(server.srv.remoteRoot, `outside-${n}`);
+    mkdirSync(outside);
+    try {
+      rmSync(join(remote, 'a'), { recursive: true });
+      symlinkSync(outside, join(remote, 'a'));
+      writeFileSync(join(src, 'a/new.txt'), 'new\n');
+      // Same size, and the mtime put back: only the bytes tell (the batch says the path changed).
+      const t = statSync(join(src, 'conf.txt')).mtime;
+      writeFileSync(join(src, 'conf.txt'), 'debug=FALS\n');
+      utimesSync(join(src, 'conf.txt'), t, t);
+      const r = await push(s, { paths: ['a/new.txt', 'conf.txt'] });
+      expect(r.conflicts.map((c) => [c.path, c.kind])).toEqual([['a', 'changed']]);
+      expect(readdirSync(outside)).toEqual([]);
+      expect(readFileSync(join(remote, 'conf.txt'), 'utf8')).toBe('debug=FALS\n');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("each side's ignore files stay its own: a newly ignored file is neither deleted nor sent; a missing root is refused", async () => {
+    const { src, remote, s } = await setup({ '.gitignore': 'dist/\n', 'config.local.json': '{}\n' });
+    try {
+      writeFileSync(join(src, '.gitignore'), 'dist/\nconfig.local.json\n.env\n');
+      writeFileSync(join(src, '.env'), 'SECRET=1\n');
+      const r = await push(s, { paths: ['.gitignore', 'config.local.json'], delete: true });
+      expect(r.ok, JSON.stringify(r.conflicts)).toBe(true);
+      expect(existsSync(join(remote, 'config.local.json'))).toBe(true);
+      const r2 = await push(s, { paths: ['.env'] });
+      expect(r2.stats.filesSent).toBe(0);
+      expect(existsSync(join(remote, '.env'))).toBe(false);
+      await expect(push(s, { paths: ['.env'], dryRun: true })).rejects.toMatchObject({ code: 'E_USAGE' });
+      renameSync(src, `${src}-moved`);
+      await expect(push(s, { paths: ['.gitignore', 'config.local.json'], delete: true })).rejects.toMatchObject({ code: 'E_LOCAL_MISSING' });
+      expect(existsSync(join(remote, '.gitignore'))).toBe(true);
     } finally {
       await s.close();
     }
