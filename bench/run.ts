@@ -424,20 +424,25 @@ async function main(): Promise<void> {
     const repoSizes = repoTree.files.map((f) => f.size).sort((a, b) => a - b);
     const repoShape = `${repoTree.files.length} files, ${repoTree.dirs} dirs (${(repoTree.dirs / repoTree.files.length).toFixed(2)} per file), ${fmtBytes(repoTree.bytes)}, median file ${repoSizes[repoSizes.length >> 1]} B, seed ${s.seed}`;
     console.log(`repo-shaped tree: ${repoShape}`);
-    for (const tool of adoptTools) {
-      if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
-      const local = join(work, `repo-${tool}`);
-      cpSync(repoBase, local, { recursive: true, preserveTimestamps: true });
-      const remote = join(srv.remoteRoot, `repo-${tool}`);
-      mkdirSync(remote);
-      for (const c of REPO_CASES) {
-        if (!shouldRun(tool, c, 'repoInitial', '(r1)')) continue;
-        const pull = c.id === 'repoPull';
-        const dir = pull ? join(work, `repo-pull-${tool}`) : local;
-        if (pull) mkdirSync(dir);
-        await runCase(tool, c, dir, remote, repoTree.files.length, 'repoInitial', [], pull);
+    /** Initial push, no-op re-push and initial pull of one tree (cases[0..2]), per tool, each in its own directories. */
+    const runTreeGroup = async (cases: Array<{ id: CaseId; label: string }>, treeDir: string, name: string, fileCount: number) => {
+      const [initial, , pullCase] = cases;
+      for (const tool of adoptTools) {
+        if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
+        const local = join(work, `${name}-${tool}`);
+        cpSync(treeDir, local, { recursive: true, preserveTimestamps: true });
+        const remote = join(srv.remoteRoot, `${name}-${tool}`);
+        mkdirSync(remote);
+        for (const c of cases) {
+          if (!shouldRun(tool, c, initial.id, initial.label.split(' ')[0])) continue;
+          const pull = c.id === pullCase.id;
+          const dir = pull ? join(work, `${name}-pull-${tool}`) : local;
+          if (pull) mkdirSync(dir);
+          await runCase(tool, c, dir, remote, fileCount, initial.id, [], pull);
+        }
       }
-    }
+    };
+    await runTreeGroup(REPO_CASES, repoBase, 'repo', repoTree.files.length);
 
     // (a4): Ctrl-C halfway through an initial push, then the rerun is timed.
     for (const tool of adoptTools) {
@@ -463,20 +468,7 @@ async function main(): Promise<void> {
       const sh = shapeOf(real.dir);
       realShape = `${real.what}: ${sh.files} files, ${sh.dirs} dirs (${(sh.dirs / sh.files).toFixed(2)} per file), ${fmtBytes(sh.bytes)}, median file ${sh.median} B`;
       console.log(`real tree: ${realShape}`);
-      for (const tool of adoptTools) {
-        if (!results.has(tool)) results.set(tool, new Map<CaseId, Cell>());
-        const local = join(work, `real-${tool}`);
-        cpSync(real.dir, local, { recursive: true, preserveTimestamps: true });
-        const remote = join(srv.remoteRoot, `real-${tool}`);
-        mkdirSync(remote);
-        for (const c of REAL_CASES) {
-          if (!shouldRun(tool, c, 'realInitial', '(t1)')) continue;
-          const pull = c.id === 'realPull';
-          const dir = pull ? join(work, `real-pull-${tool}`) : local;
-          if (pull) mkdirSync(dir);
-          await runCase(tool, c, dir, remote, sh.files, 'realInitial', [], pull);
-        }
-      }
+      await runTreeGroup(REAL_CASES, real.dir, 'real', sh.files);
     } else {
       realShape = real.skip;
       notes.push(real.skip);

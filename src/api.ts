@@ -1,7 +1,7 @@
 import { WsyncError } from './errors.js';
 import type { Target } from './target.js';
 import { openTarget } from './transport/open.js';
-import { Session, openSession, type SessionOptions } from './session/session.js';
+import { Session, openSession } from './session/session.js';
 import { runOnce, type RunOptions } from './session/run.js';
 import type { HostKeyPrompt } from './ssh/connect.js';
 import type { AuthPrompt } from './ssh/auth.js';
@@ -85,11 +85,6 @@ function runOptions(mode: Direction, o: SyncOptions): RunOptions {
   };
 }
 
-/** A session for one call: SyncOptions carries the connection's options too. */
-function sessionOptions(o: SyncOptions, extra: SessionOptions): SessionOptions {
-  return { ...o, ...extra };
-}
-
 async function run(mode: Direction, a: string | Session, b: Target | string | SyncOptions | undefined, c: SyncOptions | undefined): Promise<SyncResult> {
   if (a instanceof Session) return runOnce(a, runOptions(mode, (b as SyncOptions | undefined) ?? {}));
   const o = c ?? {};
@@ -99,7 +94,8 @@ async function run(mode: Direction, a: string | Session, b: Target | string | Sy
   let dialing!: () => void;
   const dialed = new Promise<void>((resolve) => (dialing = resolve));
   // Changed big files are cut while connecting; the run picks up the same cache object.
-  const sessionP = openSession(a, target, sessionOptions(o, { compressReplies: mode === 'push', prewarm: mode === 'push' && !o.dryRun, onDialing: dialing }));
+  // A session for this one call (SyncOptions carries the connection's options too).
+  const sessionP = openSession(a, target, { ...o, compressReplies: mode === 'push', prewarm: mode === 'push' && !o.dryRun, onDialing: dialing });
   sessionP.catch(() => undefined).finally(dialing);
   // The engine's modules load while the SSH handshake waits on the network (~50 ms of a run's start).
   await dialed;

@@ -5,15 +5,15 @@ import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { filterTree, scanPaths } from '../scan/walk.js';
 import { plan, type Conflict } from '../plan/plan.js';
-import { readManifest, writeManifest } from '../manifest/manifest.js';
-import { acquireLock } from '../manifest/lock.js';
+import { writeManifest } from '../manifest/manifest.js';
+import { startLocked } from '../transfer/overlaps.js';
 import { ancestors, joinRel } from '../util/paths.js';
 import { ChunkCache } from '../transfer/chunkcache.js';
 import { Journal } from '../transfer/journal.js';
-import { localChunker, startExecution } from '../transfer/execute.js';
+import { emptyStats, localChunker, startExecution } from '../transfer/execute.js';
 import { resolveByHash } from '../transfer/verify.js';
 import { WSYNC_VERSION } from '../version.js';
-import type { SyncEvent, SyncResult, SyncStats } from '../transfer/engine.js';
+import type { SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Session } from './session.js';
 
 export interface PathsOptions {
@@ -80,7 +80,7 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
   const filter = o.filter ?? { gitignore: true, excludes: [], includes: [] };
   const concurrency = o.concurrency ?? 1024;
   const paths = [...new Set(o.paths)].filter((p) => p !== '');
-  const stats: SyncStats = { filesSent: 0, bytesSent: 0, filesDelta: 0, bytesReused: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
+  const stats = emptyStats();
   const problems: Problem[] = [];
   const local = session.local;
   const remote = await session.remote();
@@ -92,18 +92,14 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
   await Promise.all([local.beginRun?.(), remote.beginRun?.()]);
   const root = await local.lstat('');
   if (!root || root.type !== 'dir') throw new WsyncError('E_LOCAL_MISSING', `local directory ${local.describe()} does not exist`, { hint: 'check the first argument' });
-  // The manifest is read right behind the lock's create on one channel (answered in that order: what the lock
-  // protects, one round trip sooner), as a full push does; read again if the lock was not taken at once.
-  const pin = remote.pinned?.();
-  const lockP = acquireLock(pin ?? remote, { op: 'push', waitSeconds: o.wait ?? 0, breakLock: o.breakLock ?? false, session: session.id });
-  lockP.catch(() => undefined);
-  const earlyManifest = pin ? readManifest(pin) : undefined;
-  earlyManifest?.catch(() => undefined);
+  // The lock, and the manifest read right behind it on one channel, as a full push takes them (no manifest temp:
+  // the manifest is written once, at the end).
+  const locked = startLocked(remote, { op: 'push', waitSeconds: o.wait ?? 0, breakLock: o.breakLock ?? false, session: session.id, dryRun: false, noTemp: true });
   await Promise.all([loadRules(local, st, paths), loadRules(remote, rst, paths)]);
-  const lock = await lockP;
+  const lock = (await locked.lock)!;
   mark('locked');
   try {
-    const manifest = await (earlyManifest && lock.firstTry ? earlyManifest : readManifest(remote));
+    const manifest = await locked.manifest(lock);
     const base: Tree = manifest?.entries ?? new Map();
     // Directories above a path that the manifest does not know as directories (new ones, or a link or file that
     // became one) are part of the batch: walked whole. The others are looked at themselves (`shallow`): a directory

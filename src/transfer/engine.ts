@@ -15,7 +15,7 @@ import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir } from './chunkca
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
 import { Journal, trustedEntries } from './journal.js';
-import { startExecution, ctimeStamp, localChunker, MAX_COPY_LENGTH, RESUME_MIN_SIZE } from './execute.js';
+import { startExecution, ctimeStamp, emptyStats, localChunker, MAX_COPY_LENGTH, RESUME_MIN_SIZE } from './execute.js';
 import { resolveByHash, withHash } from './verify.js';
 import { prewriteManifest, startCheckpoints, startLocked } from './overlaps.js';
 import type { ConnectionEvent } from '../session/session.js';
@@ -142,7 +142,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
   const timings: Record<string, number> = {};
   const mark = (phase: string) => (timings[phase] = Date.now() - started);
   let conflicts: Conflict[] = [];
-  const stats: SyncStats = { filesSent: 0, bytesSent: 0, filesDelta: 0, bytesReused: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
+  const stats = emptyStats();
 
   // The local side of a push must exist; the remote side of a pull must exist.
   // A session's transports outlive a run: what they remember of either tree is from before it.

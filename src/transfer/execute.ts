@@ -31,6 +31,11 @@ export function ctimeStamp(e: Entry | undefined): string | null {
   return e?.type === 'file' && e.ctime !== undefined ? `ctime ${e.ctime}` : null;
 }
 
+/** Counters of a run that has done nothing yet. */
+export function emptyStats(): SyncStats {
+  return { filesSent: 0, bytesSent: 0, filesDelta: 0, bytesReused: 0, dirsCreated: 0, symlinksSent: 0, attributesUpdated: 0, deleted: 0, conflicts: 0, failed: 0, filesScanned: 0 };
+}
+
 function trashStamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-');
 }

@@ -39,7 +39,7 @@ export interface LockedStart {
  * its data and the rename. Not before the lock: the run holding it would take the temp for a leftover of a killed
  * run and remove it (with --wait, the manifest of one run then mixed with another's).
  */
-export function startLocked(remote: Transport, o: LockOptions & { dryRun: boolean }): LockedStart {
+export function startLocked(remote: Transport, o: LockOptions & { dryRun: boolean; noTemp?: boolean }): LockedStart {
   const tmpName = tempNameFor(MANIFEST_PATH);
   if (o.dryRun) return { lock: undefined, manifest: () => readManifest(remote), tmp: undefined, tmpName, done: () => undefined };
   const pin = remote.pinned?.();
@@ -48,7 +48,7 @@ export function startLocked(remote: Transport, o: LockOptions & { dryRun: boolea
   const early = pin ? readManifest(pin) : undefined;
   early?.catch(() => undefined);
   let forget: (() => void) | undefined;
-  const tmp = pin
+  const tmp = pin && !o.noTemp
     ? lock.then(() => pin.openExclusive(tmpName)).then(
         (f) => {
           // Ctrl-C removes it with the lock; only a killed run leaves it behind, and the next run removes it.
