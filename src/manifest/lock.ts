@@ -48,6 +48,8 @@ export interface LockOptions {
  */
 export interface Lock {
   release(): Promise<void>;
+  /** Forgets the Ctrl-C step that removes it (its holder takes care of that, with what must come first). */
+  detach?(): void;
   /** Taken by the first create, with nothing waited for or removed first. */
   firstTry: boolean;
 }
@@ -76,7 +78,7 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock
         await t.remove(LOCK_PATH, 'file');
       };
       const forget = onInterrupt(release);
-      return { release, firstTry: attempt === 0 };
+      return { release, firstTry: attempt === 0, detach: forget };
     }
     const raw = await t.readFile(LOCK_PATH);
     if (raw === null && attempt < 20) continue; // released between our attempt and this read

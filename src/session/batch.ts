@@ -1,20 +1,19 @@
-import os from 'node:os';
-import type { Problem, Tree } from '../types.js';
-import type { Transport } from '../transport/types.js';
+import { createHash } from 'node:crypto';
+import type { Entry, Problem, Tree } from '../types.js';
+import type { StagedFile, Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { filterTree, scanPaths } from '../scan/walk.js';
 import { plan, type Conflict } from '../plan/plan.js';
-import { writeManifest } from '../manifest/manifest.js';
-import { startLocked } from '../transfer/overlaps.js';
+import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
+import { STATE_DIR } from '../manifest/manifest.js';
 import { ancestors, joinRel } from '../util/paths.js';
 import { ChunkCache } from '../transfer/chunkcache.js';
-import { Journal } from '../transfer/journal.js';
 import { emptyStats, localChunker, startExecution } from '../transfer/execute.js';
 import { resolveByHash } from '../transfer/verify.js';
-import { WSYNC_VERSION } from '../version.js';
 import type { SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Session } from './session.js';
+import { Hold } from './hold.js';
 
 export interface PathsOptions {
   /** Paths (relative to the local directory) that may have changed: created, edited, deleted or moved. */
@@ -92,15 +91,18 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
   await Promise.all([local.beginRun?.(), remote.beginRun?.()]);
   const root = await local.lstat('');
   if (!root || root.type !== 'dir') throw new WsyncError('E_LOCAL_MISSING', `local directory ${local.describe()} does not exist`, { hint: 'check the first argument' });
-  // The lock, and the manifest read right behind it on one channel, as a full push takes them (no manifest temp:
-  // the manifest is written once, at the end).
-  const locked = startLocked(remote, { op: 'push', waitSeconds: o.wait ?? 0, breakLock: o.breakLock ?? false, session: session.id, dryRun: false, noTemp: true });
+  // The session's hold on the target (its lock and manifest in memory), or a hold for this batch alone: the lock,
+  // and the manifest read right behind it on one channel, as a full push takes them.
+  const held = session.held && !session.held.done ? session.held : undefined;
+  const taking = held ? held.on(remote).then(() => held) : Hold.take(remote, { wait: o.wait, breakLock: o.breakLock, session: session.id, journalFile: session.journalFile() });
+  taking.catch(() => undefined);
   await Promise.all([loadRules(local, st, paths), loadRules(remote, rst, paths)]);
-  const lock = (await locked.lock)!;
+  const hold = await taking;
   mark('locked');
+  let recorded = false;
+  let staging = new Map<string, Staging>();
   try {
-    const manifest = await locked.manifest(lock);
-    const base: Tree = manifest?.entries ?? new Map();
+    const base: Tree = hold.base;
     // Directories above a path that the manifest does not know as directories (new ones, or a link or file that
     // became one) are part of the batch: walked whole. The others are looked at themselves (`shallow`): a directory
     // replaced by a symlink on the remote is then a conflict, never a way out of the target.
@@ -109,10 +111,12 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     for (const p of paths) for (const a of ancestors(p)) (base.get(a)?.type === 'dir' ? shallow : scope).add(a);
     for (const d of scope) shallow.delete(d);
     for (const d of shallow) scope.add(d);
-    const [here, there] = await Promise.all([
-      scanPaths(local, scope, { rules: st.rules, concurrency: 64, shallow }),
-      scanPaths(remote, scope, { rules: rst.rules, concurrency: 64, shallow }),
-    ]);
+    const thereP = scanPaths(remote, scope, { rules: rst.rules, concurrency: 64, shallow });
+    thereP.catch(() => undefined);
+    const here = await scanPaths(local, scope, { rules: st.rules, concurrency: 64, shallow });
+    // Held (the lock is ours): small edited files go up under temp names while the remote is looked at.
+    staging = held ? stageEdits(local, remote, filterTree(here.tree, rst.rules), base, paths) : new Map();
+    const there = await thereP;
     mark('scanned');
     problems.push(...here.problems, ...there.problems);
     if (here.rulesChanged) emit({ type: 'notice', message: 'an ignore file changed: paths outside this batch that it includes or leaves out are synced by the next full push' });
@@ -157,15 +161,20 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
       stats,
       force: o.force ?? false,
       concurrency,
-      journal: new Journal(null),
+      journal: hold.journal,
       getCache,
       localChunks,
       partials: new Map(),
       partialSizes: new Map(),
+      staged: (rel, e) => takeStaged(staging, rel, e),
       emit,
       trace: () => undefined,
       mark,
     });
+    // Staged copies the plan does not send go before anything else happens (a directory mode the batch sets could
+    // keep them from being removed later).
+    const puts = new Set(p.transfers.filter((op) => op.kind === 'put').map((op) => op.path));
+    await dropStaged(staging, (rel) => !puts.has(rel));
     let deletesSkipped: string | undefined;
     let failed: { err: unknown } | undefined;
     try {
@@ -182,18 +191,80 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
       if (e) next.set(k, e);
       else next.delete(k);
     }
-    // Links of replaced files still being removed are done with before the manifest says what is there.
-    if (!remote.lost) await remote.settle?.().catch(() => undefined);
-    const written = remote.lost ? undefined : writeManifest(remote, { entries: next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: 'push' });
+    await dropStaged(staging);
+    hold.record(next);
+    recorded = true;
     if (failed) {
-      await written?.catch(() => undefined);
+      if (!held) await hold.release().catch(() => undefined);
       throw failed.err;
     }
-    await written;
+    // A batch of its own writes the manifest and lets go; a held one leaves the manifest to the hold's next write.
+    if (!held) await hold.release();
     mark('manifest');
     const ok = stats.conflicts === 0 && problems.length === 0;
     return { direction: 'push', dryRun: false, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started, timings };
   } finally {
-    await lock.release().catch(() => undefined);
+    await dropStaged(staging);
+    if (!held && !recorded) await hold.release().catch(() => undefined);
   }
+}
+
+/**
+ * Small files a held batch stages: at most this many (a bigger burst goes the usual way), below the size from which
+ * files are cut into chunks as they are sent (those are never staged).
+ */
+const STAGE_MAX_FILES = 64;
+
+/** A local file's bytes on their way into a temp on the remote, and the scanned entry they are the content of. */
+interface Staging {
+  entry: Entry;
+  staged: Promise<{ file: StagedFile; sha256: string } | undefined>;
+}
+
+/**
+ * Starts writing the batch's small edited files into temps on the remote before the plan is known (it waits for
+ * the remote's lstats), one round trip saved of the two a file takes after them: what a watch's save waits for.
+ * Only files whose bytes, as read, are the version the scan saw (its size, mtime and ctime after the read), in
+ * directories the manifest has; the plan then takes them (execute's `staged`) or they are removed unseen.
+ */
+function stageEdits(local: Transport, remote: Transport, src: Tree, base: Tree, paths: string[]): Map<string, Staging> {
+  const out = new Map<string, Staging>();
+  for (const rel of paths) {
+    if (out.size >= STAGE_MAX_FILES) break;
+    // Reported as changed: even at the size and second the manifest has, it most likely was (a save within a second).
+    const e = src.get(rel);
+    if (e?.type !== 'file' || e.size >= DELTA_MIN_FILE_SIZE) continue;
+    if (!ancestors(rel).every((a) => base.get(a)?.type === 'dir')) continue;
+    const staged = (async () => {
+      const data = await local.readFile(rel);
+      const now = await local.lstat(rel);
+      if (!data || data.length !== e.size || now?.size !== e.size || now.mtime !== e.mtime || now.ctime !== e.ctime) return undefined;
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      // Over SFTP into .wsync/ (a directory of the target's own), renamed across once the plan has seen that the
+      // file's directory is a real one: never written through a directory someone swapped for a symlink.
+      return { file: await remote.stageSmall(rel, data, { mode: e.mode, mtime: e.mtime, tempIn: STATE_DIR }), sha256 };
+    })().catch(() => undefined);
+    out.set(rel, { entry: e, staged });
+  }
+  return out;
+}
+
+/** The staged copy of `rel` if it holds entry `e` (as scanned, and as hashed if it was); one that does not is removed. */
+async function takeStaged(staging: Map<string, Staging>, rel: string, e: Entry): Promise<{ file: StagedFile; sha256: string } | undefined> {
+  const s = staging.get(rel);
+  if (!s) return undefined;
+  staging.delete(rel);
+  const got = await s.staged;
+  if (!got) return undefined;
+  const x = s.entry;
+  if (e.type === 'file' && e.size === x.size && e.mtime === x.mtime && e.mode === x.mode && e.ctime === x.ctime && (!e.sha256 || e.sha256 === got.sha256)) return got;
+  await got.file.abort();
+  return undefined;
+}
+
+/** Removes the staged copies not taken (those of the paths `which` picks; all by default). */
+async function dropStaged(staging: Map<string, Staging>, which: (rel: string) => boolean = () => true): Promise<void> {
+  const left = [...staging].filter(([rel]) => which(rel));
+  for (const [rel] of left) staging.delete(rel);
+  await Promise.all(left.map(async ([, s]) => (await s.staged)?.file.abort().catch(() => undefined)));
 }

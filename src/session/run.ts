@@ -3,7 +3,7 @@ import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Transport } from '../transport/types.js';
 import { isLinkError, type Session } from './session.js';
 import { pushPaths } from './batch.js';
-import { WsyncError } from '../errors.js';
+import { WsyncError, errorMessage } from '../errors.js';
 
 export interface RunOptions {
   mode: Direction;
@@ -37,12 +37,26 @@ export interface RunOptions {
  * One push or pull on a session: the runs of a session go one at a time (a second call waits for the first),
  * each on the session's connection, reconnecting first when it was lost.
  */
-export async function runOnce(session: Session, o: RunOptions): Promise<SyncResult> {
-  const before = session.busy;
-  let done!: () => void;
-  session.busy = new Promise<void>((r) => (done = r));
-  await before.catch(() => undefined);
-  try {
+export function runOnce(session: Session, o: RunOptions): Promise<SyncResult> {
+  return session.serialized(async () => {
+    // A full run takes the lock itself: a hold (see Session.hold) is let go of for it and taken again after it.
+    const rehold = !o.paths && !o.dryRun ? session.held?.options : undefined;
+    // Not let go of (the link is lost for good): the run's own lock takes the old one over, as it names this session.
+    if (rehold) await session.letGo().catch(() => undefined);
+    // A dry run reads the manifest: what the hold has not written yet must be in it.
+    if (o.dryRun && !o.paths) await session.held?.flush().catch(() => undefined);
+    try {
+      return await attempts(session, o);
+    } finally {
+      // Not taken again (another run took the lock meanwhile, the link is gone): the run's outcome stands, and the
+      // batches after it take the lock each (session.held says which).
+      if (rehold) await session.takeHold(rehold).catch((err) => o.onEvent?.({ type: 'notice', message: `the lock on the target is no longer held: ${errorMessage(err)}` }));
+    }
+  });
+}
+
+async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
+  {
     const { runSync } = await import('../transfer/engine.js');
     let traced: Transport | undefined;
     const paths = o.paths ? [...o.paths] : undefined;
@@ -88,7 +102,5 @@ export async function runOnce(session: Session, o: RunOptions): Promise<SyncResu
         o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
       }
     }
-  } finally {
-    done();
   }
 }

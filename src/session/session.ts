@@ -8,6 +8,7 @@ import { LocalTransport } from '../transport/local/local.js';
 import { openTarget } from '../transport/open.js';
 import type { Transport } from '../transport/types.js';
 import type { ConnectOptions } from '../ssh/connect.js';
+import { Hold, type HoldOptions } from './hold.js';
 
 /** What a session says about its connection (the library's onEvent; the CLI prints them). */
 export interface ConnectionEvent {
@@ -95,6 +96,8 @@ export class Session {
   private cacheP: Promise<ChunkCache> | undefined;
   /** Runs in progress (one at a time: see runOnce). */
   busy: Promise<unknown> = Promise.resolve();
+  /** The target's lock and ancestor while the session holds them (hold()). */
+  held: Hold | undefined;
 
   private constructor(
     localDir: string,
@@ -150,6 +153,11 @@ export class Session {
     });
     p.catch(() => undefined);
     return p;
+  }
+
+  /** True once close() was called (or the signal aborted). */
+  get ended(): boolean {
+    return this.isClosed;
   }
 
   /** True while the current connection works. */
@@ -213,12 +221,81 @@ export class Session {
     await t.close().catch(() => undefined);
   }
   private dropped: Transport | undefined;
+  private closing = false;
+
+  /**
+   * Takes the target's lock and reads its manifest once, and keeps both until release() or close(): the batches
+   * of given paths (runOnce with `paths`) that follow pay neither, and their changes reach the manifest behind
+   * them, several in one write (see Hold). A full run on a held session lets go for its own lock and takes the
+   * hold again after it. Waits for a run in progress.
+   */
+  async hold(o: HoldOptions = {}): Promise<void> {
+    await this.serialized(() => this.takeHold(o));
+  }
+
+  /** Writes what the hold has not written to the manifest yet and removes the lock (after a run in progress). */
+  async release(): Promise<void> {
+    await this.serialized(() => this.letGo());
+  }
+
+  /** hold() within a run (not serialized). @internal */
+  async takeHold(o: HoldOptions): Promise<void> {
+    if (this.held && !this.held.done) return;
+    this.held = undefined;
+    this.held = await Hold.take(await this.remote(), { ...o, session: this.id, journalFile: this.journalFile() });
+  }
+
+  /**
+   * release() within a run (not serialized). @internal After a lost link the hold is checked on a new connection
+   * first (Hold.on), so that its manifest is written and its lock removed there.
+   */
+  async letGo(): Promise<void> {
+    const h = this.held;
+    if (!h) return;
+    try {
+      if (!h.done) await h.on(await this.remote());
+    } finally {
+      this.held = undefined;
+      await h.release();
+    }
+  }
+
+  /** The pair's journal of finished files (beside its chunk cache), null without a cache directory. @internal */
+  journalFile(): string | null {
+    const dir = defaultCacheDir();
+    return dir ? cacheFileFor(dir, this.local.root, this.targetLabel).replace(/\.json\.gz$/, '.journal') : null;
+  }
+
+  /** Runs `fn` when the runs before it are over; the next ones wait for it (see runOnce). */
+  async serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const before = this.busy;
+    let done!: () => void;
+    this.busy = new Promise<void>((r) => (done = r));
+    await before.catch(() => undefined);
+    try {
+      return await fn();
+    } finally {
+      done();
+    }
+  }
 
   /**
    * Ends the connection (a run in progress then fails as on a lost link) and waits for that run to end and for
-   * the cache load (a prewarm still cutting files), so that nothing runs after it.
+   * the cache load (a prewarm still cutting files), so that nothing runs after it. A hold is let go of first,
+   * after the run in progress (its manifest written, its lock removed; over a new connection if the link was
+   * lost), for at most CLOSE_RELEASE_MS: then the run is cut as it would be without a hold.
    */
   async close(): Promise<void> {
+    if (this.isClosed) return;
+    if (this.held && !this.closing) {
+      this.closing = true;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.serialized(() => this.letGo()).catch(() => undefined),
+        new Promise<void>((r) => (timer = setTimeout(r, CLOSE_RELEASE_MS))),
+      ]);
+      clearTimeout(timer);
+    }
     if (this.isClosed) return;
     this.isClosed = true;
     this.stopping.abort();
@@ -231,6 +308,9 @@ export class Session {
     this.markClosed();
   }
 }
+
+/** How long close() gives a held session to write its manifest and remove its lock. */
+const CLOSE_RELEASE_MS = 15_000;
 
 /** Opens a Session (see Session.open). */
 export function openSession(localDir: string, target: Target | string, o: SessionOptions = {}): Promise<Session> {

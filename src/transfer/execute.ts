@@ -1,5 +1,5 @@
 import type { Entry, Problem, Tree } from '../types.js';
-import type { FileReader, Transport } from '../transport/types.js';
+import type { FileReader, StagedFile, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
 import type { Conflict, Op, Plan } from '../plan/plan.js';
 import { STATE_DIR } from '../manifest/manifest.js';
@@ -85,6 +85,12 @@ export interface ExecuteOptions {
   /** The chunk list of a local file (from the cache while its stamp is unchanged). */
   localChunks: (rel: string, spec: ChunkerSpec, reader?: FileReader) => Promise<ChunkList>;
   speculations?: Speculations;
+  /**
+   * Small files already written under a temp name on the destination while the batch was planned (a held
+   * session's batch: see batch.ts), with the hash of what they hold; undefined for a path that has none, or whose
+   * staged copy is not of this entry (then it is removed). Those given are renamed in, not sent again.
+   */
+  staged?: (rel: string, e: Entry) => Promise<{ file: StagedFile; sha256: string } | undefined>;
   /** Big uploads: the partial each goes into, and the sizes of the partials the listing found. */
   partials: Map<string, string>;
   partialSizes: Map<string, number>;
@@ -218,10 +224,51 @@ export function startExecution(o: ExecuteOptions): Execution {
     }
   };
 
+  /** What a put finds at the destination and must still find right before its rename, and where a change goes. */
+  const destinationCheck = (op: Extract<Op, { kind: 'put' }>, backup: boolean) => {
+    // What the plan saw at the destination must still be there right before the rename (unless --force moves it
+    // to the trash): an edit made there meanwhile is a conflict, not something to overwrite.
+    const d = dstTree.get(op.path);
+    const expect = backup ? undefined : op.replace && d && d.type !== 'dir' ? { type: d.type, size: d.size, mtime: d.mtime } : op.replace ? undefined : null;
+    // Under --force a change found there goes to the trash instead, and the file is replaced all the same.
+    const changedTo = o.force && expect ? `${trash}/${op.path}` : undefined;
+    return { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo };
+  };
+
+  /** A put done: recorded as what the destination holds now, counted and reported. */
+  const putDone = (op: Extract<Op, { kind: 'put' }>, done: Entry, stamp: string | null, sent: number): void => {
+    next.set(op.path, done);
+    journal.add(op.path, done, stamp);
+    stats.filesSent++;
+    stats.bytesSent += sent;
+    filesDone++;
+    progress();
+    emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'file', bytes: op.entry.size });
+  };
+
   const putWhole = async (op: Extract<Op, { kind: 'put' }>, backup: boolean): Promise<void> => {
     const e = op.entry;
     // Big files are cut while they stream, so that the next change to them can go as a delta.
     const spec = e.size >= DELTA_MIN_FILE_SIZE ? specForUpdate(base.get(op.path)?.chunker, e.size) : undefined;
+    // A staged copy only where nothing is moved aside first (no --force): if its rename fails for another reason
+    // than a conflict (one the server cannot do across directories), the file goes the usual way.
+    const early = spec || backup || o.force ? undefined : await o.staged?.(op.path, e);
+    if (early) {
+      let committed = false;
+      try {
+        committed = await early.file.commit(destinationCheck(op, backup));
+      } catch (err) {
+        if ((err instanceof WsyncError && err.code === 'E_CONFLICT') || dst.lost) throw err;
+        trace('staged copy not renamed in; sent again', op.path);
+      }
+      if (committed) {
+        o.onSent?.(op.path);
+        bytesDone += e.size;
+        putDone(op, { ...e, sha256: early.sha256 }, fromLocal ? ctimeStamp(e) : await o.local.stamp(op.path).catch(() => null), e.size);
+        o.afterTransfer?.(op.path);
+        return;
+      }
+    }
     const stamp = spec && fromLocal ? await o.local.stamp(op.path).catch(() => null) : null;
     // The local version being sent (a push: as scanned), for the journal: a later change must not be taken for synced.
     const sentStamp = fromLocal ? ctimeStamp(e) : null;
@@ -249,18 +296,11 @@ export function startExecution(o: ExecuteOptions): Execution {
       }
       o.onSent?.(op.path);
     })();
-    // What the plan saw at the destination must still be there right before the rename (unless --force moves it
-    // to the trash): an edit made there meanwhile is a conflict, not something to overwrite.
-    const d = dstTree.get(op.path);
-    const expect = backup ? undefined : op.replace && d && d.type !== 'dir' ? { type: d.type, size: d.size, mtime: d.mtime } : op.replace ? undefined : null;
-    // Under --force a change found there goes to the trash instead, and the file is replaced all the same.
-    const changedTo = o.force && expect ? `${trash}/${op.path}` : undefined;
     if (from > 0) trace('resumed', op.path);
-    await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { backupTo: backup ? `${trash}/${op.path}` : undefined, expect, changedTo, partial });
+    await dst.writeFile(op.path, data, { mode: e.mode, mtime: e.mtime, size: e.size }, { ...destinationCheck(op, backup), partial });
     const { sha256, chunked } = hs.result();
     const done: Entry = chunked ? { ...e, sha256, chunker: chunked.spec } : { ...e, sha256 };
-    next.set(op.path, done);
-    journal.add(op.path, done, fromLocal ? sentStamp : await o.local.stamp(op.path).catch(() => null));
+    putDone(op, done, fromLocal ? sentStamp : await o.local.stamp(op.path).catch(() => null), e.size - from);
     if (chunked) {
       const cache = await getCache();
       const list = fromChunked(chunked);
@@ -268,11 +308,6 @@ export function startExecution(o: ExecuteOptions): Execution {
       if (stamp && (await o.local.stamp(op.path).catch(() => null)) === stamp) cache.addFile(op.path, stamp, list);
       else cache.addContent(list);
     }
-    stats.filesSent++;
-    stats.bytesSent += e.size - from;
-    filesDone++;
-    progress();
-    emit({ type: 'item', action: op.replace ? '*' : '+', path: op.path, kind: 'file', bytes: e.size });
     o.afterTransfer?.(op.path);
   };
 

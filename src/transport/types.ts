@@ -72,6 +72,12 @@ export interface WriteOptions {
   /** The temp file's name (in the same directory) instead of wsync's own pattern, e.g. git's `tmp_obj_*`. */
   tempName?: string;
   /**
+   * SFTP: the temp goes into this directory (relative to the root, one the caller knows to be real) and is renamed
+   * across, so that nothing is written before the file's own directory has been looked at. The local transport
+   * keeps it beside the file: it never writes through a parent that is not a real directory.
+   */
+  tempIn?: string;
+  /**
    * What the destination path must still be right before the rename: a file (or symlink) of this size and mtime,
    * or null for nothing there. Otherwise the new file is not renamed in (its temp is removed) and the write fails
    * with E_CONFLICT: someone changed the destination after it was listed. Over SFTP the check is sent behind the
@@ -142,9 +148,10 @@ export interface ExclusiveFile {
 export interface StagedFile {
   /**
    * Renames it into place; with exclusive, resolves false (and removes the temp) when the name already exists;
-   * with backupTo, the file it replaces is moved there first.
+   * with backupTo, the file it replaces is moved there first; expect and changedTo as for writeFile (the temp is
+   * removed when the check fails).
    */
-  commit(opts?: { exclusive?: boolean; backupTo?: string }): Promise<boolean>;
+  commit(opts?: Pick<WriteOptions, 'exclusive' | 'backupTo' | 'expect' | 'changedTo'>): Promise<boolean>;
   /** Removes the temp (idempotent). */
   abort(): Promise<void>;
 }
@@ -248,7 +255,7 @@ export interface Transport {
    * writeSmall in two halves: the data, mode and fsync now, the rename on commit(). Lets a caller put data in
    * place and still withdraw it without a trace (git's quarantine of a push's objects until it is accepted).
    */
-  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string }): Promise<StagedFile>;
+  stageSmall(rel: string, data: Buffer, opts?: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string; tempIn?: string }): Promise<StagedFile>;
   /** O_EXCL create kept open until commit or abort; null when the name exists. */
   openExclusive(rel: string): Promise<ExclusiveFile | null>;
   /**

@@ -27,6 +27,8 @@ export interface CutProxy {
   cuts(): number;
   /** Bytes (both directions) the last connection passed before it closed or was cut. */
   lastBytes(): number;
+  /** Resets every connection open now (a link that drops between two runs of a session). */
+  cutNow(): void;
   /** ssh_config whose Host alias (the server's alias) goes through this proxy. */
   sshConfig: string;
   close(): Promise<void>;
@@ -135,6 +137,9 @@ export async function startCutProxy(srv: TestServer, dir: string): Promise<CutPr
     },
     cuts: () => cutCount,
     lastBytes: () => last,
+    cutNow: () => {
+      for (const s of [...live]) s.resetAndDestroy();
+    },
     sshConfig,
     close: () =>
       new Promise<void>((resolve) => {

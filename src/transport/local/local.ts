@@ -394,7 +394,7 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string; tempIn?: string } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     return this.staged(await this.writeTemp(rel, (async function* () { yield data; })(), meta, opts), rel);
   }

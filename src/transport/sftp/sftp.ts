@@ -6,7 +6,7 @@ import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, 
 import { WsyncError } from '../../errors.js';
 import { Semaphore } from '../../util/limit.js';
 import { LinkMeter } from '../../transfer/window.js';
-import { NAME_MAX, ancestors, asideNameFor, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
+import { NAME_MAX, ancestors, asideNameFor, baseName, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
 
 /** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
@@ -460,7 +460,7 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string } = {}): Promise<StagedFile> {
+  async stageSmall(rel: string, data: Buffer, opts: { mode?: number; mtime?: number; parents?: boolean | 'last'; tempName?: string; tempIn?: string } = {}): Promise<StagedFile> {
     const meta = { mode: opts.mode ?? 0o644, mtime: opts.mtime ?? Math.floor(Date.now() / 1000), size: data.length };
     const { ch, tmp } = await this.onChannel(async (slot) => ({ ch: slot.ch, tmp: await this.writeTemp(slot, rel, (async function* () { yield data; })(), meta, opts) }));
     return this.staged(ch, tmp, rel);
@@ -473,6 +473,24 @@ export class SftpTransport implements Transport {
       commit: async (o = {}) => {
         done = true;
         try {
+          // Without hardlink@openssh.com the destination is checked just before the rename, as writeFile checks
+          // it with the close (see there).
+          if (o.expect && !this.canLinkAside(ch)) {
+            const now = await this.probe(ch, rel).catch(async (err) => {
+              await ch.unlink(tmp).catch(() => undefined);
+              throw mapSftpError(err, `cannot check ${this.describe(rel)}`);
+            });
+            if (o.changedTo !== undefined && !asExpected(now, o.expect)) {
+              if (now !== null) o = { ...o, expect: undefined, backupTo: o.changedTo };
+            } else {
+              try {
+                checkExpected(this.describe(rel), now, o.expect);
+              } catch (err) {
+                await ch.unlink(tmp).catch(() => undefined);
+                throw err;
+              }
+            }
+          }
           await this.commit(ch, tmp, rel, o);
           return true;
         } catch (err) {
@@ -492,7 +510,7 @@ export class SftpTransport implements Transport {
   private async writeTemp(slot: ChannelSlot, rel: string, data: AsyncIterable<Buffer>, meta: WriteMeta, opts: WriteOptions, seen: { stale?: boolean } = {}): Promise<string> {
     const { ch } = slot;
     const partial = opts.partial;
-    const tmp = this.abs(partial ? joinRel(parentOf(rel), partial.name) : opts.tempName ? joinRel(parentOf(rel), opts.tempName) : tempNameFor(rel));
+    const tmp = this.abs(partial ? joinRel(parentOf(rel), partial.name) : opts.tempName ? joinRel(parentOf(rel), opts.tempName) : opts.tempIn !== undefined ? joinRel(opts.tempIn, baseName(tempNameFor(rel))) : tempNameFor(rel));
     if (opts.parents) this.sendMkdirs(ch, parentOf(rel), opts.parents === 'last');
     let h: Buffer;
     try {
