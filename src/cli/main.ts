@@ -12,7 +12,7 @@ const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, o
 Exit codes: 0 done; 1 usage or local error (or the target is locked); 2 SSH, network, auth or remote access error;
 3 finished but some paths were not synced (conflicts or per-file failures, each listed).`;
 
-interface SyncArgs {
+export interface SyncArgs {
   local: string;
   remote: string;
   delete: boolean;
@@ -183,6 +183,10 @@ function exitOnSignals(): void {
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(130);
+    // A watch stops on the first: its batch finished, its manifest written, its lock released.
+    const stop = gracefulStop;
+    gracefulStop = undefined;
+    if (stop) return stop();
     interrupted = true;
     // On a terminal the status or progress line (and the ^C echoed on it) is cleared, not left above the message.
     process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : '\n'}wsync: interrupted; removing its locks\n`);
@@ -193,6 +197,9 @@ function exitOnSignals(): void {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 }
+
+/** What the first Ctrl-C does instead of exiting (a watch); the next one exits. */
+let gracefulStop: (() => void) | undefined;
 
 /** Runs the CLI; resolves with the exit code (the bin script exits with it). */
 /** What push/pull's rsync-style options asked for beyond wsync's own (see rsync-compat.ts). */
@@ -234,9 +241,13 @@ export async function main(argv: string[]): Promise<number> {
     .command('pull <local> <remote>', 'make the local directory match the remote one', syncOptions, async (a) => {
       exitCode = await runSyncCommand('pull', a as unknown as SyncArgs);
     })
+    .command('watch <local> <remote>', 'push, then push every change as it is saved, until Ctrl-C', syncOptions, async (a) => {
+      const { runWatchCommand } = await import('./watch.js');
+      exitCode = await runWatchCommand(a as unknown as SyncArgs, (fn) => (gracefulStop = fn));
+    })
     .command('git', 'push a branch to, or fetch one from, a repository on the remote (no git needed there)', gitCommand((c) => (exitCode = c)))
     .completion('completion', 'print a shell completion script (bash/zsh): wsync completion >> ~/.bashrc')
-    .demandCommand(1, 'name a command: push, pull or git')
+    .demandCommand(1, 'name a command: push, pull, watch or git')
     .strict()
     .epilog(EPILOG)
     .help()

@@ -1,0 +1,127 @@
+/**
+ * `npm run bench:watch` (and the last part of `npm run bench`): `wsync watch` over the emulated link, against the
+ * same real sshd as bench/run.ts. A repository-shaped tree is pushed by the watch's start; then a file is saved
+ * again and again and the time from the save (the write returning) to the new content being readable on the server
+ * is measured by polling the server's directory every 2 ms; then a new file, and a burst of 100. Reported: p50/p95
+ * beside the RTT and the target (issue 13: median ≤ 2 RTT + 100 ms), the watches the process holds, and its peak
+ * RSS. wsync only: rsync has no watch mode (people loop it on inotifywait, which costs a full rsync per save).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { generateTree } from './tree.js';
+import { REPO, openBenchRun, runMain, numSetting, machineFacts, gitRev, sshVersion } from './harness.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { 'rtt-ms': { type: 'string' }, 'rate-mbit': { type: 'string' }, files: { type: 'string' }, saves: { type: 'string' }, keep: { type: 'boolean' }, 'after-dir-bench': { type: 'boolean' } }, strict: false });
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const rttMs = numSetting(str(values['rtt-ms']), 'RTT_MS', 50);
+  const rateMbit = numSetting(str(values['rate-mbit']), 'RATE_MBIT', 100);
+  const files = Math.round(numSetting(values['after-dir-bench'] ? undefined : str(values.files), 'WATCH_FILES', 9000));
+  const saves = Math.round(numSetting(str(values.saves), 'WATCH_SAVES', 41));
+  const started = new Date();
+  const b = openBenchRun(['ssh'], 'wsync-bench-watch-', values.keep === true);
+  try {
+    const link = await b.startLink(rttMs, rateMbit);
+    const src = join(b.work, 'src');
+    const tree = generateTree(src, files, 7, 'repo');
+    const remote = join(link.srv.remoteRoot, 'watched');
+    const child = spawn(process.execPath, [join(REPO, 'bin/wsync.js'), 'watch', src, `${link.srv.alias}:${remote}`, '-F', link.cfg, '--delete', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.on('close', r));
+    const events = () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; state?: string; message?: string });
+    const t0 = Date.now();
+    while (!events().some((e) => e.type === 'state' && e.state === 'watching')) {
+      if (Date.now() - t0 > 300_000 || child.exitCode !== null) throw new Error(`the watch did not start: ${err}`);
+      await sleep(20);
+    }
+    const startS = (Date.now() - t0) / 1000;
+    const watching = events().find((e) => e.state === 'watching')?.message ?? '';
+    /** Writes `rel` and waits until the server has exactly that content. */
+    const saveAndSee = async (rel: string, content: string): Promise<number> => {
+      const t = performance.now();
+      writeFileSync(join(src, rel), content);
+      const at = join(remote, rel);
+      for (;;) {
+        try {
+          if (existsSync(at) && readFileSync(at, 'utf8') === content) return performance.now() - t;
+        } catch {
+          // renamed in while it was read
+        }
+        if (performance.now() - t > 30_000) throw new Error(`${rel} did not arrive: ${err}`);
+        await sleep(2);
+      }
+    };
+    const edits: number[] = [];
+    for (let i = 0; i < saves; i++) {
+      edits.push(await saveAndSee('src/edited.ts', `export const n = ${i};\n// ${'x'.repeat(i % 7)}\n`));
+      await sleep(250);
+    }
+    const created: number[] = [];
+    for (let i = 0; i < 11; i++) {
+      created.push(await saveAndSee(`new-${i}.ts`, `new ${i}\n`));
+      await sleep(250);
+    }
+    mkdirSync(join(src, 'burst'));
+    const tb = performance.now();
+    for (let i = 0; i < 99; i++) writeFileSync(join(src, `burst/f${i}.ts`), `burst ${i}\n`);
+    await saveAndSee('burst/f99.ts', 'burst 99\n');
+    const burstMs = performance.now() - tb;
+    const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+    const peakKb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    child.kill('SIGINT');
+    const code = await exited;
+    const lockLeft = existsSync(join(remote, '.wsync/lock'));
+    const target = 2 * rttMs + 100;
+    const p50 = quantile(edits, 0.5);
+    const rows = [
+      '| case | p50 | p95 | max | n |',
+      '| --- | ---: | ---: | ---: | ---: |',
+      `| (w1) save of an existing file → visible on the server | ${p50.toFixed(0)} ms | ${quantile(edits, 0.95).toFixed(0)} ms | ${Math.max(...edits).toFixed(0)} ms | ${edits.length} |`,
+      `| (w2) new file → visible | ${quantile(created, 0.5).toFixed(0)} ms | ${quantile(created, 0.95).toFixed(0)} ms | ${Math.max(...created).toFixed(0)} ms | ${created.length} |`,
+      `| (w3) 100 new files in a new directory → the last visible | ${burstMs.toFixed(0)} ms | | | 1 |`,
+    ];
+    const verdict = `target (w1): median ≤ 2 RTT + 100 ms = ${target} ms: ${p50 <= target ? 'met' : 'NOT met'} (${p50.toFixed(0)} ms)`;
+    const md = [
+      '# wsync watch: save → visible on the server',
+      '',
+      `Run ${started.toISOString()} on ${gitRev()}; link: RTT ${rttMs} ms, ${rateMbit} Mbit/s per direction (the bench proxy); ${sshVersion()}.`,
+      `Tree: ${tree.files.length} files in ${tree.dirs} directories (repository-shaped, seed 7), pushed by the watch's start in ${startS.toFixed(1)} s; then "${watching}".`,
+      '',
+      ...rows,
+      '',
+      verdict,
+      '',
+      `Peak RSS of the watch process: ${(peakKb / 1024).toFixed(0)} MB. Ctrl-C: exit ${code}, lock ${lockLeft ? 'LEFT BEHIND' : 'removed'}.`,
+      '',
+      'Measured from the write returning to the content being readable in the server\'s directory (polled every 2 ms): it includes the watch\'s quiet time (60 ms), the batch (lstat of the path on the server while the file is staged into .wsync/, then the rename) and up to 2 ms of polling.',
+      '',
+      '## Setup',
+      '',
+      machineFacts(),
+      '',
+    ].join('\n');
+    console.log(md);
+    const outDir = join(REPO, 'bench/results');
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'watch-latest.md'), md);
+    writeFileSync(join(outDir, 'watch-latest.json'), JSON.stringify({ date: started.toISOString(), rttMs, rateMbit, files: tree.files.length, dirs: tree.dirs, startS, watching, editsMs: edits, createdMs: created, burstMs, peakRssMb: peakKb / 1024, exit: code, lockLeft }, null, 2) + '\n');
+    console.log(`results written to ${relative(process.cwd(), join(outDir, 'watch-latest.md'))}`);
+    if (code !== 0 || lockLeft) process.exitCode = 1;
+  } finally {
+    await b.cleanup();
+  }
+}
+
+runMain(main);

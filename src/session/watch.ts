@@ -1,0 +1,145 @@
+/**
+ * `wsync watch`: an initial push, then the paths local file events name, pushed in small batches over the
+ * session's one connection with its lock and ancestor held (Session.hold): no walk, no remote listing per batch.
+ * Events are hints (watcher.ts): a batch looks at its paths itself. When the link drops, edits go on being
+ * collected, the session reconnects with backoff for as long as it takes, and a full push catches up (never a
+ * replay of the events) before batches resume.
+ */
+import { WsyncError, errorMessage } from '../errors.js';
+import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
+import { watchTree, type ChangeWatcher } from '../watch/watcher.js';
+import type { SyncEvent, SyncResult } from '../transfer/engine.js';
+import { isLinkError, backoffMs, type Session } from './session.js';
+import { runOnce } from './run.js';
+
+/** Errors that end a watch: another try would meet them again. */
+const FATAL = new Set<string>(['E_SSH_CONFIG', 'E_AUTH', 'E_PASSPHRASE', 'E_HOSTKEY_UNKNOWN', 'E_HOSTKEY_CHANGED', 'E_HOSTKEY_REVOKED', 'E_KNOWN_HOSTS', 'E_LOCAL_MISSING', 'E_MANIFEST', 'E_DELETE_LIMIT', 'E_REMOTE_PERMISSION']);
+
+/** Quiet time after the last event before a batch goes (chokidar-style editors' events come within ~50 ms). */
+export const QUIET_MS = 60;
+/** A path that keeps changing goes no later than this after its first event. */
+export const MAX_DELAY_MS = 500;
+
+export type WatchEvent =
+  | { type: 'state'; state: 'syncing' | 'watching' | 'offline'; message: string }
+  /** A batch done: its result, the paths it was given, and the time from its oldest event to its end. */
+  | { type: 'batch'; full: boolean; paths: number; result: SyncResult; latencyMs: number }
+  | { type: 'error'; error: WsyncError };
+
+export interface WatchOptions {
+  delete?: boolean;
+  force?: boolean;
+  filter?: FilterOptions;
+  /** Seconds to wait for another run's lock at the start. */
+  wait?: number;
+  breakLock?: boolean;
+  quietMs?: number;
+  maxDelayMs?: number;
+  /** Ends the watch (the batch in flight is finished, the manifest written and the lock released). */
+  signal?: AbortSignal;
+  onWatch?: (ev: WatchEvent) => void;
+  /** The runs' own events (items, notices). */
+  onEvent?: (ev: SyncEvent) => void;
+}
+
+/** Watches until the signal aborts or the session closes; rejects only on what no retry can mend (usage, auth, lock). */
+export async function watchPush(session: Session, o: WatchOptions = {}): Promise<void> {
+  const emit = o.onWatch ?? (() => undefined);
+  const filter = o.filter ?? { gitignore: true, excludes: [], includes: [] };
+  const quietMs = Math.max(QUIET_MS, o.quietMs ?? QUIET_MS);
+  const maxDelayMs = Math.max(quietMs, o.maxDelayMs ?? MAX_DELAY_MS);
+  const dirty = new Set<string>();
+  let firstEventAt = 0;
+  let lastEventAt = 0;
+  let needFull = true;
+  let wake: (() => void) | undefined;
+  const poke = () => {
+    wake?.();
+    wake = undefined;
+  };
+  const stopped = () => o.signal?.aborted === true || session.ended;
+  o.signal?.addEventListener('abort', poke, { once: true });
+  void session.closed.then(poke);
+
+  // Started before the initial push: what changes while it runs is in the first batch.
+  const watcher: ChangeWatcher = await watchTree(session.local.root, new IgnoreRules(filter), {
+    changed: (paths) => {
+      const now = Date.now();
+      if (dirty.size === 0) firstEventAt = now;
+      lastEventAt = now;
+      for (const p of paths) dirty.add(p);
+      poke();
+    },
+    failed: (err, dir) => {
+      emit({ type: 'error', error: new WsyncError('E_LOCAL_IO', `cannot watch ${dir || 'the local directory'}: ${errorMessage(err)}`, { hint: 'on Linux, raise fs.inotify.max_user_watches (sysctl); changes there are found by the next full push' }) });
+      needFull = true;
+      poke();
+    },
+  });
+  const sleep = (ms: number) =>
+    new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      wake = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
+
+  let failures = 0;
+  let started = false;
+  try {
+    while (!stopped()) {
+      if (!needFull) {
+        if (dirty.size === 0) {
+          emit({ type: 'state', state: 'watching', message: `watching ${watcher.watches} directories` });
+          await sleep(2 ** 31 - 1);
+          continue;
+        }
+        // Quiet for quietMs, or the oldest event maxDelayMs old.
+        const due = Math.min(lastEventAt + quietMs, firstEventAt + maxDelayMs) - Date.now();
+        if (due > 0) {
+          await sleep(due);
+          continue;
+        }
+      }
+      const full = needFull;
+      const paths = [...dirty];
+      const since = firstEventAt || Date.now();
+      dirty.clear();
+      firstEventAt = 0;
+      emit({ type: 'state', state: 'syncing', message: full ? 'comparing the whole tree' : `syncing ${paths.length} path(s)` });
+      try {
+        const result = await runOnce(session, { mode: 'push', delete: o.delete, force: o.force, filter, wait: o.wait, breakLock: o.breakLock && full, paths: full ? undefined : paths, onEvent: o.onEvent });
+        if (full) {
+          needFull = false;
+          await session.hold({ wait: o.wait, op: 'watch' });
+        }
+        failures = 0;
+        started = true;
+        emit({ type: 'batch', full, paths: paths.length, result, latencyMs: Date.now() - since });
+      } catch (err) {
+        // The paths go again with the next batch (or the full compare covers them).
+        for (const p of paths) dirty.add(p);
+        if (firstEventAt === 0) firstEventAt = since;
+        if (stopped()) break;
+        if (!isLinkError(err)) {
+          const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
+          // What no retry mends ends the watch (another run's lock only at the start: later it is waited out); the
+          // rest is reported, and a full compare follows after a pause.
+          if (FATAL.has(e.code) || e.exitClass === 'usage' || (e.code === 'E_LOCKED' && !started)) throw e;
+          emit({ type: 'error', error: e });
+          needFull = true;
+          await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
+        } else {
+          needFull = true;
+          const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
+          emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
+          await sleep(delayMs);
+        }
+      }
+    }
+  } finally {
+    watcher.close();
+    o.signal?.removeEventListener('abort', poke);
+  }
+}

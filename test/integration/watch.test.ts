@@ -1,0 +1,113 @@
+/**
+ * `wsync watch` (issue 13), the real CLI against the real sshd with real file events: every kind of local change
+ * reaches the remote, ignored directories are not watched, a connection killed mid-batch is caught up with, and
+ * Ctrl-C leaves the manifest exact and no lock behind.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { useServer } from '../support/server.js';
+import { makeTree, snapshot } from '../support/trees.js';
+import { runCli, WSYNC_BIN } from '../support/cli.js';
+import { startCutProxy, type CutProxy } from '../support/cutproxy.js';
+import { tempFiles } from '../support/cutcheck.js';
+
+/** Not compared: what .gitignore leaves out (node_modules/). */
+const ignored = (rel: string) => rel === 'node_modules' || rel.startsWith('node_modules/');
+
+async function until(what: string, ok: () => boolean, ms: number, detail: () => string = () => ''): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}\n${detail()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('wsync watch', () => {
+  const server = useServer('wsync-watch-');
+  let proxy: CutProxy;
+  beforeAll(async () => {
+    proxy = await startCutProxy(server.srv, server.work);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  it('sends every kind of change as it happens, survives a killed connection, and stops cleanly on Ctrl-C', async () => {
+    const src = join(server.work, 'src');
+    const files: Record<string, string> = { '.gitignore': 'node_modules/\n', 'a.txt': 'a\n', 'sub/b.txt': 'b\n', 'old/c.txt': 'c\n', 'run.sh': '#!/bin/sh\n' };
+    for (let i = 0; i < 300; i++) files[`node_modules/pkg${i % 30}/f${i}.js`] = `module ${i}\n`;
+    makeTree(src, files);
+    const remote = join(server.srv.remoteRoot, 'watched');
+    const child: ChildProcess = spawn(process.execPath, [WSYNC_BIN, 'watch', src, `${server.srv.alias}:${remote}`, '--delete', '--json', '-F', proxy.sshConfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.on('close', r));
+    const log = () => `stdout:\n${out}\nstderr:\n${err}`;
+    const mirrored = () => {
+      try {
+        return JSON.stringify(snapshot(remote)) === JSON.stringify(snapshot(src, { skip: ignored }));
+      } catch {
+        return false; // a file went while it was looked at: not settled
+      }
+    };
+    const settle = (what: string) => until(what, mirrored, 15_000, () => `${log()}\nremote: ${existsSync(remote) ? JSON.stringify(snapshot(remote)) : 'none'}\nlocal: ${JSON.stringify(snapshot(src, { skip: ignored }))}`);
+    try {
+      await settle('the initial push');
+      const events = () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; state?: string; message?: string; full?: boolean });
+      await until('watching', () => events().some((e) => e.type === 'state' && e.state === 'watching'), 10_000, log);
+      // One watch per directory that is not ignored: the root, sub, old (node_modules' 31 are not watched).
+      expect(events().find((e) => e.state === 'watching')?.message).toBe('watching 3 directories');
+
+      writeFileSync(join(src, 'a.txt'), 'a, edited\n');
+      writeFileSync(join(src, 'new.txt'), 'new\n');
+      await settle('an edit and a new file');
+      // An editor's atomic save: a temp written, then renamed over the file.
+      writeFileSync(join(src, '.a.txt.swp-tmp'), 'a, saved atomically\n');
+      renameSync(join(src, '.a.txt.swp-tmp'), join(src, 'a.txt'));
+      await settle('an atomic save');
+      mkdirSync(join(src, 'made/deeper'), { recursive: true });
+      writeFileSync(join(src, 'made/deeper/d.txt'), 'd\n');
+      await settle('new nested directories');
+      writeFileSync(join(src, 'made/deeper/later.txt'), 'written into a directory watched since\n');
+      await settle('a file in a directory made during the watch');
+      renameSync(join(src, 'old'), join(src, 'renamed'));
+      rmSync(join(src, 'sub'), { recursive: true });
+      rmSync(join(src, 'new.txt'));
+      await settle('a renamed directory, a removed one and a deleted file');
+      chmodSync(join(src, 'run.sh'), 0o755);
+      symlinkSync('a.txt', join(src, 'link'));
+      await settle('an exec bit and a symlink');
+      mkdirSync(join(src, 'burst'));
+      for (let i = 0; i < 1000; i++) writeFileSync(join(src, `burst/f${i}.txt`), `burst ${i}\n`);
+      await settle('a burst of 1,000 files');
+      // Ignored: never sent.
+      writeFileSync(join(src, 'node_modules/pkg1/new.js'), 'ignored\n');
+
+      // The connection killed with a batch in flight, edits made meanwhile: caught up with by a full compare.
+      const big = 'x'.repeat(64 * 1024);
+      const before = events().length;
+      for (let i = 0; i < 500; i++) writeFileSync(join(src, `burst/f${i}.txt`), `burst ${i}, again\n${big}`);
+      await until('a batch in flight', () => events().slice(before).some((e) => e.type === 'state' && e.state === 'syncing'), 10_000, log);
+      proxy.cutNow();
+      writeFileSync(join(src, 'during.txt'), 'written while the link was down\n');
+      await settle('catching up after a killed connection');
+      // The batch failed with the link; a full compare (not the events) caught up.
+      await until('the full compare reported', () => events().filter((e) => e.type === 'batch' && e.full === true).length === 2, 15_000, log);
+      expect(existsSync(join(remote, 'node_modules'))).toBe(false);
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(await exited, log()).toBe(0);
+    expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
+    expect(tempFiles(remote)).toEqual([]);
+    // The manifest caught up with everything: a push now has nothing to do.
+    const after = await runCli(['push', src, `${server.srv.alias}:${remote}`, '--delete', '--json', '-F', server.srv.sshConfig]);
+    expect(after.code, after.stderr).toBe(0);
+    const summary = JSON.parse(after.stdout.trim().split('\n').pop()!) as { stats: Record<string, number> };
+    expect(summary.stats.filesSent + summary.stats.deleted + summary.stats.attributesUpdated + summary.stats.conflicts).toBe(0);
+  }, 120_000);
+});
