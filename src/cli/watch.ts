@@ -77,11 +77,13 @@ export async function runWatchCommand(a: WatchArgs, stop: (onStop: () => void) =
   const { openSession } = await import('../session/session.js');
   const { watchPush } = await import('../session/watch.js');
   const stopping = new AbortController();
+  const session = await openSession(a.local, a.remote, opts);
   stop(() => {
     say('wsync: stopping: finishing the batch in flight, writing the manifest, releasing the lock (Ctrl-C again to quit at once)');
     stopping.abort();
+    // Offline: not waiting for the reconnects of a batch that cannot go anywhere (close() tries a few seconds).
+    if (!session.connected) void session.close();
   });
-  const session = await openSession(a.local, a.remote, opts);
   try {
     await watchPush(session, {
       delete: a.delete,

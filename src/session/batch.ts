@@ -36,6 +36,14 @@ interface BatchState {
 }
 const states = new WeakMap<Session, Map<string, BatchState>>();
 
+/**
+ * Forgets the ignore rules a session's batches read (after a full run, which read every ignore file itself): an
+ * edited ignore file is then read again by the next batch, on both sides.
+ */
+export function forgetBatchRules(session: Session): void {
+  states.delete(session);
+}
+
 function stateFor(session: Session, filter: FilterOptions, side: 'local' | 'remote'): BatchState {
   let byFilter = states.get(session);
   if (!byFilter) states.set(session, (byFilter = new Map()));

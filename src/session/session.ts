@@ -283,7 +283,8 @@ export class Session {
    * Ends the connection (a run in progress then fails as on a lost link) and waits for that run to end and for
    * the cache load (a prewarm still cutting files), so that nothing runs after it. A hold is let go of first,
    * after the run in progress (its manifest written, its lock removed; over a new connection if the link was
-   * lost), for at most CLOSE_RELEASE_MS: then the run is cut as it would be without a hold.
+   * lost), for at most CLOSE_RELEASE_MS (OFFLINE_RELEASE_MS when the link is down): then the run is cut as it would
+   * be without a hold.
    */
   async close(): Promise<void> {
     if (this.isClosed) return;
@@ -292,7 +293,7 @@ export class Session {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         this.serialized(() => this.letGo()).catch(() => undefined),
-        new Promise<void>((r) => (timer = setTimeout(r, CLOSE_RELEASE_MS))),
+        new Promise<void>((r) => (timer = setTimeout(r, this.connected ? CLOSE_RELEASE_MS : OFFLINE_RELEASE_MS))),
       ]);
       clearTimeout(timer);
     }
@@ -309,8 +310,12 @@ export class Session {
   }
 }
 
-/** How long close() gives a held session to write its manifest and remove its lock. */
+/**
+ * How long close() gives a held session to write its manifest and remove its lock; less when the link is down
+ * already (a reconnect or two; then the lock stays, and the journal says what was finished).
+ */
 const CLOSE_RELEASE_MS = 15_000;
+const OFFLINE_RELEASE_MS = 5_000;
 
 /** Opens a Session (see Session.open). */
 export function openSession(localDir: string, target: Target | string, o: SessionOptions = {}): Promise<Session> {

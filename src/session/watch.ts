@@ -6,7 +6,9 @@
  * replay of the events) before batches resume.
  */
 import { WsyncError, errorMessage } from '../errors.js';
-import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
+import { IGNORE_FILES, IgnoreRules, type FilterOptions } from '../scan/ignore.js';
+import { baseName } from '../util/paths.js';
+import { forgetBatchRules } from './batch.js';
 import { watchTree, type ChangeWatcher } from '../watch/watcher.js';
 import type { SyncEvent, SyncResult } from '../transfer/engine.js';
 import { isLinkError, backoffMs, type Session } from './session.js';
@@ -14,6 +16,10 @@ import { runOnce } from './run.js';
 
 /** Errors that end a watch: another try would meet them again. */
 const FATAL = new Set<string>(['E_SSH_CONFIG', 'E_AUTH', 'E_PASSPHRASE', 'E_HOSTKEY_UNKNOWN', 'E_HOSTKEY_CHANGED', 'E_HOSTKEY_REVOKED', 'E_KNOWN_HOSTS', 'E_LOCAL_MISSING', 'E_MANIFEST', 'E_DELETE_LIMIT', 'E_REMOTE_PERMISSION']);
+
+/** A full compare at least this often, and this often while a directory could not be watched. */
+export const FULL_EVERY_MS = 10 * 60_000;
+export const DEGRADED_FULL_MS = 60_000;
 
 /** Quiet time after the last event before a batch goes (chokidar-style editors' events come within ~50 ms). */
 export const QUIET_MS = 60;
@@ -52,6 +58,11 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
   let firstEventAt = 0;
   let lastEventAt = 0;
   let needFull = true;
+  /** A directory could not be watched: full compares every DEGRADED_FULL_MS until the end. */
+  let degraded = false;
+  /** One more full compare after the next (an ignore file changed). */
+  let anotherFull = false;
+  let lastFull = 0;
   let wake: (() => void) | undefined;
   const poke = () => {
     wake?.();
@@ -64,6 +75,14 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
   // Started before the initial push: what changes while it runs is in the first batch.
   const watcher: ChangeWatcher = await watchTree(session.local.root, new IgnoreRules(filter), {
     changed: (paths) => {
+      // The whole tree (an OS that could not say what), or an ignore file: what is sent, or no longer, may have
+      // changed anywhere.
+      if (paths.includes('')) needFull = true;
+      // An ignore file takes two: the remote's copy of it applies too, and is the new one only after the first.
+      if (paths.some((p) => IGNORE_FILES.includes(baseName(p) as (typeof IGNORE_FILES)[number]))) {
+        needFull = true;
+        anotherFull = true;
+      }
       const now = Date.now();
       if (dirty.size === 0) firstEventAt = now;
       lastEventAt = now;
@@ -71,6 +90,7 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
       poke();
     },
     failed: (err, dir) => {
+      degraded = true;
       emit({ type: 'error', error: new WsyncError('E_LOCAL_IO', `cannot watch ${dir || 'the local directory'}: ${errorMessage(err)}`, { hint: 'on Linux, raise fs.inotify.max_user_watches (sysctl); changes there are found by the next full push' }) });
       needFull = true;
       poke();
@@ -89,10 +109,13 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
   let started = false;
   try {
     while (!stopped()) {
+      // Events can be lost without a word (an inotify queue that overflowed, a watch that failed): a full compare
+      // now and then is the net under them.
+      if (Date.now() - lastFull >= (degraded ? DEGRADED_FULL_MS : FULL_EVERY_MS)) needFull = true;
       if (!needFull) {
         if (dirty.size === 0) {
           emit({ type: 'state', state: 'watching', message: `watching ${watcher.watches} directories` });
-          await sleep(2 ** 31 - 1);
+          await sleep(Math.max(0, lastFull + (degraded ? DEGRADED_FULL_MS : FULL_EVERY_MS) - Date.now()));
           continue;
         }
         // Quiet for quietMs, or the oldest event maxDelayMs old.
@@ -111,7 +134,10 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
       try {
         const result = await runOnce(session, { mode: 'push', delete: o.delete, force: o.force, filter, wait: o.wait, breakLock: o.breakLock && full, paths: full ? undefined : paths, onEvent: o.onEvent });
         if (full) {
-          needFull = false;
+          needFull = anotherFull;
+          anotherFull = false;
+          lastFull = Date.now();
+          forgetBatchRules(session);
           await session.hold({ wait: o.wait, op: 'watch' });
         }
         failures = 0;

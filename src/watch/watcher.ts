@@ -45,9 +45,14 @@ async function loadIgnoreFiles(root: string, rel: string, names: Iterable<string
   }
 }
 
+/** How often the root itself is looked at: replaced (its watch then sees nothing) or gone. */
+const ROOT_CHECK_MS = 2000;
+
 class DirWatches implements ChangeWatcher {
-  private readonly dirs = new Map<string, fs.FSWatcher>();
+  /** Watched directories, with the inode each watch is on (a directory replaced by another has a dead watch). */
+  private readonly dirs = new Map<string, { w: fs.FSWatcher; ino: number }>();
   private closed = false;
+  private rootTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly root: string,
@@ -61,13 +66,26 @@ class DirWatches implements ChangeWatcher {
 
   async start(): Promise<this> {
     await this.add('');
+    this.rootTimer = setInterval(() => void this.checkRoot(), ROOT_CHECK_MS);
+    this.rootTimer.unref();
     return this;
   }
 
   close(): void {
     this.closed = true;
-    for (const w of this.dirs.values()) w.close();
+    clearInterval(this.rootTimer);
+    for (const { w } of this.dirs.values()) w.close();
     this.dirs.clear();
+  }
+
+  /** The root replaced (rm -rf, then mkdir): watched again and compared whole; gone: said (the batch fails on it). */
+  private async checkRoot(): Promise<void> {
+    const st = await fsp.lstat(this.root).catch(() => null);
+    const had = this.dirs.get('');
+    if (this.closed || (st?.isDirectory() && had && had.ino === st.ino)) return;
+    this.drop('');
+    if (st?.isDirectory()) await this.add('');
+    this.h.changed(['']);
   }
 
   /**
@@ -78,7 +96,9 @@ class DirWatches implements ChangeWatcher {
     if (this.closed || this.dirs.has(rel) || (rel !== '' && this.rules.isExcludedDeep(rel, true))) return [];
     const abs = path.join(this.root, rel);
     let w: fs.FSWatcher;
+    let ino: number;
     try {
+      ino = (await fsp.lstat(abs)).ino;
       // Before the listing: whatever is created after it is reported by the watch.
       w = fs.watch(abs, { persistent: true }, (_type, name) => this.onEvent(rel, name === null ? null : toRel(String(name))));
     } catch (err) {
@@ -91,7 +111,12 @@ class DirWatches implements ChangeWatcher {
       this.drop(rel);
       this.h.failed(err, rel);
     });
-    this.dirs.set(rel, w);
+    if (this.dirs.has(rel)) {
+      // Added meanwhile (an event and a walk both found it).
+      w.close();
+      return [];
+    }
+    this.dirs.set(rel, { w, ino });
     const found: string[] = [];
     let entries: fs.Dirent[];
     try {
@@ -114,7 +139,7 @@ class DirWatches implements ChangeWatcher {
 
   /** Stops watching `rel` and what is below it. */
   private drop(rel: string): void {
-    for (const [d, w] of this.dirs) {
+    for (const [d, { w }] of this.dirs) {
       if (d === rel || (rel === '' ? true : d.startsWith(`${rel}/`))) {
         w.close();
         this.dirs.delete(d);
@@ -136,9 +161,12 @@ class DirWatches implements ChangeWatcher {
       void loadIgnoreFiles(this.root, parentOf(rel), [baseName(rel)], this.rules).then(() => this.rewatch(parentOf(rel)));
       return;
     }
-    // A directory that appeared is watched, and what it already holds reported; one that went is dropped.
+    // A directory that appeared is watched, and what it already holds reported; one that went (or became a file or
+    // link, or was replaced by another directory: its watch is on the old one) is dropped first.
     void fsp.lstat(path.join(this.root, rel)).then(
       async (st) => {
+        const had = this.dirs.get(rel);
+        if (had && (!st.isDirectory() || had.ino !== st.ino)) this.drop(rel);
         if (!st.isDirectory()) return;
         const found = await this.add(rel);
         if (found.length) this.h.changed(found);
