@@ -77,7 +77,8 @@ function inScope(p: string, scope: Set<string>): boolean {
  * execute stage as a full push, and recorded in the manifest. Deletions only with `delete`; the delete limit is
  * judged against the whole target. Each side's ignore files (read along the paths' directories once per session,
  * re-read when an ignore file is among the paths) apply to its own scan and filter the other side's tree, as in a
- * full push. No dry run yet, no journal, no partial uploads.
+ * full push. On a held session (Session.hold) it takes neither lock nor manifest and stages small files early
+ * (stageEdits). No dry run yet, no partial uploads.
  */
 export async function pushPaths(session: Session, o: PathsOptions): Promise<SyncResult> {
   const started = Date.now();
@@ -123,14 +124,14 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     thereP.catch(() => undefined);
     const here = await scanPaths(local, scope, { rules: st.rules, concurrency: 64, shallow });
     // Held (the lock is ours): small edited files go up under temp names while the remote is looked at.
-    staging = held ? stageEdits(local, remote, filterTree(here.tree, rst.rules), base, paths) : new Map();
+    const src = filterTree(here.tree, rst.rules);
+    staging = held ? stageEdits(local, remote, src, base, paths) : new Map();
     const there = await thereP;
     mark('scanned');
     problems.push(...here.problems, ...there.problems);
     if (here.rulesChanged) emit({ type: 'notice', message: 'an ignore file changed: paths outside this batch that it includes or leaves out are synced by the next full push' });
     // A parent the local side no longer has is left out: its deletion is reported (and sent) as a path of its own.
     const gone = new Set([...shallow].filter((d) => !here.tree.has(d)));
-    const src = filterTree(here.tree, rst.rules);
     const dst = filterTree(there.tree, st.rules);
     for (const d of gone) dst.delete(d);
     const deep = new Set([...scope].filter((d) => !shallow.has(d)));

@@ -56,51 +56,49 @@ export function runOnce(session: Session, o: RunOptions): Promise<SyncResult> {
 }
 
 async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
-  {
-    const { runSync } = await import('../transfer/engine.js');
-    let traced: Transport | undefined;
-    const paths = o.paths ? [...o.paths] : undefined;
-    for (let attempt = 0; ; attempt++) {
-      const t0 = Date.now();
-      const remote = await session.remote();
-      const connectMs = Date.now() - t0;
-      if (remote.hooks && remote !== traced) {
-        traced = remote;
-        o.onTrace?.(`ssh2 hooks ${Object.entries(remote.hooks).map(([k, v]) => `${k}=${v ? 'applied' : 'MISSING'}`).join(' ')}`);
+  const { runSync } = await import('../transfer/engine.js');
+  let traced: Transport | undefined;
+  const paths = o.paths ? [...o.paths] : undefined;
+  for (let attempt = 0; ; attempt++) {
+    const t0 = Date.now();
+    const remote = await session.remote();
+    const connectMs = Date.now() - t0;
+    if (remote.hooks && remote !== traced) {
+      traced = remote;
+      o.onTrace?.(`ssh2 hooks ${Object.entries(remote.hooks).map(([k, v]) => `${k}=${v ? 'applied' : 'MISSING'}`).join(' ')}`);
+    }
+    try {
+      if (paths) {
+        if (o.mode !== 'push') throw new WsyncError('E_USAGE', 'a run of given paths is a push (pulling given paths is not there yet)');
+        if (o.dryRun) throw new WsyncError('E_USAGE', 'a run of given paths has no dry run yet: run a full one with --dry-run');
+        return await pushPaths(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent });
       }
-      try {
-        if (paths) {
-          if (o.mode !== 'push') throw new WsyncError('E_USAGE', 'a run of given paths is a push (pulling given paths is not there yet)');
-          if (o.dryRun) throw new WsyncError('E_USAGE', 'a run of given paths has no dry run yet: run a full one with --dry-run');
-          return await pushPaths(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent });
-        }
-        const result = await runSync({
-          direction: o.mode,
-          local: session.local,
-          remote,
-          delete: o.delete ?? false,
-          force: o.force ?? false,
-          dryRun: o.dryRun ?? false,
-          filter: o.filter ?? { gitignore: true, excludes: [], includes: [] },
-          concurrency: o.concurrency ?? 1024,
-          lockWaitSeconds: o.wait ?? 0,
-          breakLock: o.breakLock ?? false,
-          checksum: o.checksum ?? false,
-          session: session.id,
-          onEvent: o.onEvent,
-          afterTransfer: o.afterTransfer,
-          onTrace: o.onTrace,
-          cacheTarget: session.targetLabel,
-          cache: session.prewarmed(),
-          loadCache: () => session.cache(),
-        });
-        if (connectMs > 0) result.timings.connect = connectMs;
-        return result;
-      } catch (err) {
-        if (isLinkError(err)) await session.drop(remote);
-        if (!isLinkError(err) || attempt >= (o.resume ?? 0)) throw err;
-        o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
-      }
+      const result = await runSync({
+        direction: o.mode,
+        local: session.local,
+        remote,
+        delete: o.delete ?? false,
+        force: o.force ?? false,
+        dryRun: o.dryRun ?? false,
+        filter: o.filter ?? { gitignore: true, excludes: [], includes: [] },
+        concurrency: o.concurrency ?? 1024,
+        lockWaitSeconds: o.wait ?? 0,
+        breakLock: o.breakLock ?? false,
+        checksum: o.checksum ?? false,
+        session: session.id,
+        onEvent: o.onEvent,
+        afterTransfer: o.afterTransfer,
+        onTrace: o.onTrace,
+        cacheTarget: session.targetLabel,
+        cache: session.prewarmed(),
+        loadCache: () => session.cache(),
+      });
+      if (connectMs > 0) result.timings.connect = connectMs;
+      return result;
+    } catch (err) {
+      if (isLinkError(err)) await session.drop(remote);
+      if (!isLinkError(err) || attempt >= (o.resume ?? 0)) throw err;
+      o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
     }
   }
 }

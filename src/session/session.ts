@@ -241,7 +241,6 @@ export class Session {
   /** hold() within a run (not serialized). @internal */
   async takeHold(o: HoldOptions): Promise<void> {
     if (this.held && !this.held.done) return;
-    this.held = undefined;
     this.held = await Hold.take(await this.remote(), { ...o, session: this.id, journalFile: this.journalFile() });
   }
 

@@ -91,7 +91,7 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
     },
     failed: (err, dir) => {
       degraded = true;
-      emit({ type: 'error', error: new WsyncError('E_LOCAL_IO', `cannot watch ${dir || 'the local directory'}: ${errorMessage(err)}`, { hint: 'on Linux, raise fs.inotify.max_user_watches (sysctl); changes there are found by the next full push' }) });
+      emit({ type: 'error', error: new WsyncError('E_LOCAL_IO', `cannot watch ${dir || 'the local directory'}: ${errorMessage(err)}`, { hint: 'on Linux, raise fs.inotify.max_user_watches (sysctl); until then a full compare runs every minute' }) });
       needFull = true;
       poke();
     },
@@ -111,11 +111,12 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
     while (!stopped()) {
       // Events can be lost without a word (an inotify queue that overflowed, a watch that failed): a full compare
       // now and then is the net under them.
-      if (Date.now() - lastFull >= (degraded ? DEGRADED_FULL_MS : FULL_EVERY_MS)) needFull = true;
+      const fullDue = lastFull + (degraded ? DEGRADED_FULL_MS : FULL_EVERY_MS);
+      if (Date.now() >= fullDue) needFull = true;
       if (!needFull) {
         if (dirty.size === 0) {
           emit({ type: 'state', state: 'watching', message: `watching ${watcher.watches} directories` });
-          await sleep(Math.max(0, lastFull + (degraded ? DEGRADED_FULL_MS : FULL_EVERY_MS) - Date.now()));
+          await sleep(Math.max(0, fullDue - Date.now()));
           continue;
         }
         // Quiet for quietMs, or the oldest event maxDelayMs old.

@@ -13,6 +13,7 @@ import { runCli } from '../support/cli.js';
 import { startCutProxy, type CutProxy } from '../support/cutproxy.js';
 import { push } from '../../src/api.js';
 import { tempFiles } from '../support/cutcheck.js';
+import { until } from '../support/until.js';
 import { createHash } from 'node:crypto';
 import { openSession, type Session } from '../../src/session/session.js';
 import { decodeManifest, MANIFEST_PATH } from '../../src/manifest/manifest.js';
@@ -46,14 +47,6 @@ async function countRequests(s: Session): Promise<{ locks: number; manifestReads
     return read(rel);
   };
   return seen;
-}
-
-async function until(what: string, ok: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('a session holding the target', () => {

@@ -12,18 +12,11 @@ import { makeTree, snapshot } from '../support/trees.js';
 import { runCli, WSYNC_BIN } from '../support/cli.js';
 import { startCutProxy, type CutProxy } from '../support/cutproxy.js';
 import { tempFiles } from '../support/cutcheck.js';
+import { until } from '../support/until.js';
 
 /** Not compared: what .gitignore leaves out (node_modules/, and *.log until the test changes that). */
 let logsIgnored = true;
 const ignored = (rel: string) => rel === 'node_modules' || rel.startsWith('node_modules/') || (logsIgnored && rel.endsWith('.log'));
-
-async function until(what: string, ok: () => boolean, ms: number, detail: () => string = () => ''): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}\n${detail()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('wsync watch', () => {
   const server = useServer('wsync-watch-');
