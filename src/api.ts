@@ -53,8 +53,9 @@ export interface SyncOptions {
    */
   resume?: number;
   /**
-   * With a Session, a push of only these paths (relative to the local directory): what a watcher reports as
-   * changed. No walk of either tree, no remote listing (see pushPaths).
+   * With a Session, a push or pull of only these paths (relative to both roots): what a watcher reports as
+   * changed, or what a caller knows changed on the target. No walk of either tree, no remote listing (see
+   * pushPaths, pullPaths).
    */
   paths?: string[];
   /** Test hook. */

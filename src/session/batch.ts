@@ -11,7 +11,7 @@ import { ancestors, joinRel } from '../util/paths.js';
 import { ChunkCache } from '../transfer/chunkcache.js';
 import { emptyStats, localChunker, startExecution } from '../transfer/execute.js';
 import { resolveByHash } from '../transfer/verify.js';
-import type { SyncEvent, SyncResult } from '../transfer/engine.js';
+import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Session } from './session.js';
 import { Hold } from './hold.js';
 
@@ -80,7 +80,20 @@ function inScope(p: string, scope: Set<string>): boolean {
  * full push. On a held session (Session.hold) it takes neither lock nor manifest and stages small files early
  * (stageEdits). No dry run yet, no partial uploads.
  */
-export async function pushPaths(session: Session, o: PathsOptions): Promise<SyncResult> {
+export function pushPaths(session: Session, o: PathsOptions): Promise<SyncResult> {
+  return runPaths(session, 'push', o);
+}
+
+/**
+ * The same for a pull: only the given paths (relative to both roots: what a poll of the remote found changed, or
+ * what a caller knows another client wrote) are looked at on both sides and brought from the target, checked
+ * against what the manifest says before anything local is replaced or deleted.
+ */
+export function pullPaths(session: Session, o: PathsOptions): Promise<SyncResult> {
+  return runPaths(session, 'pull', o);
+}
+
+async function runPaths(session: Session, direction: Direction, o: PathsOptions): Promise<SyncResult> {
   const started = Date.now();
   const timings: Record<string, number> = {};
   const mark = (phase: string) => (timings[phase] = Date.now() - started);
@@ -96,14 +109,21 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
   // in a full push: an ignore file edited on one side is never taken for the other's.
   const st = stateFor(session, filter, 'local');
   const rst = stateFor(session, filter, 'remote');
+  const push = direction === 'push';
+  const from = push ? local : remote;
+  const to = push ? remote : local;
   // What the transports remember of the trees is from before this batch.
   await Promise.all([local.beginRun?.(), remote.beginRun?.()]);
-  const root = await local.lstat('');
-  if (!root || root.type !== 'dir') throw new WsyncError('E_LOCAL_MISSING', `local directory ${local.describe()} does not exist`, { hint: 'check the first argument' });
+  const root = await from.lstat('');
+  if (!root || root.type !== 'dir') {
+    if (push) throw new WsyncError('E_LOCAL_MISSING', `local directory ${local.describe()} does not exist`, { hint: 'check the first argument' });
+    throw new WsyncError('E_TARGET', `remote directory ${remote.describe()} does not exist`, { hint: "check the remote path (relative paths start at the login's home)" });
+  }
+  if (!push) await local.ensureRoot();
   // The session's hold on the target (its lock and manifest in memory), or a hold for this batch alone: the lock,
   // and the manifest read right behind it on one channel, as a full push takes them.
   const held = session.held && !session.held.done ? session.held : undefined;
-  const taking = held ? held.on(remote).then(() => held) : Hold.take(remote, { wait: o.wait, breakLock: o.breakLock, session: session.id, journalFile: session.journalFile() });
+  const taking = held ? held.on(remote).then(() => held) : Hold.take(remote, { wait: o.wait, breakLock: o.breakLock, session: session.id, journalFile: session.journalFile(), op: direction });
   taking.catch(() => undefined);
   await Promise.all([loadRules(local, st, paths), loadRules(remote, rst, paths)]);
   const hold = await taking;
@@ -124,15 +144,16 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     thereP.catch(() => undefined);
     const here = await scanPaths(local, scope, { rules: st.rules, concurrency: 64, shallow });
     // Held (the lock is ours): small edited files go up under temp names while the remote is looked at.
-    const src = filterTree(here.tree, rst.rules);
-    staging = held ? stageEdits(local, remote, src, base, paths) : new Map();
+    const localTree = filterTree(here.tree, rst.rules);
+    staging = held && push ? stageEdits(local, remote, localTree, base, paths) : new Map();
     const there = await thereP;
     mark('scanned');
     problems.push(...here.problems, ...there.problems);
-    if (here.rulesChanged) emit({ type: 'notice', message: 'an ignore file changed: paths outside this batch that it includes or leaves out are synced by the next full push' });
-    // A parent the local side no longer has is left out: its deletion is reported (and sent) as a path of its own.
-    const gone = new Set([...shallow].filter((d) => !here.tree.has(d)));
-    const dst = filterTree(there.tree, st.rules);
+    const remoteTree = filterTree(there.tree, st.rules);
+    if (here.rulesChanged || there.rulesChanged) emit({ type: 'notice', message: `an ignore file changed: paths outside this batch that it includes or leaves out are synced by the next full ${direction}` });
+    const [srcScan, src, dst] = push ? [here, localTree, remoteTree] : [there, remoteTree, localTree];
+    // A parent the source no longer has is left out: its deletion is reported (and carried out) as a path of its own.
+    const gone = new Set([...shallow].filter((d) => !srcScan.tree.has(d)));
     for (const d of gone) dst.delete(d);
     const deep = new Set([...scope].filter((d) => !shallow.has(d)));
     const baseIn: Tree = new Map();
@@ -147,11 +168,12 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     const localChunks = localChunker(local, getCache);
     // The paths were reported as changed: a same-size edit within the same second is found by its bytes, identical
     // copies are adopted, touched files get their time fixed (the verify stage of a full push).
-    const v = await resolveByHash({ direction: 'push', local, src: local, dst: remote, srcTree: src, dstTree: dst, base: baseIn, stillFlagged: new Set(src.keys()), checksum: false, localChunks });
+    const v = await resolveByHash({ direction, local, src: from, dst: to, srcTree: src, dstTree: dst, base: baseIn, stillFlagged: new Set(push ? src.keys() : dst.keys()), checksum: false, localChunks });
     mark('verified');
-    const p = plan({ src: v.srcTree, dst: v.dstTree, base: baseIn, delete: o.delete ?? false, force: o.force ?? false, blocked: [...here.blocked, ...there.blocked], dstName: 'remote' });
+    const dstName = push ? 'remote' : 'local';
+    const p = plan({ src: v.srcTree, dst: v.dstTree, base: baseIn, delete: o.delete ?? false, force: o.force ?? false, blocked: [...here.blocked, ...there.blocked], dstName });
     if ((o.delete ?? false) && !o.force && p.deleteCount > 0 && p.deleteCount * 2 > baseFiles) {
-      throw new WsyncError('E_DELETE_LIMIT', `--delete would remove ${p.deleteCount} of the ${baseFiles} files on the remote side`, {
+      throw new WsyncError('E_DELETE_LIMIT', `--delete would remove ${p.deleteCount} of the ${baseFiles} files on the ${dstName} side`, {
         hint: 'that is more than half: check the source directory and filters, or add --force if this is intended',
       });
     }
@@ -160,8 +182,8 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     for (const c of conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (src.get(c.path) ?? dst.get(c.path))?.type ?? 'file', reason: c.reason });
     const exec = startExecution({
       plan: p,
-      from: local,
-      to: remote,
+      from,
+      to,
       local,
       base: baseIn,
       dstTree: v.dstTree,
@@ -211,7 +233,7 @@ export async function pushPaths(session: Session, o: PathsOptions): Promise<Sync
     if (!held) await hold.release();
     mark('manifest');
     const ok = stats.conflicts === 0 && problems.length === 0;
-    return { direction: 'push', dryRun: false, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started, timings };
+    return { direction, dryRun: false, ok, stats, conflicts, problems, deletesSkipped, durationMs: Date.now() - started, timings };
   } finally {
     await dropStaged(staging);
     if (!held && !recorded) await hold.release().catch(() => undefined);

@@ -2,7 +2,7 @@ import type { FilterOptions } from '../scan/ignore.js';
 import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Transport } from '../transport/types.js';
 import { isLinkError, type Session } from './session.js';
-import { pushPaths } from './batch.js';
+import { pullPaths, pushPaths } from './batch.js';
 import { WsyncError, errorMessage } from '../errors.js';
 
 export interface RunOptions {
@@ -24,8 +24,8 @@ export interface RunOptions {
    */
   resume?: number;
   /**
-   * Only these paths (relative to the local directory) may have changed: a push of just them, with no walk of
-   * either tree (see pushPaths). Push only.
+   * Only these paths (relative to both roots) may have changed: a push or pull of just them, with no walk of
+   * either tree (see pushPaths, pullPaths).
    */
   paths?: Iterable<string>;
   onEvent?: (ev: SyncEvent) => void;
@@ -69,9 +69,8 @@ async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
     }
     try {
       if (paths) {
-        if (o.mode !== 'push') throw new WsyncError('E_USAGE', 'a run of given paths is a push (pulling given paths is not there yet)');
         if (o.dryRun) throw new WsyncError('E_USAGE', 'a run of given paths has no dry run yet: run a full one with --dry-run');
-        return await pushPaths(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent });
+        return await (o.mode === 'push' ? pushPaths : pullPaths)(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent });
       }
       const result = await runSync({
         direction: o.mode,

@@ -29,7 +29,7 @@ export interface ReconnectPolicy {
 }
 
 export interface SessionOptions
-  extends Pick<ConnectOptions, 'identity' | 'acceptNew' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'useSshBinary' | 'keepaliveMs'> {
+  extends Pick<ConnectOptions, 'identity' | 'acceptNew' | 'hostKeyPrompt' | 'authPrompt' | 'channels' | 'useSshBinary' | 'keepaliveMs' | 'deadAfterMs'> {
   /** ssh_config file (-F). */
   sshConfig?: string;
   interactive?: boolean;

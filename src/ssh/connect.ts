@@ -13,7 +13,7 @@ import {
 } from './knownHosts.js';
 import { prepareAuth, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
-import { hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, resetConnection, type HookReport } from './ssh2-internals.js';
+import { hookEarlyReady, hookSignWithoutQuery, onBytesReceived, pauseHandshakeTimer, resetConnection, type HookReport } from './ssh2-internals.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {
@@ -46,10 +46,12 @@ export interface ConnectOptions {
   /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
   onDialing?: () => void;
   /**
-   * Keepalive interval when ssh_config sets no ServerAliveInterval (default 15 s); the link counts as dead after
-   * ServerAliveCountMax (default 3) unanswered ones. A long-lived session asks for a shorter one.
+   * When ssh_config sets no ServerAliveInterval: a keepalive goes out this often (default 2 s), and the link counts
+   * as dead once nothing at all has come from the server for `deadAfterMs` (default 10 s; see startLiveness). With
+   * ServerAliveInterval set, ssh's own rule applies instead: dead after ServerAliveCountMax unanswered keepalives.
    */
   keepaliveMs?: number;
+  deadAfterMs?: number;
 }
 
 export interface SshSession {
@@ -62,6 +64,9 @@ export interface SshSession {
   hooks: HookReport;
   close(): Promise<void>;
 }
+
+const DEFAULT_KEEPALIVE_MS = 2000;
+const DEFAULT_DEAD_AFTER_MS = 10_000;
 
 const decisions = new WeakMap<Client, CompressionDecision>();
 /** Which ssh2 hooks applied while each client connected (see ssh2-internals.ts). */
@@ -207,8 +212,9 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     username: auth.username,
     authHandler: auth.handler as ConnectConfig['authHandler'],
     readyTimeout: readyTimeoutMs,
-    keepaliveInterval: h.serverAliveInterval !== undefined ? h.serverAliveInterval * 1000 : opts.keepaliveMs ?? 15_000,
-    keepaliveCountMax: h.serverAliveCountMax ?? 3,
+    keepaliveInterval: h.serverAliveInterval !== undefined ? h.serverAliveInterval * 1000 : opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS,
+    // Without ServerAliveInterval, liveness is judged by bytes received (startLiveness), never by ssh2's count.
+    keepaliveCountMax: h.serverAliveInterval !== undefined ? h.serverAliveCountMax ?? 3 : Number.MAX_SAFE_INTEGER,
     hostVerifier: ((key: Buffer, cb: (ok: boolean) => void) => {
       verify(key).then(cb, (err) => {
         hostKeyError = err instanceof WsyncError ? err : new WsyncError('E_KNOWN_HOSTS', errorMessage(err));
@@ -268,8 +274,17 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     c.on('error', lost);
     c.on('close', () => lost());
   }
+  const liveness =
+    host.serverAliveInterval === undefined
+      ? startLiveness(client, opts.deadAfterMs ?? DEFAULT_DEAD_AFTER_MS, (err) => {
+          lost(err);
+          for (const c of [client, ...chain]) resetConnection(c);
+        })
+      : undefined;
+  client.on('close', () => liveness?.stop());
   const want = Math.max(1, opts.channels ?? 8);
   const hooks: HookReport = { ...hookReports.get(client), earlyReady: hookEarlyReady(client) };
+  if (liveness) hooks.bytesReceived = liveness.hooked;
   const opened = await Promise.allSettled(
     Array.from(
       { length: want },
@@ -312,6 +327,7 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     close: async () => {
       if (closed) return;
       closed = true;
+      liveness?.stop();
       for (const ch of channels) {
         try {
           ch.end();
@@ -327,6 +343,33 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
       } else endQuietly(client, chain);
     },
   };
+}
+
+/**
+ * A dead link noticed within seconds, a slow one never taken for dead: keepalives go out every couple of seconds
+ * (ssh2's), and the connection is ended once nothing at all has arrived for `deadAfterMs`: no answer to a keepalive,
+ * no reply, no data. A busy link keeps delivering replies and data even while a keepalive waits behind a long queue.
+ * The check skips a beat the process did not get (a laptop that slept, a long synchronous step): the link is then
+ * given a fresh `deadAfterMs` rather than judged on time it could not have used.
+ */
+function startLiveness(client: Client, deadAfterMs: number, onDead: (err: Error) => void): { hooked: boolean; stop(): void } {
+  let lastRx = Date.now();
+  let lastTick = Date.now();
+  const hooked = onBytesReceived(client, () => (lastRx = Date.now()));
+  const tickMs = Math.max(100, Math.min(1000, deadAfterMs / 4));
+  const timer = hooked
+    ? setInterval(() => {
+        const now = Date.now();
+        if (now - lastTick > 2 * tickMs) lastRx = now;
+        lastTick = now;
+        if (now - lastRx > deadAfterMs) {
+          clearInterval(timer);
+          onDead(new Error(`nothing came from the server for ${Math.round(deadAfterMs / 1000)} s (keepalives unanswered)`));
+        }
+      }, tickMs)
+    : undefined;
+  timer?.unref();
+  return { hooked, stop: () => clearInterval(timer) };
 }
 
 function endQuietly(client: Client, chain: Client[]): void {

@@ -382,3 +382,19 @@ export function resetConnection(client: Client): boolean {
   client.destroy();
   return false;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Liveness: bytes arriving
+
+/**
+ * Calls `onData` whenever bytes arrive on the connection's socket (the TCP socket ssh2 dialled, or the ProxyCommand
+ * stream given to it): what tells a slow link from a dead one. ssh2 resets its keepalive count only when a keepalive
+ * is answered, and the answer queues behind everything sent before it, so on a busy slow link its count would call a
+ * live link dead; any byte received says the server is there. False when the socket is not where it was checked.
+ */
+export function onBytesReceived(client: Client, onData: () => void): boolean {
+  const sock = (client as unknown as { _sock?: { on?: (ev: string, fn: () => void) => unknown } })._sock;
+  if (!sock || typeof sock.on !== 'function') return false;
+  sock.on('data', onData);
+  return true;
+}

@@ -15,6 +15,7 @@ export async function openTarget(
     compressLevel?: number;
     /** See ConnectOptions.keepaliveMs. */
     keepaliveMs?: number;
+    deadAfterMs?: number;
   },
 ): Promise<Transport> {
   const t = typeof target === 'string' ? parseTarget(target) : target;
@@ -37,6 +38,7 @@ export async function openTarget(
     useSshBinary: o.useSshBinary,
     onDialing: o.onDialing,
     keepaliveMs: o.keepaliveMs,
+    deadAfterMs: o.deadAfterMs,
   });
   try {
     const root = await SftpTransport.resolveRoot(session.channels[0], t.path);

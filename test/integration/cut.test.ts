@@ -4,7 +4,7 @@
  * destination is an exact mirror. Push and pull, compression on and off, reset and FIN cuts, through a real sshd.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { runCli, type CliResult } from '../support/cli.js';
@@ -12,6 +12,8 @@ import { makeTree, snapshot, type Spec } from '../support/trees.js';
 import { startCutProxy, type CutProxy, type CutMode } from '../support/cutproxy.js';
 import { xorshiftBytes } from '../support/xorshift.js';
 import { checkCutRun, finalFiles, rng } from '../support/cutcheck.js';
+import { startProxy } from '../../bench/proxy.js';
+import { writeProxyConfig } from '../../bench/harness.js';
 
 describe('a link cut at random bytes', () => {
   const server = useServer('wsync-cut-');
@@ -107,6 +109,46 @@ describe('a link cut at random bytes', () => {
     // ServerAliveInterval 1, ServerAliveCountMax 2 in the proxy's ssh_config.
     expect(Date.now() - t0).toBeLessThan(15_000);
   }, 60_000);
+
+  it("a stalled link with no ServerAliveInterval configured is noticed by wsync's own check: exit 2 within 15 s", async () => {
+    const remote = join(server.srv.remoteRoot, 'cut-stall-default');
+    const cfg = join(server.work, 'ssh_config.no-alive');
+    writeFileSync(cfg, readFileSync(proxy.sshConfig, 'utf8').replace(/^\s*ServerAlive\w+ .*\n/gm, ''));
+    expect(readFileSync(cfg, 'utf8')).not.toMatch(/ServerAlive/);
+    proxy.mode = 'stall';
+    proxy.stallMs = 60_000;
+    proxy.cutAfter = 200_000;
+    const t0 = Date.now();
+    const r = await runCli(['push', '--no-compress', source, `${server.srv.alias}:${remote}`, '-F', cfg], { timeoutMs: 40_000 });
+    proxy.cutAfter = undefined;
+    checkCutRun(r, 'stall after 200 kB, default keepalive', finalFiles(remote), sourceFiles);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('nothing came from the server for 10 s');
+    // Dead after 10 s without a byte from the server (ssh's default rule would take 45-60 s).
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  }, 60_000);
+
+  it('a slow link whose keepalive answers queue behind the data for longer than that is not taken for dead', async () => {
+    // 1 Mbit/s: the ~2 MB the server's channel window lets the client queue take ~16 s to drain, and a keepalive
+    // waits behind them (ssh's count rule, 3 unanswered at 2 s, would end the connection); the write replies that
+    // keep coming back say the server is there.
+    const link = await startProxy({ targetPort: server.srv.port, delayMs: 5, rateBitsPerSec: 1e6 });
+    try {
+      const dir = join(server.work, 'slow');
+      mkdirSync(dir, { recursive: true });
+      const cfg = writeProxyConfig(server.srv, link.port, dir);
+      const src = join(server.work, 'slow-src');
+      makeTree(src, { 'big.bin': xorshiftBytes(77, 3_000_000) });
+      const remote = join(server.srv.remoteRoot, 'slow-dst');
+      const t0 = Date.now();
+      const r = await runCli(['push', '--no-compress', src, `${server.srv.alias}:${remote}`, '-F', cfg], { timeoutMs: 90_000 });
+      expect(r.code, r.stderr).toBe(0);
+      expect(Date.now() - t0).toBeGreaterThan(20_000);
+      expect(snapshot(remote)).toEqual(snapshot(src));
+    } finally {
+      await link.close();
+    }
+  }, 120_000);
 
   it('after the cuts, a run without one converges to an exact mirror', async () => {
     const remote = join(server.srv.remoteRoot, 'cut-push--z-reset');

@@ -8,7 +8,7 @@ import { writeFileSync, rmSync, mkdirSync, renameSync, utimesSync, existsSync, r
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { makeTree, snapshot } from '../support/trees.js';
-import { push } from '../../src/api.js';
+import { pull, push } from '../../src/api.js';
 import { openSession, type Session } from '../../src/session/session.js';
 import type { Transport } from '../../src/transport/types.js';
 
@@ -139,6 +139,114 @@ describe('push of given paths on a session', () => {
       renameSync(src, `${src}-moved`);
       await expect(push(s, { paths: ['.gitignore', 'config.local.json'], delete: true })).rejects.toMatchObject({ code: 'E_LOCAL_MISSING' });
       expect(existsSync(join(remote, '.gitignore'))).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('pull of given paths on a session', () => {
+  const server = useServer('wsync-pullpaths-');
+  let n = 0;
+  const setup = async (spec: Parameters<typeof makeTree>[1]) => {
+    const name = `pp-${++n}`;
+    const local = join(server.work, name);
+    makeTree(local, spec);
+    const remote = join(server.srv.remoteRoot, name);
+    const s = await openSession(local, `${server.srv.alias}:${remote}`, { sshConfig: server.srv.sshConfig });
+    const first = await push(s);
+    expect(first.ok).toBe(true);
+    return { local, remote, s };
+  };
+  const skip = (rel: string) => rel === '.wsync' || rel.startsWith('.wsync/');
+
+  it('brings edits, new nested directories, renames and deletes of the given paths only, and records them', async () => {
+    const { local, remote, s } = await setup({ 'a.txt': 'a\n', 'keep/b.txt': 'b\n', 'old/c.txt': 'c\n', 'gone.txt': 'bye\n' });
+    try {
+      // Another client's work on the target.
+      writeFileSync(join(remote, 'a.txt'), 'a, edited there\n');
+      utimesSync(join(remote, 'a.txt'), 1_700_000_100, 1_700_000_100);
+      mkdirSync(join(remote, 'new/deeper'), { recursive: true });
+      writeFileSync(join(remote, 'new/deeper/n.txt'), 'new\n');
+      renameSync(join(remote, 'old'), join(remote, 'moved'));
+      rmSync(join(remote, 'gone.txt'));
+      // Not in the batch: left alone even though it changed.
+      writeFileSync(join(remote, 'keep/b.txt'), 'b, edited there, not reported\n');
+      utimesSync(join(remote, 'keep/b.txt'), 1_700_000_200, 1_700_000_200);
+
+      const listed = await countListings(s);
+      const r = await pull(s, { paths: ['a.txt', 'new/deeper/n.txt', 'old', 'moved', 'gone.txt'], delete: true });
+      expect(r.ok, JSON.stringify([r.problems, r.conflicts])).toBe(true);
+      expect(r.direction).toBe('pull');
+      // Only the batch's directories the manifest does not know are listed there (walked whole): never the root.
+      expect(listed.sort()).toEqual(['moved', 'new', 'new/deeper']);
+      expect(r.stats.filesSent).toBe(3);
+      expect(r.stats.deleted).toBe(3); // gone.txt, old/c.txt, old
+      expect(readFileSync(join(local, 'a.txt'), 'utf8')).toBe('a, edited there\n');
+      expect(statSync(join(local, 'a.txt')).mtimeMs).toBe(1_700_000_100_000);
+      expect(readFileSync(join(local, 'new/deeper/n.txt'), 'utf8')).toBe('new\n');
+      expect(readFileSync(join(local, 'moved/c.txt'), 'utf8')).toBe('c\n');
+      expect(existsSync(join(local, 'old'))).toBe(false);
+      expect(existsSync(join(local, 'gone.txt'))).toBe(false);
+      expect(readFileSync(join(local, 'keep/b.txt'), 'utf8')).toBe('b\n');
+
+      // Recorded: a full pull brings only the change it was not told about; a full push then has nothing to do.
+      const full = await pull(s, { delete: true });
+      expect(full.ok).toBe(true);
+      expect(full.stats.filesSent).toBe(1);
+      expect(full.stats.deleted + full.stats.conflicts).toBe(0);
+      expect(snapshot(local)).toEqual(snapshot(remote, { skip }));
+      const back = await push(s, { delete: true });
+      expect(back.stats.filesSent + back.stats.deleted + back.stats.conflicts + back.stats.attributesUpdated).toBe(0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('keeps a local edit as a conflict (never overwritten), deletes nothing without --delete, and refuses a missing remote root', async () => {
+    const { local, remote, s } = await setup({ 'x.txt': 'x\n', 'y.txt': 'y\n', 'z.txt': 'zz\n' });
+    try {
+      writeFileSync(join(remote, 'x.txt'), 'edited on the remote\n');
+      utimesSync(join(remote, 'x.txt'), 1_700_000_300, 1_700_000_300);
+      writeFileSync(join(local, 'x.txt'), 'edited here too\n');
+      utimesSync(join(local, 'x.txt'), 1_700_000_400, 1_700_000_400);
+      rmSync(join(remote, 'y.txt'));
+      // Same size, mtime put back: only the bytes tell that the local copy was edited since the last sync.
+      writeFileSync(join(remote, 'z.txt'), 'ZZ\n');
+      utimesSync(join(remote, 'z.txt'), 1_700_000_500, 1_700_000_500);
+      const t = statSync(join(local, 'z.txt')).mtime;
+      writeFileSync(join(local, 'z.txt'), 'z!\n');
+      utimesSync(join(local, 'z.txt'), t, t);
+      const r = await pull(s, { paths: ['x.txt', 'y.txt', 'z.txt'] });
+      expect(r.ok).toBe(false);
+      expect(r.conflicts.map((c) => c.path).sort()).toEqual(['x.txt', 'z.txt']);
+      expect(readFileSync(join(local, 'x.txt'), 'utf8')).toBe('edited here too\n');
+      expect(readFileSync(join(local, 'z.txt'), 'utf8')).toBe('z!\n');
+      expect(existsSync(join(local, 'y.txt'))).toBe(true);
+      const d = await pull(s, { paths: ['y.txt'], delete: true });
+      expect(d.stats.deleted).toBe(1);
+      expect(existsSync(join(local, 'y.txt'))).toBe(false);
+      renameSync(remote, `${remote}-moved`);
+      await expect(pull(s, { paths: ['x.txt'] })).rejects.toMatchObject({ code: 'E_TARGET' });
+      expect(existsSync(join(local, 'x.txt'))).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('never writes through a local directory swapped for a symlink', async () => {
+    const { local, remote, s } = await setup({ 'a/x.txt': 'x\n' });
+    const outside = join(server.work, `outside-${n}`);
+    mkdirSync(outside);
+    try {
+      rmSync(join(local, 'a'), { recursive: true });
+      symlinkSync(outside, join(local, 'a'));
+      writeFileSync(join(remote, 'a/new.txt'), 'new\n');
+      writeFileSync(join(remote, 'a/x.txt'), 'x, edited there\n');
+      utimesSync(join(remote, 'a/x.txt'), 1_700_000_600, 1_700_000_600);
+      const r = await pull(s, { paths: ['a/new.txt', 'a/x.txt'] });
+      expect(r.ok).toBe(false);
+      expect(readdirSync(outside)).toEqual([]);
     } finally {
       await s.close();
     }

@@ -48,6 +48,7 @@ describe('ssh2 internals', () => {
       earlyReady: true,
       readiedEarly: true,
       coalescing: true,
+      bytesReceived: true,
     });
     expect(s.channels).toHaveLength(3);
     expect(s.channels[0].has('posix-rename@openssh.com')).toBe(true);
