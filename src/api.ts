@@ -58,6 +58,12 @@ export interface SyncOptions {
    * pushPaths, pullPaths).
    */
   paths?: string[];
+  /**
+   * Stops the run: nothing more starts, what is in flight finishes and is recorded in the manifest, the lock is
+   * removed, and the call rejects with E_ABORTED (a one-shot call then closes its connection; see
+   * SessionOptions.signal for a session's).
+   */
+  signal?: AbortSignal;
   /** Test hook. */
   afterTransfer?: (path: string) => void;
   /** Diagnostics: which shortcuts a run took (see EngineOptions.onTrace). */
@@ -80,6 +86,7 @@ function runOptions(mode: Direction, o: SyncOptions): RunOptions {
     breakLock: o.breakLock,
     resume: o.resume,
     paths: o.paths,
+    signal: o.signal,
     onEvent: o.onEvent,
     afterTransfer: o.afterTransfer,
     onTrace: o.onTrace,

@@ -2,9 +2,10 @@
  * Every failure wsync reports carries a stable code (for scripts and --json) and a hint for the person at the
  * keyboard. The CLI maps the exit-code class; nothing below src/cli prints or exits.
  */
-export type ExitClass = 'usage' | 'local' | 'remote' | 'partial';
+export type ExitClass = 'usage' | 'local' | 'remote' | 'partial' | 'interrupted';
 
-export const EXIT_CODES: Record<ExitClass, number> = { usage: 1, local: 1, remote: 2, partial: 3 };
+/** 130: what a shell reports for a process ended by Ctrl-C (128 + SIGINT). */
+export const EXIT_CODES: Record<ExitClass, number> = { usage: 1, local: 1, remote: 2, partial: 3, interrupted: 130 };
 
 export type ErrorCode =
   | 'E_USAGE'
@@ -32,6 +33,8 @@ export type ErrorCode =
   | 'E_GIT_REJECTED'
   | 'E_GIT_UNSUPPORTED'
   | 'E_GIT_CORRUPT'
+  /** The run was stopped (its session's AbortSignal, Ctrl-C): what it finished is recorded, its lock removed. */
+  | 'E_ABORTED'
   | 'E_INTERNAL';
 
 const CLASS_OF: Record<ErrorCode, ExitClass> = {
@@ -62,6 +65,7 @@ const CLASS_OF: Record<ErrorCode, ExitClass> = {
   E_GIT_REJECTED: 'partial',
   E_GIT_UNSUPPORTED: 'remote',
   E_GIT_CORRUPT: 'remote',
+  E_ABORTED: 'interrupted',
   E_INTERNAL: 'local',
 };
 
@@ -87,4 +91,9 @@ export function exitCodeFor(err: unknown): number {
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
+}
+
+/** What a run stopped by its signal rejects with (ExecuteOptions.signal). */
+export function abortedError(): WsyncError {
+  return new WsyncError('E_ABORTED', 'stopped before it was done: what it finished is recorded', { hint: 'run it again to go on' });
 }

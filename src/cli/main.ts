@@ -148,6 +148,7 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     interactive,
     hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
     authPrompt,
+    signal: (runAbort = new AbortController()).signal,
     onEvent: renderer.onEvent,
     onTrace: process.env.WSYNC_DEBUG ? (what, path) => process.stderr.write(`trace: ${what}${path ? ` ${path}` : ''}\n`) : undefined,
   };
@@ -189,7 +190,17 @@ function exitOnSignals(): void {
     if (stop) return stop();
     interrupted = true;
     // On a terminal the status or progress line (and the ^C echoed on it) is cleared, not left above the message.
-    process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : '\n'}wsync: interrupted; removing its locks\n`);
+    const clear = process.stderr.isTTY ? '\r\x1b[K' : '\n';
+    // A push or pull stops itself: the files in flight finished and recorded, its lock removed, exit 130 from main.
+    // If that takes longer than a few seconds, the locks are removed from here and the process exits.
+    const run = runAbort;
+    if (run && !run.signal.aborted) {
+      process.stderr.write(`${clear}wsync: interrupted; finishing the files in flight and removing the lock (Ctrl-C again quits at once)\n`);
+      run.abort();
+      setTimeout(() => void import('../util/interrupt.js').then((m) => m.runInterruptTasks(3000)).finally(() => process.exit(130)), RUN_STOP_MS).unref();
+      return;
+    }
+    process.stderr.write(`${clear}wsync: interrupted; removing its locks\n`);
     void import('../util/interrupt.js')
       .then((m) => m.runInterruptTasks(3000))
       .finally(() => process.exit(130));
@@ -200,6 +211,10 @@ function exitOnSignals(): void {
 
 /** What the first Ctrl-C does instead of exiting (a watch); the next one exits. */
 let gracefulStop: (() => void) | undefined;
+/** The push or pull in progress, stopped by the first Ctrl-C (SyncOptions.signal). */
+let runAbort: AbortController | undefined;
+/** How long a stopped push or pull gets to finish what is in flight (the session's own grace is 5 s). */
+const RUN_STOP_MS = 4000;
 
 /** Runs the CLI; resolves with the exit code (the bin script exits with it). */
 /** What push/pull's rsync-style options asked for beyond wsync's own (see rsync-compat.ts). */

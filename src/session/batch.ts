@@ -26,6 +26,8 @@ export interface PathsOptions {
   wait?: number;
   breakLock?: boolean;
   onEvent?: (ev: SyncEvent) => void;
+  /** Stops the batch (ExecuteOptions.signal). */
+  signal?: AbortSignal;
 }
 
 /** What a session keeps between batches, per side: rules with the ignore files of the directories seen so far. */
@@ -201,6 +203,7 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
       emit,
       trace: () => undefined,
       mark,
+      signal: o.signal,
     });
     // Staged copies the plan does not send go before anything else happens (a directory mode the batch sets could
     // keep them from being removed later).

@@ -3,7 +3,7 @@ import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
 import type { Transport } from '../transport/types.js';
 import { isLinkError, type Session } from './session.js';
 import { pullPaths, pushPaths } from './batch.js';
-import { WsyncError, errorMessage } from '../errors.js';
+import { WsyncError, abortedError, errorMessage } from '../errors.js';
 
 export interface RunOptions {
   mode: Direction;
@@ -31,6 +31,11 @@ export interface RunOptions {
   onEvent?: (ev: SyncEvent) => void;
   afterTransfer?: (path: string) => void;
   onTrace?: (what: string, path?: string) => void;
+  /**
+   * Stops this run (as the session's signal stops every run): nothing more starts, what is in flight finishes and
+   * is recorded, the lock is removed, and the run rejects with E_ABORTED.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -59,7 +64,10 @@ async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
   const { runSync } = await import('../transfer/engine.js');
   let traced: Transport | undefined;
   const paths = o.paths ? [...o.paths] : undefined;
+  const signal = o.signal ? AbortSignal.any([session.runSignal, o.signal]) : session.runSignal;
   for (let attempt = 0; ; attempt++) {
+    // (A closed session says so: its remote() below.)
+    if (signal.aborted && !session.ended) throw abortedError();
     const t0 = Date.now();
     const remote = await session.remote();
     const connectMs = Date.now() - t0;
@@ -70,7 +78,7 @@ async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
     try {
       if (paths) {
         if (o.dryRun) throw new WsyncError('E_USAGE', 'a run of given paths has no dry run yet: run a full one with --dry-run');
-        return await (o.mode === 'push' ? pushPaths : pullPaths)(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent });
+        return await (o.mode === 'push' ? pushPaths : pullPaths)(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent, signal });
       }
       const result = await runSync({
         direction: o.mode,
@@ -91,12 +99,13 @@ async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
         cacheTarget: session.targetLabel,
         cache: session.prewarmed(),
         loadCache: () => session.cache(),
+        signal,
       });
       if (connectMs > 0) result.timings.connect = connectMs;
       return result;
     } catch (err) {
       if (isLinkError(err)) await session.drop(remote);
-      if (!isLinkError(err) || attempt >= (o.resume ?? 0)) throw err;
+      if (!isLinkError(err) || attempt >= (o.resume ?? 0) || signal.aborted) throw err;
       o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
     }
   }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { WsyncError, errorMessage } from '../errors.js';
+import { WsyncError, abortedError, errorMessage } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
 import { ChunkCache, cacheFileFor, defaultCacheDir } from '../transfer/chunkcache.js';
 import { prewarmChunks } from '../transfer/prewarm.js';
@@ -40,7 +40,11 @@ export interface SessionOptions
   /** Cut changed big files into chunks while connecting (a push is about to run). */
   prewarm?: boolean;
   reconnect?: ReconnectPolicy;
-  /** Closes the session when aborted (a run in progress then fails as on a lost link). */
+  /**
+   * Stops the session when aborted: the run in progress starts nothing more, finishes what is in flight, records it
+   * in the manifest, removes its lock and rejects with E_ABORTED (given ABORT_GRACE_MS; then it is cut as on a lost
+   * link); then the session closes.
+   */
   signal?: AbortSignal;
   onEvent?: (ev: ConnectionEvent) => void;
   /** Called once dialling has begun (CPU work from then on overlaps the handshake). */
@@ -92,7 +96,9 @@ export class Session {
   private connecting: Promise<Transport> | undefined;
   /** Wakes a backoff wait when the session is closed. */
   private readonly stopping = new AbortController();
-  private readonly onAbort = () => void this.close();
+  /** Aborted with the session's signal: what its runs stop on (runOnce). */
+  private readonly stopRuns = new AbortController();
+  private readonly onAbort = () => void this.stop();
   private cacheP: Promise<ChunkCache> | undefined;
   /** Runs in progress (one at a time: see runOnce). */
   busy: Promise<unknown> = Promise.resolve();
@@ -108,8 +114,10 @@ export class Session {
     this.target = target;
     this.targetLabel = formatTarget(target);
     this.closed = new Promise((r) => (this.markClosed = r));
-    if (o.signal?.aborted) void this.close();
-    else o.signal?.addEventListener('abort', this.onAbort, { once: true });
+    if (o.signal?.aborted) {
+      this.stopRuns.abort();
+      void this.close();
+    } else o.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
   /**
@@ -124,12 +132,12 @@ export class Session {
       const t = await s.dial(o.onDialing);
       if (s.isClosed) {
         await t.close().catch(() => undefined);
-        throw new WsyncError('E_USAGE', 'the session was closed while it connected');
+        throw s.stopRuns.signal.aborted ? abortedError() : new WsyncError('E_USAGE', 'the session was closed while it connected');
       }
       s.current = t;
     } catch (err) {
       await s.close();
-      throw err;
+      throw s.stopRuns.signal.aborted ? abortedError() : err;
     }
     return s;
   }
@@ -153,6 +161,20 @@ export class Session {
     });
     p.catch(() => undefined);
     return p;
+  }
+
+  /** The signal the session's runs stop on (its own signal, aborted). @internal */
+  get runSignal(): AbortSignal {
+    return this.stopRuns.signal;
+  }
+
+  /** The signal's abort: the run in progress winds down (its files in flight done and recorded, its lock removed), then the session closes. */
+  private async stop(): Promise<void> {
+    this.stopRuns.abort();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.busy.catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, ABORT_GRACE_MS)))]);
+    clearTimeout(timer);
+    await this.close();
   }
 
   /** True once close() was called (or the signal aborted). */
@@ -314,6 +336,8 @@ export class Session {
  * already (a reconnect or two; then the lock stays, and the journal says what was finished).
  */
 const CLOSE_RELEASE_MS = 15_000;
+/** How long an aborted session's run has to finish what is in flight before the session is closed under it. */
+const ABORT_GRACE_MS = 5_000;
 const OFFLINE_RELEASE_MS = 5_000;
 
 /** Opens a Session (see Session.open). */

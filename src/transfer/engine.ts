@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import os from 'node:os';
 import type { Entry, Problem, Tree } from '../types.js';
 import type { Transport } from '../transport/types.js';
-import { WsyncError } from '../errors.js';
+import { WsyncError, abortedError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
 import { plan, conflictOf, type Conflict, type Op, type Plan } from '../plan/plan.js';
@@ -124,6 +124,8 @@ export interface EngineOptions {
   loadCache?: () => Promise<ChunkCache> | undefined;
   /** Test hook: how the run used its shortcuts ('speculation used', 'speculation discarded', 'manifest prewritten'). */
   onTrace?: (what: string, path?: string) => void;
+  /** Stops the run (ExecuteOptions.signal): it rejects with E_ABORTED once what is in flight is done and recorded. */
+  signal?: AbortSignal;
 }
 
 
@@ -329,6 +331,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       reportDryRun(p, srcTree, dstTree, stats, emit);
       return finish();
     }
+    if (o.signal?.aborted) throw abortedError();
 
     // Big uploads go into partials named after the local version they send: one an interrupted run left for the
     // same version is gone on with (putWhole); any other is removed with the temps.
@@ -374,6 +377,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       afterTransfer: o.afterTransfer,
       onSent: (rel) => prewrite.sent(rel),
       mark,
+      signal: o.signal,
     });
     const { next, failed } = exec;
     // Written every few seconds so that a run killed mid-way costs the next one only the last few seconds of work.

@@ -1,6 +1,6 @@
 import type { Entry, Problem, Tree } from '../types.js';
 import type { FileReader, StagedFile, Transport } from '../transport/types.js';
-import { WsyncError, errorMessage } from '../errors.js';
+import { WsyncError, abortedError, errorMessage } from '../errors.js';
 import type { Conflict, Op, Plan } from '../plan/plan.js';
 import { STATE_DIR } from '../manifest/manifest.js';
 import { mapLimit, Semaphore } from '../util/limit.js';
@@ -100,7 +100,13 @@ export interface ExecuteOptions {
   /** A file's data has all been read and handed to the destination (or the path is done with). */
   onSent?: (rel: string) => void;
   mark?: (phase: string) => void;
+  /**
+   * Stops the run: no operation starts once it is aborted, those in flight finish, and run() then rejects with
+   * E_ABORTED (deletes never go after it); the checkpoint says what was done.
+   */
+  signal?: AbortSignal;
 }
+
 
 export interface Execution {
   /** The plan's next manifest, changed by what happened: a failed path keeps what it had. */
@@ -163,7 +169,13 @@ export function startExecution(o: ExecuteOptions): Execution {
   const fatal = (err: unknown) => err instanceof WsyncError && (err.code === 'E_REMOTE_LOST' || err.code === 'E_CONNECT');
   const trash = `${STATE_DIR}/trash/${trashStamp()}`;
 
+  /** Operations the signal kept from starting: they stay pending (the checkpoint keeps what they had). */
+  let skipped = 0;
   const runOp = async (op: Op): Promise<void> => {
+    if (o.signal?.aborted) {
+      skipped++;
+      return;
+    }
     if (blockedByFailure(op.path)) {
       failed.add(op.path);
       const b = base.get(op.path);
@@ -477,6 +489,7 @@ export function startExecution(o: ExecuteOptions): Execution {
     });
     await metasDone;
     o.mark?.('transfers');
+    if (o.signal?.aborted) throw abortedError();
     // Before directory modes (one may forbid removing the temp) and deletes (an rmdir would find it).
     await o.speculations?.discardAll();
     await mapLimit(dirMetas, o.concurrency, runOp);
@@ -501,6 +514,7 @@ export function startExecution(o: ExecuteOptions): Execution {
         for (const lv of levels) await mapLimit(p.deletes.filter((op) => depthOf(op.path) === lv), o.concurrency, runOp);
       }
     }
+    if (skipped > 0) throw abortedError();
     return deletesSkipped;
   };
 

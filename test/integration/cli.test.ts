@@ -3,6 +3,7 @@ import { writeFileSync, readFileSync, existsSync, readdirSync, mkdirSync } from 
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { keygen } from '../support/sshd.js';
 import { useServer } from '../support/server.js';
@@ -18,6 +19,15 @@ describe('wsync CLI against a real sshd', () => {
     const p = join(server.work, name);
     writeFileSync(p, [`Host ${server.srv.alias}`, '  HostName 127.0.0.1', `  Port ${server.srv.port}`, `  User ${server.srv.user}`, '  IdentitiesOnly yes', ...lines.map((l) => '  ' + l), ''].join('\n'));
     return p;
+  };
+
+  /** ssh_config with a Host `slow` that goes through a proxy on `port` to the test server. */
+  const slowConfig = (name: string, port: number): string => {
+    const kh = join(server.work, `${name}_known_hosts`);
+    writeFileSync(kh, readFileSync(server.srv.knownHosts, 'utf8').replace(`:${server.srv.port} `, `:${port} `));
+    const cfg = join(server.work, `${name}_config`);
+    writeFileSync(cfg, [`Host slow`, '  HostName 127.0.0.1', `  Port ${port}`, `  User ${server.srv.user}`, `  IdentityFile ${server.srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${kh}`, ''].join('\n'));
+    return cfg;
   };
 
   it('prints help for the program and each command', async () => {
@@ -264,10 +274,7 @@ describe('wsync CLI against a real sshd', () => {
     // A slow link so that the kill lands mid-transfer.
     const proxy = await startProxy({ targetPort: server.srv.port, delayMs: 5, rateBitsPerSec: 40e6 });
     try {
-      const kh = join(server.work, 'kill_known_hosts');
-      writeFileSync(kh, readFileSync(server.srv.knownHosts, 'utf8').replace(`:${server.srv.port} `, `:${proxy.port} `));
-      const cfg = join(server.work, 'kill_config');
-      writeFileSync(cfg, [`Host slow`, '  HostName 127.0.0.1', `  Port ${proxy.port}`, `  User ${server.srv.user}`, `  IdentityFile ${server.srv.userKey}`, '  IdentitiesOnly yes', `  UserKnownHostsFile ${kh}`, ''].join('\n'));
+      const cfg = slowConfig('kill', proxy.port);
       const child = spawn(process.execPath, [WSYNC_BIN, 'push', '--json', '--concurrency', '4', local, `slow:${remote}`, '-F', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SSH_AUTH_SOCK: '' } });
       let done = 0;
       await new Promise<void>((resolve) => {
@@ -290,6 +297,53 @@ describe('wsync CLI against a real sshd', () => {
       expect(summary.stats.filesSent).toBe(41 - finals.length);
       expect(snapshot(remote)).toEqual(snapshot(local));
       expect(readdirSync(remote).filter((n) => n.includes('.wsync-'))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('Ctrl-C during a push: the files in flight finish, the manifest records them, the lock goes, exit 130', async () => {
+    const local = join(server.work, 'int-local');
+    const remote = join(server.work, 'int-remote');
+    mkdirSync(local, { recursive: true });
+    for (let i = 0; i < 60; i++) writeFileSync(join(local, `f${String(i).padStart(2, '0')}.bin`), randomBytes(256 * 1024));
+    const proxy = await startProxy({ targetPort: server.srv.port, delayMs: 5, rateBitsPerSec: 40e6 });
+    try {
+      const cfg = slowConfig('int', proxy.port);
+      const child = spawn(process.execPath, [WSYNC_BIN, 'push', '--json', '--concurrency', '4', local, `slow:${remote}`, '-F', cfg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SSH_AUTH_SOCK: '' } });
+      let done = 0;
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const t0 = { at: 0 };
+      const code = await new Promise<number | null>((resolve) => {
+        child.stdout.on('data', (d: Buffer) => {
+          done += d.toString().split('\n').filter((l) => l.includes('"action":"+"') && l.includes('"kind":"file"')).length;
+          if (done >= 5 && !t0.at) {
+            t0.at = Date.now();
+            child.kill('SIGINT');
+          }
+        });
+        child.on('exit', (c) => resolve(c));
+      });
+      expect(code, stderr).toBe(130);
+      expect(Date.now() - t0.at).toBeLessThan(4000);
+      expect(stderr).toMatch(/interrupted; finishing the files in flight/);
+      expect(stderr).toMatch(/stopped before it was done/);
+      expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
+      const finals = readdirSync(remote).filter((n) => n.endsWith('.bin'));
+      expect(finals.length).toBeGreaterThanOrEqual(5);
+      expect(finals.length).toBeLessThan(60);
+      for (const n of finals) expect(readFileSync(join(remote, n)).equals(readFileSync(join(local, n))), n).toBe(true);
+      expect(readdirSync(remote).filter((n) => n.includes('.wsync-'))).toEqual([]);
+      // Recorded on the target itself (not only in this machine's journal).
+      const recorded = JSON.parse(gunzipSync(readFileSync(join(remote, '.wsync/manifest.json.gz'))).toString('utf8')) as { entries: Array<[string, unknown]> };
+      const names = new Set(recorded.entries.map(([p]) => p));
+      for (const n of finals) expect(names.has(n), n).toBe(true);
+      const rerun = await runCli(['push', '--json', local, `slow:${remote}`, '-F', cfg]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      const summary = JSON.parse(rerun.stdout.trim().split('\n').at(-1)!);
+      expect(summary.stats.filesSent).toBe(60 - finals.length);
+      expect(snapshot(remote)).toEqual(snapshot(local));
     } finally {
       await proxy.close();
     }

@@ -3,7 +3,8 @@
  * left known as its own; closed by close() or an AbortSignal. Against the real sshd, through the cutting proxy.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { writeFileSync, utimesSync, existsSync } from 'node:fs';
+import { writeFileSync, utimesSync, existsSync, readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { startCutProxy, type CutProxy } from '../support/cutproxy.js';
@@ -153,6 +154,51 @@ describe('a long-lived session', () => {
     await s.closed;
     expect(s.connected).toBe(false);
     await expect(push(s)).rejects.toThrow(/closed/);
+  });
+
+  it('an aborted run finishes what is in flight, records it and removes its lock; the next run sends only the rest', async () => {
+    const src = source('abort-run', bulkSpec(5));
+    const remote = join(server.srv.remoteRoot, 'abort-run');
+    const s = await openCut(src, 'abort-run', undefined);
+    try {
+      const ac = new AbortController();
+      let n = 0;
+      const r = push(s, { concurrency: 4, signal: ac.signal, afterTransfer: () => void (++n === 5 && ac.abort()) });
+      await expect(r).rejects.toMatchObject({ code: 'E_ABORTED' });
+      expect(existsSync(join(remote, LOCK_PATH))).toBe(false);
+      expect(tempFiles(remote)).toEqual([]);
+      const landed = finalFiles(remote);
+      const want = finalFiles(src);
+      for (const [p, h] of landed) expect(h, p).toBe(want.get(p));
+      expect(landed.size).toBeGreaterThanOrEqual(5);
+      expect(landed.size).toBeLessThan(want.size);
+      // Recorded in the manifest (not only in the journal): another client's view of the target agrees.
+      const manifest = readFileSync(join(remote, '.wsync/manifest.json.gz'));
+      const recorded = JSON.parse(gunzipSync(manifest).toString('utf8')) as { entries: Array<[string, unknown]> };
+      for (const p of landed.keys()) expect(recorded.entries.some(([q]) => q === p), p).toBe(true);
+      // The session is still usable: the next run sends only what was not there.
+      const next = await push(s);
+      expect(next.ok).toBe(true);
+      expect(next.stats.filesSent).toBe(want.size - landed.size);
+      expect(finalFiles(remote)).toEqual(want);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("the session's signal stops its run the same way, then closes the session", async () => {
+    const src = source('abort-session', bulkSpec(6));
+    const remote = join(server.srv.remoteRoot, 'abort-session');
+    const ac = new AbortController();
+    const s = await openSession(src, target('abort-session'), { sshConfig: proxy.sshConfig, compress: false, signal: ac.signal });
+    let n = 0;
+    const r = push(s, { concurrency: 4, afterTransfer: () => void (++n === 3 && ac.abort()) });
+    await expect(r).rejects.toMatchObject({ code: 'E_ABORTED' });
+    await s.closed;
+    expect(existsSync(join(remote, LOCK_PATH))).toBe(false);
+    expect(tempFiles(remote)).toEqual([]);
+    const want = finalFiles(src);
+    for (const [p, h] of finalFiles(remote)) expect(h, p).toBe(want.get(p));
   });
 
   it('closing a session during a run ends the run promptly, and closed waits for it', async () => {
