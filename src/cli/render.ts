@@ -1,5 +1,6 @@
 import type { SyncEvent, SyncResult } from '../transfer/engine.js';
 import { isSkippedNotice } from '../scan/walk.js';
+import { conflictJson, describeConflict } from './conflicts.js';
 
 export type Verbosity = 'quiet' | 'normal' | 'verbose';
 
@@ -50,7 +51,9 @@ export class Renderer {
 
   onEvent = (ev: SyncEvent): void => {
     if (this.opts.json) {
-      if (ev.type !== 'progress') this.out.write(JSON.stringify(ev) + '\n');
+      // A conflict's words go beside its data (`reason`, as for a failure).
+      const shown = ev.type === 'item' && ev.conflict ? { ...ev, conflict: conflictJson(ev.conflict), reason: describeConflict(ev.conflict) } : ev;
+      if (ev.type !== 'progress') this.out.write(JSON.stringify(shown) + '\n');
       return;
     }
     if (ev.type === 'progress') {
@@ -87,7 +90,8 @@ export class Renderer {
     if (ev.action === '!' || ev.action === 'x') {
       this.clearProgress();
       if (ev.action === 'x') this.failedShown.add(`${ev.path}\0${ev.reason ?? ''}`);
-      this.err.write(`${ev.action === '!' ? 'conflict' : 'failed'}: ${ev.path}: ${ev.reason ?? ''}\n`);
+      const why = ev.conflict ? describeConflict(ev.conflict) : ev.reason ?? '';
+      this.err.write(`${ev.action === '!' ? 'conflict' : 'failed'}: ${ev.path}: ${why}\n`);
       return;
     }
     if (this.opts.dryRun || this.opts.verbosity === 'verbose') {
@@ -120,7 +124,7 @@ export class Renderer {
     this.clearProgress();
     const s = r.stats;
     if (this.opts.json) {
-      this.out.write(JSON.stringify({ type: 'summary', ...r }) + '\n');
+      this.out.write(JSON.stringify({ type: 'summary', ...r, conflicts: r.conflicts.map(conflictJson) }) + '\n');
       return;
     }
     if (this.opts.verbosity === 'quiet' && r.ok) return;

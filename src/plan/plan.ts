@@ -20,7 +20,7 @@ export type Op =
   | { kind: 'meta'; path: string; entry: Entry; mode?: number; mtime?: number }
   | { kind: 'remove'; path: string; type: 'file' | 'dir'; backup: boolean };
 
-/** Why a path was left alone, as data (the reason in words goes with it). */
+/** Why a path was left alone, as data (cli/conflicts.ts says it in words). */
 export type ConflictKind =
   /** The destination changed since wsync last wrote it there. */
   | 'changed'
@@ -47,33 +47,8 @@ export interface Conflict {
   example?: string;
   /** kept-aside: where the kept version is now. */
   keptAt?: string;
-  /** The same in words (describeConflict). */
-  reason: string;
-}
-
-/** A conflict's reason in words, from its data. */
-export function describeConflict(c: Omit<Conflict, 'reason'>): string {
-  switch (c.kind) {
-    case 'changed':
-      return `changed on the ${c.side} side since the last sync${c.op === 'delete' ? '; not deleted' : ''}`;
-    case 'unmanaged':
-      return c.op === 'delete'
-        ? 'not written by wsync; not deleted (--force moves it to the trash)'
-        : `exists on the ${c.side} side and differs (not written by wsync); --force replaces it`;
-    case 'dir-holds-changes':
-      return `would replace a directory holding ${c.count} path(s) changed on the ${c.side} side (e.g. ${c.example})`;
-    case 'unlisted':
-      return 'would replace a directory that could not be fully listed';
-    case 'changed-during-run':
-      return `changed on the ${c.side} side while this run was working; not ${c.op === 'delete' ? 'deleted' : 'replaced'}`;
-    case 'kept-aside':
-      return `an interrupted run had kept a version of it that may hold someone's edit: now at ${c.keptAt}`;
-  }
-}
-
-/** A Conflict with its reason filled in. */
-export function conflictOf(c: Omit<Conflict, 'reason'>): Conflict {
-  return { ...c, reason: describeConflict(c) };
+  /** changed-during-run: what the check found there (the transport's words). */
+  found?: string;
 }
 
 export interface PlanInput {
@@ -143,7 +118,7 @@ export function plan(input: PlanInput): Plan {
     (skipped.size > 0 || blocked.size > 0) && (blocked.has(p) || ancestors(p).some((a) => skipped.has(a) || blocked.has(a)));
   const side = input.dstName;
   const conflict = (p: string, kind: ConflictKind, op: Conflict['op'], more: Partial<Conflict> = {}) => {
-    out.conflicts.push(conflictOf({ path: p, kind, op, side, ...more }));
+    out.conflicts.push({ path: p, kind, op, side, ...more });
     skipped.add(p);
     keepBase(p);
   };

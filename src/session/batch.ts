@@ -181,7 +181,7 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
     }
     const conflicts: Conflict[] = p.conflicts;
     stats.conflicts = conflicts.length;
-    for (const c of conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (src.get(c.path) ?? dst.get(c.path))?.type ?? 'file', reason: c.reason });
+    for (const c of conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (src.get(c.path) ?? dst.get(c.path))?.type ?? 'file', conflict: c });
     const exec = startExecution({
       plan: p,
       from,

@@ -5,7 +5,7 @@ import type { Transport } from '../transport/types.js';
 import { WsyncError, abortedError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
-import { plan, conflictOf, type Conflict, type Op, type Plan } from '../plan/plan.js';
+import { plan, type Conflict, type Op, type Plan } from '../plan/plan.js';
 import { encodeManifest, writeManifest, MANIFEST_PATH, STATE_DIR } from '../manifest/manifest.js';
 import { mapLimit } from '../util/limit.js';
 import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor } from '../util/paths.js';
@@ -36,7 +36,10 @@ export interface ItemEvent {
   bytes?: number;
   /** Delta transfers: bytes the server copied from its previous version instead. */
   reused?: number;
+  /** 'x': what failed, in the words of the error. */
   reason?: string;
+  /** '!': the conflict, as data (cli/conflicts.ts phrases it). */
+  conflict?: Conflict;
 }
 
 export interface ProgressEvent {
@@ -317,7 +320,7 @@ export async function runSync(o: EngineOptions): Promise<SyncResult> {
       const kept = await Promise.all([resolveAsides(o.remote, remoteWalk.asides, manifest?.entries), resolveAsides(o.local, localWalk.asides, manifest?.entries)]);
       p.conflicts.push(...kept.flat());
     }
-    for (const c of p.conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (srcTree.get(c.path) ?? dstTree.get(c.path))?.type ?? 'file', reason: c.reason });
+    for (const c of p.conflicts) emit({ type: 'item', action: '!', path: c.path, kind: (srcTree.get(c.path) ?? dstTree.get(c.path))?.type ?? 'file', conflict: c });
     stats.conflicts = p.conflicts.length;
     conflicts = p.conflicts;
 
@@ -482,7 +485,7 @@ async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: 
       const keep = conflictName(target, new Date(), t.kind === 'sftp' ? 'remote' : 'local');
       if (await t.lstat(keep)) return; // an earlier run's; left where it is
       await t.rename(path, keep);
-      out.push(conflictOf({ path: target, kind: 'kept-aside', op: 'replace', side: t.kind === 'sftp' ? 'remote' : 'local', keptAt: keep }));
+      out.push({ path: target, kind: 'kept-aside', op: 'replace', side: t.kind === 'sftp' ? 'remote' : 'local', keptAt: keep });
     } catch {
       // Left for the next run.
     }

@@ -151,10 +151,11 @@ export function startExecution(o: ExecuteOptions): Execution {
     failed.add(op.path);
     if (err instanceof WsyncError && err.code === 'E_CONFLICT') {
       // Found during the transfer (a rebuild's check of the old file): the same outcome as a planned conflict.
-      // Its reason is the check's own words (what was found there).
-      conflicts.push({ path: op.path, kind: 'changed-during-run', op: op.kind === 'remove' ? 'delete' : 'replace', side: dst === o.local ? 'local' : 'remote', reason: errorMessage(err) });
+      // With the check's own words (what was found there).
+      const c: Conflict = { path: op.path, kind: 'changed-during-run', op: op.kind === 'remove' ? 'delete' : 'replace', side: dst === o.local ? 'local' : 'remote', found: errorMessage(err) };
+      conflicts.push(c);
       stats.conflicts++;
-      emit({ type: 'item', action: '!', path: op.path, kind: 'file', reason: errorMessage(err) });
+      emit({ type: 'item', action: '!', path: op.path, kind: 'file', conflict: c });
     } else {
       stats.failed++;
       const code = err instanceof WsyncError ? err.code : 'E_INTERNAL';

@@ -156,7 +156,8 @@ function deltaSuite(name: string, setup: () => Promise<Target>) {
       if (t.copyData) {
         expect(raced.ok).toBe(false);
         expect(raced.conflicts.map((c) => c.path)).toEqual(['b.bin']);
-        expect(raced.conflicts[0]!.reason).toMatch(/changed since the last sync/);
+        expect(raced.conflicts[0]!.kind).toBe('changed-during-run');
+        expect(raced.conflicts[0]!.found).toMatch(/changed since the last sync/);
         expect(readFileSync(join(remote, 'b.bin')).equals(sneaky)).toBe(true);
         // Still a conflict on the next run (the manifest kept the old entry); --force replaces it, keeping a copy.
         const again = await push(local, t.spec(remote), t.options);

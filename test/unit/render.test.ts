@@ -22,8 +22,8 @@ describe('Renderer', () => {
     const r = new Renderer({ json: false, verbosity: 'normal', dryRun: false, tty: true }, out.stream, err.stream);
     r.onEvent({ type: 'progress', files: 1, filesTotal: 4, bytes: 1024 * 1024, bytesTotal: 4 * 1024 * 1024 });
     expect(err.text()).toMatch(/\r\x1b\[K1\/4 files {2}1\.0 MiB\/4\.0 MiB {2}.*\/s {2}ETA /);
-    r.onEvent({ type: 'item', action: '!', path: 'a', kind: 'file', reason: 'changed on the remote side' });
-    expect(err.text()).toMatch(/\r\x1b\[Kconflict: a: changed on the remote side\n$/);
+    r.onEvent({ type: 'item', action: '!', path: 'a', kind: 'file', conflict: { path: 'a', kind: 'changed', op: 'replace', side: 'remote' } });
+    expect(err.text()).toMatch(/\r\x1b\[Kconflict: a: changed on the remote side since the last sync\n$/);
     r.summary(result());
     expect(out.text()).toMatch(/^pushed 2 file\(s\), 2\.0 KiB, 1 dir\(s\) created, 0 deleted in 1\.2s\n$/);
   });
@@ -112,5 +112,17 @@ describe('Renderer', () => {
 
   it('formats sizes', () => {
     expect([formatBytes(0), formatBytes(1023), formatBytes(1536), formatBytes(5 * 1024 ** 3)]).toEqual(['0 B', '1023 B', '1.5 KiB', '5.0 GiB']);
+  });
+
+  it('--json: a conflict is its data, with its words beside it as `reason`, in the item and in the summary', () => {
+    const out = sink();
+    const r = new Renderer({ json: true, verbosity: 'normal', dryRun: false, tty: false }, out.stream, sink().stream);
+    const c = { path: 'd', kind: 'dir-holds-changes' as const, op: 'replace' as const, side: 'local' as const, count: 2, example: 'd/x' };
+    r.onEvent({ type: 'item', action: '!', path: 'd', kind: 'dir', conflict: c });
+    r.summary({ ...result(), ok: false, conflicts: [c] });
+    const [item, summary] = out.text().trim().split('\n').map((l) => JSON.parse(l));
+    const words = 'would replace a directory holding 2 path(s) changed on the local side (e.g. d/x)';
+    expect(item).toMatchObject({ type: 'item', action: '!', path: 'd', reason: words, conflict: { ...c, reason: words } });
+    expect(summary.conflicts).toEqual([{ ...c, reason: words }]);
   });
 });
