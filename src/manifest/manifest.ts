@@ -96,3 +96,15 @@ export async function readManifest(t: Transport): Promise<Manifest | null> {
 export async function writeManifest(t: Transport, m: Manifest, writer: Record<string, unknown>): Promise<void> {
   await t.writeSmall(MANIFEST_PATH, encodeManifest(m, writer), { mode: 0o644 });
 }
+
+/** Writes `.wsync/.gitignore` ("*": everything in it, itself included, is ignored by git). */
+export async function ignoreStateDir(t: Transport): Promise<void> {
+  await t.writeSmall(`${STATE_DIR}/.gitignore`, Buffer.from('# wsync state: not part of the tree\n*\n'));
+}
+
+/** A pull that moved local files to .wsync/trash/ made the local .wsync/: hidden from git the same way. */
+export async function ignoreLocalStateDir(local: Transport): Promise<void> {
+  if ((await local.lstat(STATE_DIR).catch(() => null)) && !(await local.lstat(`${STATE_DIR}/.gitignore`).catch(() => null))) {
+    await ignoreStateDir(local).catch(() => undefined);
+  }
+}

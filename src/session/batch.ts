@@ -6,8 +6,8 @@ import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { filterTree, scanPaths } from '../scan/walk.js';
 import { plan, type Conflict } from '../plan/plan.js';
 import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
-import { STATE_DIR } from '../manifest/manifest.js';
-import { ancestors, joinRel } from '../util/paths.js';
+import { STATE_DIR, ignoreLocalStateDir } from '../manifest/manifest.js';
+import { ancestors, isSafeRelPath, joinRel } from '../util/paths.js';
 import { ChunkCache } from '../transfer/chunkcache.js';
 import { emptyStats, localChunker, startExecution } from '../transfer/execute.js';
 import { resolveByHash } from '../transfer/verify.js';
@@ -103,6 +103,8 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
   const filter = o.filter ?? { gitignore: true, excludes: [], includes: [] };
   const concurrency = o.concurrency ?? 1024;
   const paths = [...new Set(o.paths)].filter((p) => p !== '');
+  const unsafe = paths.filter((p) => !isSafeRelPath(p));
+  if (unsafe.length > 0) throw new WsyncError('E_USAGE', `not a path inside the directory: ${unsafe.slice(0, 3).join(', ')}${unsafe.length > 3 ? ` (and ${unsafe.length - 3} more)` : ''}`);
   const stats = emptyStats();
   const problems: Problem[] = [];
   const local = session.local;
@@ -154,6 +156,21 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
     const remoteTree = filterTree(there.tree, st.rules);
     if (here.rulesChanged || there.rulesChanged) emit({ type: 'notice', message: `an ignore file changed: paths outside this batch that it includes or leaves out are synced by the next full ${direction}` });
     const [srcScan, src, dst] = push ? [here, localTree, remoteTree] : [there, remoteTree, localTree];
+    const blocked = [...here.blocked, ...there.blocked];
+    // A directory looked at only itself that the source now has as something else (a file, a link): all of it on
+    // the destination is what would be replaced, so it is walked there, and what changed below it holds it back
+    // (as in a full run), instead of only the reported children going.
+    const retyped = [...shallow].filter((d) => {
+      const e = srcScan.tree.get(d);
+      return e !== undefined && e.type !== 'dir';
+    });
+    if (retyped.length > 0) {
+      const whole = await scanPaths(to, new Set(retyped), { rules: push ? rst.rules : st.rules, concurrency: 64 });
+      problems.push(...whole.problems);
+      blocked.push(...whole.blocked);
+      for (const [p, e] of filterTree(whole.tree, push ? st.rules : rst.rules)) dst.set(p, e);
+      for (const d of retyped) shallow.delete(d);
+    }
     // A parent the source no longer has is left out: its deletion is reported (and carried out) as a path of its own.
     const gone = new Set([...shallow].filter((d) => !srcScan.tree.has(d)));
     for (const d of gone) dst.delete(d);
@@ -170,10 +187,17 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
     const localChunks = localChunker(local, getCache);
     // The paths were reported as changed: a same-size edit within the same second is found by its bytes, identical
     // copies are adopted, touched files get their time fixed (the verify stage of a full push).
-    const v = await resolveByHash({ direction, local, src: from, dst: to, srcTree: src, dstTree: dst, base: baseIn, stillFlagged: new Set(push ? src.keys() : dst.keys()), checksum: false, localChunks });
+    // On a pull, the local files hashed are those the remote changed (an unchanged one is not replaced anyway).
+    const changedOnSrc = (p: string) => {
+      const e = src.get(p);
+      const b = baseIn.get(p);
+      return !e || !b || e.type !== b.type || e.size !== b.size || e.mtime !== b.mtime;
+    };
+    const flaggedLocal = push ? [...src.keys()] : [...dst.keys()].filter(changedOnSrc);
+    const v = await resolveByHash({ direction, local, src: from, dst: to, srcTree: src, dstTree: dst, base: baseIn, stillFlagged: new Set(flaggedLocal), checksum: false, localChunks });
     mark('verified');
     const dstName = push ? 'remote' : 'local';
-    const p = plan({ src: v.srcTree, dst: v.dstTree, base: baseIn, delete: o.delete ?? false, force: o.force ?? false, blocked: [...here.blocked, ...there.blocked], dstName });
+    const p = plan({ src: v.srcTree, dst: v.dstTree, base: baseIn, delete: o.delete ?? false, force: o.force ?? false, blocked, dstName });
     if ((o.delete ?? false) && !o.force && p.deleteCount > 0 && p.deleteCount * 2 > baseFiles) {
       throw new WsyncError('E_DELETE_LIMIT', `--delete would remove ${p.deleteCount} of the ${baseFiles} files on the ${dstName} side`, {
         hint: 'that is more than half: check the source directory and filters, or add --force if this is intended',
@@ -213,6 +237,7 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
     let failed: { err: unknown } | undefined;
     try {
       deletesSkipped = await exec.run();
+      if (!push) await ignoreLocalStateDir(local);
     } catch (err) {
       failed = { err };
     }

@@ -13,7 +13,7 @@ import {
 } from './knownHosts.js';
 import { prepareAuth, type AuthPrompt } from './auth.js';
 import { SftpChannel } from '../transport/sftp/channel.js';
-import { hookEarlyReady, hookSignWithoutQuery, onBytesReceived, pauseHandshakeTimer, resetConnection, type HookReport } from './ssh2-internals.js';
+import { SSH2_CHECKED, connectionStream, hookEarlyReady, hookSignWithoutQuery, pauseHandshakeTimer, resetConnection, type ConnectionStream, type HookReport } from './ssh2-internals.js';
 import { compressionOffer, probeCompression, type CompressMode, type CompressionDecision, type CompressionProbe } from './compression.js';
 
 export interface HostKeyPrompt {
@@ -46,11 +46,14 @@ export interface ConnectOptions {
   /** Called once the connection is being dialled: CPU work a caller does from then on overlaps the handshake. */
   onDialing?: () => void;
   /**
-   * When ssh_config sets no ServerAliveInterval: a keepalive goes out this often (default 2 s), and the link counts
-   * as dead once nothing at all has come from the server for `deadAfterMs` (default 10 s; see startLiveness). With
+   * When ssh_config sets no ServerAliveInterval: a keepalive goes out this often (default 2 s). With
    * ServerAliveInterval set, ssh's own rule applies instead: dead after ServerAliveCountMax unanswered keepalives.
    */
   keepaliveMs?: number;
+  /**
+   * When ssh_config sets no ServerAliveInterval: the link counts as dead once it has shown no sign of life for this
+   * long (default 10 s, at least three keepalive intervals; see startLiveness).
+   */
   deadAfterMs?: number;
 }
 
@@ -67,6 +70,7 @@ export interface SshSession {
 
 const DEFAULT_KEEPALIVE_MS = 2000;
 const DEFAULT_DEAD_AFTER_MS = 10_000;
+const positive = (n: number | undefined) => (n !== undefined && Number.isFinite(n) && n > 0 ? n : undefined);
 
 const decisions = new WeakMap<Client, CompressionDecision>();
 /** Which ssh2 hooks applied while each client connected (see ssh2-internals.ts). */
@@ -212,8 +216,8 @@ async function handshake(h: ResolvedHost, opts: ConnectOptions, sock?: NodeJS.Re
     username: auth.username,
     authHandler: auth.handler as ConnectConfig['authHandler'],
     readyTimeout: readyTimeoutMs,
-    keepaliveInterval: h.serverAliveInterval !== undefined ? h.serverAliveInterval * 1000 : opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS,
-    // Without ServerAliveInterval, liveness is judged by bytes received (startLiveness), never by ssh2's count.
+    keepaliveInterval: h.serverAliveInterval !== undefined ? h.serverAliveInterval * 1000 : positive(opts.keepaliveMs) ?? DEFAULT_KEEPALIVE_MS,
+    // Without ServerAliveInterval, liveness is judged by signs of life (startLiveness), never by ssh2's count.
     keepaliveCountMax: h.serverAliveInterval !== undefined ? h.serverAliveCountMax ?? 3 : Number.MAX_SAFE_INTEGER,
     hostVerifier: ((key: Buffer, cb: (ok: boolean) => void) => {
       verify(key).then(cb, (err) => {
@@ -274,17 +278,25 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
     c.on('error', lost);
     c.on('close', () => lost());
   }
-  const liveness =
-    host.serverAliveInterval === undefined
-      ? startLiveness(client, opts.deadAfterMs ?? DEFAULT_DEAD_AFTER_MS, (err) => {
-          lost(err);
-          for (const c of [client, ...chain]) resetConnection(c);
-        })
-      : undefined;
+  // Watched on the outermost connection (the first hop's socket): every hop's bytes and keepalives go through it.
+  let liveness: { stop(): void } | undefined;
+  if (host.serverAliveInterval === undefined) {
+    const sock = connectionStream(chain[0] ?? client);
+    if (!sock) {
+      endQuietly(client, chain);
+      throw new WsyncError('E_INTERNAL', `ssh2 ${SSH2_CHECKED} internals not found: the connection's stream (a lost link would go unnoticed)`, { hint: 'reinstall wsync (its ssh2 version is pinned)' });
+    }
+    const interval = positive(opts.keepaliveMs) ?? DEFAULT_KEEPALIVE_MS;
+    // At least three keepalives' time: an idle link is judged on answers it had the chance to give.
+    const deadAfter = Math.max(positive(opts.deadAfterMs) ?? DEFAULT_DEAD_AFTER_MS, 3 * interval);
+    liveness = startLiveness(sock, deadAfter, (err) => {
+      lost(err);
+      for (const c of [client, ...chain]) resetConnection(c);
+    });
+  }
   client.on('close', () => liveness?.stop());
   const want = Math.max(1, opts.channels ?? 8);
   const hooks: HookReport = { ...hookReports.get(client), earlyReady: hookEarlyReady(client) };
-  if (liveness) hooks.bytesReceived = liveness.hooked;
   const opened = await Promise.allSettled(
     Array.from(
       { length: want },
@@ -347,30 +359,61 @@ export async function connect(alias: string, opts: ConnectOptions): Promise<SshS
 
 /**
  * A dead link noticed within seconds, a slow one never taken for dead: keepalives go out every couple of seconds
- * (ssh2's), and the connection is ended once nothing at all has arrived for `deadAfterMs`: no answer to a keepalive,
- * no reply, no data. A busy link keeps delivering replies and data even while a keepalive waits behind a long queue.
+ * (ssh2's), and the connection is ended once it has shown no sign of life for `deadAfterMs`. Signs of life: any byte
+ * from the server (a keepalive's answer, a reply, data), or bytes it takes from a queue of ours that had to wait (a
+ * dead link drains nothing once the kernel's buffer is full; a keepalive that merely fits into an empty buffer says
+ * nothing). A slow uplink can hide both: the upload sits in buffers further along (a router, a proxy), and the
+ * server's answers queue behind it (at 64 kbit/s, a reply every ~30 s). So after sending much, silence is allowed
+ * for as long as what went out in the last minute takes at SLOW_UPLINK_BYTES_PER_S, up to SLOW_LINK_MAX_SILENCE_MS:
+ * a dead link is noticed within `deadAfterMs` when idle or lightly used, within a minute in the middle of a big upload.
  * The check skips a beat the process did not get (a laptop that slept, a long synchronous step): the link is then
- * given a fresh `deadAfterMs` rather than judged on time it could not have used.
+ * given a fresh allowance rather than judged on time it could not have used.
  */
-function startLiveness(client: Client, deadAfterMs: number, onDead: (err: Error) => void): { hooked: boolean; stop(): void } {
-  let lastRx = Date.now();
-  let lastTick = Date.now();
-  const hooked = onBytesReceived(client, () => (lastRx = Date.now()));
+function startLiveness(sock: ConnectionStream, deadAfterMs: number, onDead: (err: Error) => void): { stop(): void } {
+  const now = () => performance.now();
+  let lastSign = now();
+  let lastTick = now();
+  const onData = () => (lastSign = now());
+  sock.on('data', onData);
+  const counted = typeof sock.bytesWritten === 'number';
+  // net.Socket: bytes the kernel has taken (writes completed); other streams: what is still queued.
+  const taken = () => (counted ? sock.bytesWritten! - (sock.writableLength ?? 0) : undefined);
+  let prevTaken = taken();
+  let prevQueued = sock.writableLength ?? 0;
+  /** Bytes written so far, one sample per tick over the last minute (what a slow uplink may still be carrying). */
+  const sent: Array<{ at: number; bytes: number }> = [];
   const tickMs = Math.max(100, Math.min(1000, deadAfterMs / 4));
-  const timer = hooked
-    ? setInterval(() => {
-        const now = Date.now();
-        if (now - lastTick > 2 * tickMs) lastRx = now;
-        lastTick = now;
-        if (now - lastRx > deadAfterMs) {
-          clearInterval(timer);
-          onDead(new Error(`nothing came from the server for ${Math.round(deadAfterMs / 1000)} s (keepalives unanswered)`));
-        }
-      }, tickMs)
-    : undefined;
-  timer?.unref();
-  return { hooked, stop: () => clearInterval(timer) };
+  const stop = () => {
+    clearInterval(timer);
+    sock.removeListener('data', onData);
+  };
+  const timer = setInterval(() => {
+    const t = now();
+    if (t - lastTick > 2 * tickMs) lastSign = t;
+    lastTick = t;
+    const tk = taken();
+    const queued = sock.writableLength ?? 0;
+    if (prevQueued > 0 && (tk !== undefined && prevTaken !== undefined ? tk > prevTaken : queued < prevQueued)) lastSign = t;
+    prevTaken = tk;
+    prevQueued = queued;
+    sent.push({ at: t, bytes: counted ? sock.bytesWritten! : 0 });
+    while (sent.length > 1 && t - sent[0].at > SLOW_LINK_WINDOW_MS) sent.shift();
+    // Without a byte count (a ProxyCommand's pipe), the longest allowance whenever anything is queued.
+    const recent = counted ? sent[sent.length - 1].bytes - sent[0].bytes : queued > 0 ? Infinity : 0;
+    const allowed = Math.max(deadAfterMs, Math.min(SLOW_LINK_MAX_SILENCE_MS, (recent / SLOW_UPLINK_BYTES_PER_S) * 1000));
+    if (t - lastSign > allowed) {
+      stop();
+      onDead(new Error(`nothing came from the server for ${Math.round(allowed / 1000)} s (keepalives unanswered)`));
+    }
+  }, tickMs);
+  timer.unref();
+  return { stop };
 }
+
+/** The slowest uplink assumed still alive (32 kbit/s), over what was sent in the last minute. */
+const SLOW_UPLINK_BYTES_PER_S = 4000;
+const SLOW_LINK_WINDOW_MS = 60_000;
+const SLOW_LINK_MAX_SILENCE_MS = 60_000;
 
 function endQuietly(client: Client, chain: Client[]): void {
   for (const c of [client, ...chain]) {

@@ -384,17 +384,26 @@ export function resetConnection(client: Client): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Liveness: bytes arriving
+// Liveness: the connection's own stream
+
+/** What the liveness check reads of the stream a connection runs over (public stream API from here on). */
+export interface ConnectionStream {
+  on(ev: 'data', fn: () => void): unknown;
+  removeListener(ev: 'data', fn: () => void): unknown;
+  /** Bytes written and not yet taken by the transport below (the kernel, a pipe). */
+  readonly writableLength?: number;
+  /** net.Socket: every byte written so far, those still queued included. */
+  readonly bytesWritten?: number;
+}
 
 /**
- * Calls `onData` whenever bytes arrive on the connection's socket (the TCP socket ssh2 dialled, or the ProxyCommand
- * stream given to it): what tells a slow link from a dead one. ssh2 resets its keepalive count only when a keepalive
- * is answered, and the answer queues behind everything sent before it, so on a busy slow link its count would call a
- * live link dead; any byte received says the server is there. False when the socket is not where it was checked.
+ * The stream ssh2 runs the connection over: the TCP socket it dialled, or the ProxyCommand stream or forwarded
+ * channel given to it. What tells a slow link from a dead one is read from it (connect.ts startLiveness): ssh2
+ * resets its keepalive count only when a keepalive is answered, and on a busy slow link the answer queues behind
+ * everything sent before it. Undefined when it is not where it was checked.
  */
-export function onBytesReceived(client: Client, onData: () => void): boolean {
-  const sock = (client as unknown as { _sock?: { on?: (ev: string, fn: () => void) => unknown } })._sock;
-  if (!sock || typeof sock.on !== 'function') return false;
-  sock.on('data', onData);
-  return true;
+export function connectionStream(client: Client): ConnectionStream | undefined {
+  const sock = (client as unknown as { _sock?: Partial<ConnectionStream> })._sock;
+  if (!sock || typeof sock.on !== 'function' || typeof sock.removeListener !== 'function') return undefined;
+  return sock as ConnectionStream;
 }

@@ -6,7 +6,7 @@ import { WsyncError, abortedError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { walk, filterTree, Prefetcher, skippedNotices } from '../scan/walk.js';
 import { plan, type Conflict, type Op, type Plan } from '../plan/plan.js';
-import { encodeManifest, writeManifest, MANIFEST_PATH, STATE_DIR, type Manifest } from '../manifest/manifest.js';
+import { encodeManifest, ignoreLocalStateDir, ignoreStateDir, writeManifest, MANIFEST_PATH, STATE_DIR, type Manifest } from '../manifest/manifest.js';
 import type { Lock } from '../manifest/lock.js';
 import { mapLimit } from '../util/limit.js';
 import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor } from '../util/paths.js';
@@ -520,10 +520,7 @@ async function executeAndRecord(r: Run, seen: Seen, p: Plan & { srcTree: Tree; d
     // different from the manifest and keeps as a conflict copy: an extra file, never a lost one.
     r.settling = r.dst.settle?.().catch(() => undefined);
     await seen.stateIgnored?.catch(() => undefined);
-    // A pull that moved local files to .wsync/trash/ made the local .wsync/: hidden from git the same way.
-    if (!r.push && (await o.local.lstat(STATE_DIR).catch(() => null)) && !(await o.local.lstat(`${STATE_DIR}/.gitignore`).catch(() => null))) {
-      await ignoreStateDir(o.local).catch(() => undefined);
-    }
+    if (!r.push) await ignoreLocalStateDir(o.local);
     r.mark('deletes');
     if (!seen.manifest || !sameTree(next, seen.manifest.entries)) {
       const tmp = await manifestTmp;
@@ -616,11 +613,6 @@ async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: 
     }
   });
   return out;
-}
-
-/** Writes `.wsync/.gitignore` ("*": everything in it, itself included, is ignored by git). */
-async function ignoreStateDir(t: Transport): Promise<void> {
-  await t.writeSmall(`${STATE_DIR}/.gitignore`, Buffer.from('# wsync state: not part of the tree\n*\n'));
 }
 
 function* contentKeys(trees: Tree[]): Generator<string> {

@@ -234,6 +234,29 @@ describe('pull of given paths on a session', () => {
     }
   });
 
+  it('a directory the remote replaced with a file, only a child reported: walked whole, a local edit below holds it back', async () => {
+    const { local, remote, s } = await setup({ 'd/a.txt': 'a\n', 'd/b.txt': 'b\n', 'e/a.txt': 'a\n', 'e/b.txt': 'b\n' });
+    try {
+      for (const d of ['d', 'e']) {
+        rmSync(join(remote, d), { recursive: true });
+        writeFileSync(join(remote, d), `${d} is a file now\n`);
+      }
+      writeFileSync(join(local, 'd/b.txt'), 'b, edited here\n');
+      utimesSync(join(local, 'd/b.txt'), 1_700_000_700, 1_700_000_700);
+      const r = await pull(s, { paths: ['d/a.txt', 'e/a.txt'], delete: true });
+      // d holds a local edit: nothing of it is touched (its clean sibling stays too); e is replaced whole.
+      expect(r.conflicts.map((c) => [c.path, c.kind])).toEqual([['d', 'dir-holds-changes']]);
+      expect(r.problems).toEqual([]);
+      expect(readFileSync(join(local, 'd/a.txt'), 'utf8')).toBe('a\n');
+      expect(readFileSync(join(local, 'd/b.txt'), 'utf8')).toBe('b, edited here\n');
+      expect(readFileSync(join(local, 'e'), 'utf8')).toBe('e is a file now\n');
+      await expect(pull(s, { paths: ['../outside.txt'] })).rejects.toMatchObject({ code: 'E_USAGE' });
+      await expect(push(s, { paths: ['/etc/passwd'] })).rejects.toMatchObject({ code: 'E_USAGE' });
+    } finally {
+      await s.close();
+    }
+  });
+
   it('never writes through a local directory swapped for a symlink', async () => {
     const { local, remote, s } = await setup({ 'a/x.txt': 'x\n' });
     const outside = join(server.work, `outside-${n}`);

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import ssh2 from 'ssh2';
 import type { SFTPWrapper } from 'ssh2';
 import { connect, type SshSession } from '../../src/ssh/connect.js';
-import { SSH2_CHECKED, pauseHandshakeTimer, sftpExtensions } from '../../src/ssh/ssh2-internals.js';
+import { SSH2_CHECKED, connectionStream, pauseHandshakeTimer, sftpExtensions } from '../../src/ssh/ssh2-internals.js';
 import { startProxy } from '../../bench/proxy.js';
 import { writeProxyConfig } from '../../bench/harness.js';
 import { useServer } from '../support/server.js';
@@ -48,8 +48,12 @@ describe('ssh2 internals', () => {
       earlyReady: true,
       readiedEarly: true,
       coalescing: true,
-      bytesReceived: true,
     });
+    // The stream the liveness check reads (connect.ts startLiveness): a socket with its write counters.
+    const sock = connectionStream(s.client);
+    expect(sock).toBeDefined();
+    expect(typeof sock!.bytesWritten).toBe('number');
+    expect(typeof sock!.writableLength).toBe('number');
     expect(s.channels).toHaveLength(3);
     expect(s.channels[0].has('posix-rename@openssh.com')).toBe(true);
     expect(s.channels[0].has('fsync@openssh.com')).toBe(true);
