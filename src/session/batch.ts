@@ -4,7 +4,7 @@ import type { StagedFile, Transport } from '../transport/types.js';
 import { WsyncError } from '../errors.js';
 import { IgnoreRules, type FilterOptions } from '../scan/ignore.js';
 import { filterTree, scanPaths } from '../scan/walk.js';
-import { plan, type Conflict } from '../plan/plan.js';
+import { plan, sameContent, type Conflict } from '../plan/plan.js';
 import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
 import { STATE_DIR, ignoreLocalStateDir } from '../manifest/manifest.js';
 import { ancestors, isSafeRelPath, joinRel } from '../util/paths.js';
@@ -191,7 +191,7 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
     const changedOnSrc = (p: string) => {
       const e = src.get(p);
       const b = baseIn.get(p);
-      return !e || !b || e.type !== b.type || e.size !== b.size || e.mtime !== b.mtime;
+      return !e || !b || !sameContent(e, b);
     };
     const flaggedLocal = push ? [...src.keys()] : [...dst.keys()].filter(changedOnSrc);
     const v = await resolveByHash({ direction, local, src: from, dst: to, srcTree: src, dstTree: dst, base: baseIn, stillFlagged: new Set(flaggedLocal), checksum: false, localChunks });

@@ -207,6 +207,7 @@ function newRun(o: EngineOptions): Run {
   const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
   const journalFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.journal') : null;
+  const getCache = () => (r.cacheP ??= o.loadCache?.() ?? ChunkCache.load(cacheFile, cacheLabel));
   const r: Run = {
     o,
     started,
@@ -228,8 +229,8 @@ function newRun(o: EngineOptions): Run {
     journalFile,
     journal: new Journal(o.dryRun ? null : journalFile),
     cacheP: o.cache,
-    getCache: () => (r.cacheP ??= o.loadCache?.() ?? ChunkCache.load(cacheFile, cacheLabel)),
-    localChunks: undefined as unknown as Run['localChunks'],
+    getCache,
+    localChunks: localChunker(o.local, getCache),
     flagged: new Map(),
     livePaths: () => true,
     liveTrees: [],
@@ -240,7 +241,6 @@ function newRun(o: EngineOptions): Run {
       return { direction: o.direction, dryRun: o.dryRun, ok, stats: r.stats, conflicts: r.conflicts, problems: r.problems, deletesSkipped, durationMs: Date.now() - started, timings };
     },
   };
-  r.localChunks = localChunker(o.local, r.getCache);
   return r;
 }
 
@@ -268,9 +268,8 @@ interface Early {
   /** The staged rebuilds, started (waited for only when the prewarm got to them). */
   specsReady(): Promise<void>;
   localWalk: ReturnType<typeof walk>;
-  prefetcher: Prefetcher | undefined;
-  /** Local directories found before the remote could be listed (the lock was not held yet). */
-  localDirs: string[];
+  /** Where the local scan's directories go: listed on the remote once a prefetcher is there, kept until then. */
+  dirs: { prefetcher?: Prefetcher; early: string[] };
 }
 
 function startEarly(r: Run): Early {
@@ -297,6 +296,10 @@ function startEarly(r: Run): Early {
   // Each local directory is also listed on the remote side as soon as the scan finds it (once the lock is held):
   // in a synced tree the two sides have the same directories, and waiting for the whole local scan or the manifest
   // before listing any cost a tenth of a second on a no-op push of 9,000 files.
+  // The lock request goes out first; the local scan (synchronous, CPU-bound) runs while it travels.
+  const dirs: Early['dirs'] = { early: [] };
+  const localWalk = walk(o.local, { rules: r.localRules, concurrency: 16, onDir: (rel) => (dirs.prefetcher ? dirs.prefetcher.prefetch([rel]) : dirs.early.push(rel)) });
+  localWalk.catch(() => undefined);
   const e: Early = {
     locked,
     release: undefined,
@@ -307,9 +310,8 @@ function startEarly(r: Run): Early {
       if (prewarmed) await specsStarted;
       specs?.stop();
     },
-    localWalk: undefined as unknown as Early['localWalk'],
-    prefetcher: undefined,
-    localDirs: [],
+    localWalk,
+    dirs,
     lockHeld: async () => {
       const lock = await lockP?.catch(async (err) => {
         await Promise.all([(await locked.tmp)?.abort(), specs?.discardAll()]);
@@ -319,9 +321,6 @@ function startEarly(r: Run): Early {
       return lock;
     },
   };
-  // The lock request goes out first; the local scan (synchronous, CPU-bound) runs while it travels.
-  e.localWalk = walk(o.local, { rules: r.localRules, concurrency: 16, onDir: (rel) => (e.prefetcher ? e.prefetcher.prefetch([rel]) : e.localDirs.push(rel)) });
-  e.localWalk.catch(() => undefined);
   return e;
 }
 
@@ -358,8 +357,8 @@ async function scanBoth(r: Run, early: Early, lock: Lock | undefined): Promise<S
   // does not commit the manifest.
   const stateIgnored = stateList?.then((l) => (l && !l.some((d) => d.name === '.gitignore') ? ignoreStateDir(o.remote) : undefined));
   stateIgnored?.catch(() => undefined);
-  prefetcher.prefetch(early.localDirs);
-  early.prefetcher = prefetcher;
+  prefetcher.prefetch(early.dirs.early);
+  early.dirs.prefetcher = prefetcher;
   const dirsOf = (t: Tree) => [...t].filter(([, e]) => e.type === 'dir').map(([p]) => p);
   const manifestP = early.locked.manifest(lock);
   manifestP.then((m) => {

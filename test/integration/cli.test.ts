@@ -3,13 +3,13 @@ import { writeFileSync, readFileSync, existsSync, readdirSync, mkdirSync } from 
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { gunzipSync } from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { keygen } from '../support/sshd.js';
 import { useServer } from '../support/server.js';
 import { runCli, runCliOnTty, WSYNC_BIN } from '../support/cli.js';
 import { makeTree, snapshot } from '../support/trees.js';
 import { startProxy } from '../../bench/proxy.js';
+import { decodeManifest, MANIFEST_PATH } from '../../src/manifest/manifest.js';
 
 describe('wsync CLI against a real sshd', () => {
   const server = useServer('wsync-cli-');
@@ -336,9 +336,8 @@ describe('wsync CLI against a real sshd', () => {
       for (const n of finals) expect(readFileSync(join(remote, n)).equals(readFileSync(join(local, n))), n).toBe(true);
       expect(readdirSync(remote).filter((n) => n.includes('.wsync-'))).toEqual([]);
       // Recorded on the target itself (not only in this machine's journal).
-      const recorded = JSON.parse(gunzipSync(readFileSync(join(remote, '.wsync/manifest.json.gz'))).toString('utf8')) as { entries: Array<[string, unknown]> };
-      const names = new Set(recorded.entries.map(([p]) => p));
-      for (const n of finals) expect(names.has(n), n).toBe(true);
+      const recorded = decodeManifest(readFileSync(join(remote, MANIFEST_PATH)), remote).entries;
+      for (const n of finals) expect(recorded.has(n), n).toBe(true);
       const rerun = await runCli(['push', '--json', local, `slow:${remote}`, '-F', cfg]);
       expect(rerun.code, rerun.stderr).toBe(0);
       const summary = JSON.parse(rerun.stdout.trim().split('\n').at(-1)!);

@@ -24,20 +24,26 @@ async function countListings(s: Session): Promise<string[]> {
   return listed;
 }
 
-describe('push of given paths on a session', () => {
-  const server = useServer('wsync-paths-');
+const ignoreState = (rel: string) => rel === '.wsync' || rel.startsWith('.wsync/');
+
+/** A tree made locally and pushed once over a new session: each test's own pair of directories. */
+function pairs(server: ReturnType<typeof useServer>, prefix: string) {
   let n = 0;
-  const setup = async (spec: Parameters<typeof makeTree>[1]) => {
-    const name = `paths-${++n}`;
-    const src = join(server.work, name);
-    makeTree(src, spec);
+  return async (spec: Parameters<typeof makeTree>[1]) => {
+    const name = `${prefix}-${++n}`;
+    const local = join(server.work, name);
+    makeTree(local, spec);
     const remote = join(server.srv.remoteRoot, name);
-    const s = await openSession(src, `${server.srv.alias}:${remote}`, { sshConfig: server.srv.sshConfig });
+    const s = await openSession(local, `${server.srv.alias}:${remote}`, { sshConfig: server.srv.sshConfig });
     const first = await push(s);
     expect(first.ok).toBe(true);
-    return { src, remote, s };
+    return { local, src: local, remote, s, n };
   };
-  const ignoreState = (rel: string) => rel === '.wsync' || rel.startsWith('.wsync/');
+}
+
+describe('push of given paths on a session', () => {
+  const server = useServer('wsync-paths-');
+  const setup = pairs(server, 'paths');
 
   it('sends edits, new nested directories, renames and deletes of the given paths only, and records them', async () => {
     const { src, remote, s } = await setup({ '.gitignore': 'dist/\n', 'a.txt': 'a\n', 'keep/b.txt': 'b\n', 'old/c.txt': 'c\n', 'gone.txt': 'bye\n' });
@@ -104,7 +110,7 @@ describe('push of given paths on a session', () => {
   });
 
   it('never writes through a remote directory swapped for a symlink, and sends a same-second same-size edit', async () => {
-    const { src, remote, s } = await setup({ 'a/x.txt': 'x\n', 'conf.txt': 'debug=TRUE\n' });
+    const { src, remote, s, n } = await setup({ 'a/x.txt': 'x\n', 'conf.txt': 'debug=TRUE\n' });
     const outside = join(server.srv.remoteRoot, `outside-${n}`);
     mkdirSync(outside);
     try {
@@ -147,18 +153,7 @@ describe('push of given paths on a session', () => {
 
 describe('pull of given paths on a session', () => {
   const server = useServer('wsync-pullpaths-');
-  let n = 0;
-  const setup = async (spec: Parameters<typeof makeTree>[1]) => {
-    const name = `pp-${++n}`;
-    const local = join(server.work, name);
-    makeTree(local, spec);
-    const remote = join(server.srv.remoteRoot, name);
-    const s = await openSession(local, `${server.srv.alias}:${remote}`, { sshConfig: server.srv.sshConfig });
-    const first = await push(s);
-    expect(first.ok).toBe(true);
-    return { local, remote, s };
-  };
-  const skip = (rel: string) => rel === '.wsync' || rel.startsWith('.wsync/');
+  const setup = pairs(server, 'pp');
 
   it('brings edits, new nested directories, renames and deletes of the given paths only, and records them', async () => {
     const { local, remote, s } = await setup({ 'a.txt': 'a\n', 'keep/b.txt': 'b\n', 'old/c.txt': 'c\n', 'gone.txt': 'bye\n' });
@@ -195,7 +190,7 @@ describe('pull of given paths on a session', () => {
       expect(full.ok).toBe(true);
       expect(full.stats.filesSent).toBe(1);
       expect(full.stats.deleted + full.stats.conflicts).toBe(0);
-      expect(snapshot(local)).toEqual(snapshot(remote, { skip }));
+      expect(snapshot(local)).toEqual(snapshot(remote, { skip: ignoreState }));
       const back = await push(s, { delete: true });
       expect(back.stats.filesSent + back.stats.deleted + back.stats.conflicts + back.stats.attributesUpdated).toBe(0);
     } finally {
@@ -258,7 +253,7 @@ describe('pull of given paths on a session', () => {
   });
 
   it('never writes through a local directory swapped for a symlink', async () => {
-    const { local, remote, s } = await setup({ 'a/x.txt': 'x\n' });
+    const { local, remote, s, n } = await setup({ 'a/x.txt': 'x\n' });
     const outside = join(server.work, `outside-${n}`);
     mkdirSync(outside);
     try {
