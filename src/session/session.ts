@@ -2,7 +2,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WsyncError, abortedError, errorMessage } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
-import { ChunkCache, cacheFileFor, defaultCacheDir } from '../transfer/chunkcache.js';
+import { ChunkCache, cacheFileFor, usableCacheDir } from '../transfer/chunkcache.js';
 import { prewarmChunks } from '../transfer/prewarm.js';
 import { LocalTransport } from '../transport/local/local.js';
 import { openTarget } from '../transport/open.js';
@@ -153,7 +153,7 @@ export class Session {
   }
 
   private loadCache(prewarm: boolean): Promise<ChunkCache> | undefined {
-    const dir = defaultCacheDir();
+    const dir = usableCacheDir();
     if (!dir) return undefined;
     const p = ChunkCache.load(cacheFileFor(dir, this.local.root, this.targetLabel), { local: this.local.root, target: this.targetLabel }).then(async (c) => {
       if (prewarm) await prewarmChunks(this.local, c);
@@ -283,7 +283,7 @@ export class Session {
 
   /** The pair's journal of finished files (beside its chunk cache), null without a cache directory. @internal */
   journalFile(): string | null {
-    const dir = defaultCacheDir();
+    const dir = usableCacheDir();
     return dir ? cacheFileFor(dir, this.local.root, this.targetLabel).replace(/\.json\.gz$/, '.journal') : null;
   }
 

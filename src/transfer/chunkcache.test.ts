@@ -1,12 +1,12 @@
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync, utimesSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, readdirSync, utimesSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { chunkBuffer } from '../chunking/hash.js';
 import { specForAvg } from '../chunking/params.js';
-import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs } from './chunkcache.js';
+import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir, fromChunked, toChunkRefs, usableCacheDir } from './chunkcache.js';
 
 const label = { local: '/l', target: 'u@h:/r' };
 const spec = specForAvg(16 * 1024);
@@ -148,6 +148,26 @@ describe('chunk cache', () => {
       expect(readdirSync(dir).sort()).toEqual(['mine.json.gz', 'recent.json.gz']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('falls back to a private directory under the temp directory when the cache directory cannot be made', () => {
+    const work = mkdtempSync(join(tmpdir(), 'wsync-cachedir-'));
+    const saved = process.env.XDG_CACHE_HOME;
+    try {
+      // A path below a regular file: not creatable, even for root (a read-only home is the usual cause).
+      writeFileSync(join(work, 'file'), '');
+      process.env.XDG_CACHE_HOME = join(work, 'file', 'cache');
+      const dir = usableCacheDir();
+      expect(dir).toBe(join(tmpdir(), `wsync-${process.getuid!()}`, 'cache'));
+      expect(statSync(join(tmpdir(), `wsync-${process.getuid!()}`)).mode & 0o077).toBe(0);
+      expect(statSync(join(dir!, 'chunks')).isDirectory()).toBe(true);
+      process.env.XDG_CACHE_HOME = join(work, 'fine');
+      expect(usableCacheDir()).toBe(join(work, 'fine', 'wsync'));
+    } finally {
+      if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = saved;
+      rmSync(work, { recursive: true, force: true });
     }
   });
 });

@@ -15,7 +15,7 @@
  * (anything unexpected is a miss) and replaced atomically.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, accessSync, constants as fsConstants, lstatSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -77,6 +77,47 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, platform: 
   // The XDG spec says relative values are to be ignored.
   if (xdg && path.posix.isAbsolute(xdg)) return path.posix.join(xdg, 'wsync');
   return home ? path.posix.join(home, '.cache', 'wsync') : null;
+}
+
+const usable = new Map<string, string | null>();
+
+/**
+ * The cache directory to use: defaultCacheDir where it can be written; else (a container run under a user whose
+ * home is `/` or read-only, a CI job with a read-only home) a private directory under the system's temp directory,
+ * made with mode 0700 and used only while it is ours and no one else can write it. Without any, null: the runs
+ * still work, but a run cut before its manifest leaves the next one to read back everything it had finished.
+ */
+export function usableCacheDir(): string | null {
+  const preferred = defaultCacheDir();
+  const key = preferred ?? '';
+  if (usable.has(key)) return usable.get(key)!;
+  const writable = (dir: string) => {
+    try {
+      mkdirSync(path.join(dir, 'chunks'), { recursive: true });
+      accessSync(path.join(dir, 'chunks'), fsConstants.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let dir: string | null = preferred && writable(preferred) ? preferred : null;
+  if (!dir && process.platform !== 'win32' && typeof process.getuid === 'function') {
+    const uid = process.getuid();
+    const mine = path.join(os.tmpdir(), `wsync-${uid}`);
+    try {
+      mkdirSync(mine, { mode: 0o700 });
+    } catch {
+      // There already (checked below), or not possible.
+    }
+    try {
+      const st = lstatSync(mine);
+      if (st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0 && writable(path.join(mine, 'cache'))) dir = path.join(mine, 'cache');
+    } catch {
+      // No temp directory either.
+    }
+  }
+  usable.set(key, dir);
+  return dir;
 }
 
 function safeHome(): string {

@@ -12,7 +12,7 @@ import { mapLimit } from '../util/limit.js';
 import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor } from '../util/paths.js';
 import { conflictName } from '../transport/rebuild.js';
 import { sameSpec } from '../chunking/params.js';
-import { ChunkCache, cacheFileFor, contentKey, defaultCacheDir } from './chunkcache.js';
+import { ChunkCache, cacheFileFor, contentKey, usableCacheDir } from './chunkcache.js';
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
 import { Journal, trustedEntries } from './journal.js';
@@ -116,7 +116,7 @@ export interface EngineOptions {
   /** Test hook: called after each completed transfer (e.g. to kill a run mid-way). */
   afterTransfer?: (path: string) => void;
   /**
-   * Directory of the local chunk cache; undefined for the default (defaultCacheDir), null for none. Without a
+   * Directory of the local chunk cache; undefined for the default (usableCacheDir), null for none. Without a
    * cache a changed big file is uploaded whole.
    */
   cacheDir?: string | null;
@@ -203,7 +203,7 @@ function newRun(o: EngineOptions): Run {
   const started = Date.now();
   const timings: Record<string, number> = {};
   const push = o.direction === 'push';
-  const cacheDir = o.cacheDir === undefined ? defaultCacheDir() : o.cacheDir;
+  const cacheDir = o.cacheDir === undefined ? usableCacheDir() : o.cacheDir;
   const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
   const journalFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.journal') : null;
@@ -383,7 +383,9 @@ async function scanBoth(r: Run, early: Early, lock: Lock | undefined): Promise<S
   // while the destination lists them so. A local file touched since it was sent or written is compared by
   // content (with the ctime suspects); on a push its version is the scan's (its ctime: no syscall per file).
   const localNow = r.push ? async (rel: string) => ctimeStamp(localTree.get(rel)) : (rel: string) => o.local.stamp(rel);
-  const journaled = await trustedEntries(Journal.read(r.journalFile), r.push ? remoteTree : localTree, manifest?.entries ?? new Map(), localNow);
+  const lines = Journal.read(r.journalFile);
+  const journaled = await trustedEntries(lines, r.push ? remoteTree : localTree, manifest?.entries ?? new Map(), localNow);
+  if (lines.size) r.trace(`journal: ${journaled.length} of ${lines.size} files taken as synced`);
   const touchedSince = new Set<string>();
   for (const { path: p, entry, changed } of journaled) {
     if (excluded(p, false)) continue;
@@ -425,6 +427,10 @@ async function decide(r: Run, seen: Seen, early: Early): Promise<Plan & { srcTre
   srcTree = verified.srcTree;
   dstTree = verified.dstTree;
   for (const [p, h] of verified.flagged) r.flagged.set(p, h);
+  // Read back and found the same: journaled like a file this run sent, so that a run cut before its manifest does
+  // not leave the next one to read them back again (over a link that keeps dropping, those reads ate every run).
+  for (const [p, stamp] of verified.adopted) r.journal.add(p, dstTree.get(p)!, stamp);
+  if (verified.readBack.files) r.trace(`read back ${verified.readBack.files} files (${verified.readBack.bytes} bytes) to compare; ${verified.adopted.size} the same`);
   r.mark('verified');
   const p = plan({ src: srcTree, dst: dstTree, base: seen.base, delete: o.delete, force: o.force, blocked: [...seen.localWalk.blocked, ...seen.remoteWalk.blocked], dstName: r.dstName });
   r.livePaths = (rel) => seen.localTree.has(rel);

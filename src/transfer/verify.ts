@@ -6,6 +6,7 @@ import { mapLimit } from '../util/limit.js';
 import { specForUpdate, type ChunkerSpec } from '../chunking/params.js';
 import { DELTA_MIN_FILE_SIZE } from '../plan/delta.js';
 import type { ChunkList } from './chunkcache.js';
+import { ctimeStamp } from './execute.js';
 
 /**
  * Filesystems stamp ctime from a coarse clock that may lag the one Date.now() reads by a tick (1–10 ms): a write
@@ -56,6 +57,14 @@ export interface Verified {
   dstTree: Tree;
   /** Local files found changed under an unchanged size and mtime, with their hash ('' when unreadable). */
   flagged: Map<string, string>;
+  /**
+   * Destination files read back and found to hold the source's bytes under the source's size and mtime, with the
+   * local file's stamp from before it was read (its scan's on a push): for the journal, so that the next run does
+   * not read them back again if this one is cut before its manifest.
+   */
+  adopted: Map<string, string>;
+  /** Destination files read back to compare, and their bytes (diagnostics). */
+  readBack: { files: number; bytes: number };
 }
 
 /**
@@ -121,6 +130,9 @@ export async function resolveByHash(i: VerifyInput): Promise<Verified> {
     const clean = b !== undefined && sameContent(d, b);
     return d.mtime === e.mtime ? e.size > 0 && (i.checksum || !clean) : !clean;
   });
+  const adopted = new Map<string, string>();
+  const readBack = { files: 0, bytes: 0 };
+  const localStamp = async (path: string) => (i.direction === 'push' ? ctimeStamp(i.srcTree.get(path)) : i.local.stamp(path).catch(() => null));
   const one = async ([path, e]: [string, Entry]) => {
     if (e.size === 0) {
       if (!e.sha256) withHash(srcTree, path, EMPTY_SHA256);
@@ -128,9 +140,14 @@ export async function resolveByHash(i: VerifyInput): Promise<Verified> {
       return;
     }
     try {
+      const before = await localStamp(path);
+      readBack.files++;
+      readBack.bytes += e.size;
       const [hs, hd] = await Promise.all([e.sha256 ?? hashFile(i.src, path, e.size), hashFile(i.dst, path, e.size)]);
       withHash(srcTree, path, hs);
       withHash(dstTree, path, hd);
+      // A local file changed while it was read may not be recorded under the stamp it had before.
+      if (hs === hd && before !== null && dstTree.get(path)?.mtime === e.mtime && (await localStamp(path)) === before) adopted.set(path, before);
     } catch {
       // Unreadable or changing: leave the quick check's verdict; the transfer reports real failures.
     }
@@ -139,5 +156,5 @@ export async function resolveByHash(i: VerifyInput): Promise<Verified> {
   const small = ambiguous.filter(([, e]) => e.size > HASH_TINY_MAX && e.size <= HASH_SMALL_MAX);
   const big = ambiguous.filter(([, e]) => e.size > HASH_SMALL_MAX);
   await Promise.all([mapLimit(tiny, 1024, one), mapLimit(small, 64, one), mapLimit(big, 4, one)]);
-  return { srcTree, dstTree, flagged };
+  return { srcTree, dstTree, flagged, adopted, readBack };
 }

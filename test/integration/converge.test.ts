@@ -69,7 +69,16 @@ for (const wan of [false, true]) describe(wan ? 'repeated cuts converge through 
     await link?.close();
   });
 
-  const cli = (args: string[]): Promise<CliResult> => runCli([...args, '-F', sshConfig], { timeoutMs: 60_000 });
+  // Its own cache directory (the journal of files a cut run finished lives there), and the traces that say what a
+  // re-run took as synced and what it read back, for the log a failure prints.
+  const cli = (args: string[]): Promise<CliResult> =>
+    runCli([...args, '-F', sshConfig], { timeoutMs: 60_000, env: { XDG_CACHE_HOME: join(server.work, 'cache'), WSYNC_DEBUG: '1' } });
+  const notes = (r: CliResult) =>
+    r.stderr
+      .split('\n')
+      .filter((l) => /^trace: (journal|read back)|^wsync:/.test(l))
+      .map((l) => `\n    ${l}`)
+      .join('');
 
   /** Runs `args` through cuts at 0.3–6 MB until one exits 0; returns how many runs that took. */
   const untilDone = async (args: string[], dst: string, seed: number, maxRuns: number): Promise<number> => {
@@ -80,7 +89,7 @@ for (const wan of [false, true]) describe(wan ? 'repeated cuts converge through 
       proxy.cutAfter = Math.floor(0.3 * MB + rand() * 5.7 * MB);
       const r = await cli(args);
       const have = finalFiles(dst);
-      log.push(`run ${run}: cut at ${proxy.cutAfter}, exit ${r.code}, ${have.size}/${sourceFiles.size} files at final paths`);
+      log.push(`run ${run}: cut at ${proxy.cutAfter}, exit ${r.code}, ${have.size}/${sourceFiles.size} files at final paths${notes(r)}`);
       checkCutRun(r, `seed ${seed} ${log.join('\n')}`, have, sourceFiles);
       if (r.code === 0) {
         if (process.env.CONV_LOG) console.log(log.join('\n'));
@@ -108,6 +117,31 @@ for (const wan of [false, true]) describe(wan ? 'repeated cuts converge through 
     expect(tempFiles(remote)).toEqual([]);
     expect(tempFiles(source)).toEqual([]);
   }, 600_000);
+
+  if (!wan) {
+    it('files a cut run read back and found the same are not read back by the next run', async () => {
+      // 300 files already on the remote as the source has them, no manifest: the run reads them back (adoption),
+      // then dies sending a 3 MB file. The next run takes them from the journal instead of reading them again.
+      const spec: Spec = {};
+      for (let i = 0; i < 300; i++) spec[`same/f${i}.txt`] = `${'x'.repeat(900)} ${i}\n`;
+      const src = join(server.work, 'adopt-src');
+      const remote = join(server.srv.remoteRoot, 'adopt');
+      makeTree(src, spec);
+      makeTree(remote, spec);
+      makeTree(src, { 'big.bin': xorshiftBytes(7, 3_000_000) });
+      proxy.mode = 'reset';
+      proxy.cutAfter = 1_500_000;
+      const cut = await cli(['push', '--no-compress', src, `${server.srv.alias}:${remote}`]);
+      proxy.cutAfter = undefined;
+      expect(cut.code, cut.stderr).toBe(2);
+      expect(cut.stderr).toMatch(/^trace: read back 300 files \(\d+ bytes\) to compare; 300 the same$/m);
+      const next = await cli(['push', '--no-compress', src, `${server.srv.alias}:${remote}`]);
+      expect(next.code, next.stderr).toBe(0);
+      expect(next.stderr).toMatch(/^trace: journal: 300 of 300 files taken as synced$/m);
+      expect(next.stderr).not.toMatch(/read back/);
+      expect(snapshot(remote)).toEqual(snapshot(src));
+    }, 120_000);
+  }
 
   it(`a pull converges within ${limit} runs cut at 0.3–6 MB, with no temp file left`, async () => {
     const remote = join(server.srv.remoteRoot, 'conv-pull-src');

@@ -48,7 +48,8 @@ describe('wsync watch', () => {
         return false; // a file went while it was looked at: not settled
       }
     };
-    const settle = (what: string) => until(what, mirrored, 15_000, () => `${log()}\nremote: ${existsSync(remote) ? JSON.stringify(snapshot(remote)) : 'none'}\nlocal: ${JSON.stringify(snapshot(src, { skip: ignored }))}`);
+    // Waits for correctness, not a speed target: a catch-up of 32 MB under a loaded CI machine took over 15 s.
+    const settle = (what: string, ms = 15_000) => until(what, mirrored, ms, () => `${log()}\nremote: ${existsSync(remote) ? JSON.stringify(snapshot(remote)) : 'none'}\nlocal: ${JSON.stringify(snapshot(src, { skip: ignored }))}`);
     try {
       await settle('the initial push');
       const events = () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; state?: string; message?: string; full?: boolean });
@@ -99,7 +100,7 @@ describe('wsync watch', () => {
       await until('a batch in flight', () => events().slice(before).some((e) => e.type === 'state' && e.state === 'syncing'), 10_000, log);
       proxy.cutNow();
       writeFileSync(join(src, 'during.txt'), 'written while the link was down\n');
-      await settle('catching up after a killed connection');
+      await settle('catching up after a killed connection', 40_000);
       // The batch failed with the link; a full compare (not the events) caught up.
       await until('the full compare reported', () => events().slice(before).some((e) => e.type === 'batch' && e.full === true), 15_000, log);
       expect(existsSync(join(remote, 'node_modules'))).toBe(false);
