@@ -1,11 +1,12 @@
 import { WsyncError } from './errors.js';
 import type { Target } from './target.js';
 import { openTarget } from './transport/open.js';
-import { Session, openSession } from './session/session.js';
+import { Session, isLinkError, openSession } from './session/session.js';
 import { runOnce, type RunOptions } from './session/run.js';
 import type { HostKeyPrompt } from './ssh/connect.js';
 import type { AuthPrompt } from './ssh/auth.js';
-import type { Direction, SyncEvent, SyncResult } from './transfer/engine.js';
+import type { Direction, ItemEvent, SyncEvent, SyncResult } from './transfer/engine.js';
+import type { TwoWayResult } from './transfer/twoway.js';
 
 export interface SyncOptions {
   /** Remove destination paths the source no longer has (never excluded ones, never after an error). */
@@ -134,4 +135,88 @@ export function pull(localDir: string, target: Target | string, options?: SyncOp
 export function pull(session: Session, options?: SyncOptions): Promise<SyncResult>;
 export function pull(a: string | Session, b?: Target | string | SyncOptions, c?: SyncOptions): Promise<SyncResult> {
   return run('pull', a, b, c);
+}
+
+export type { TwoWayResult } from './transfer/twoway.js';
+
+/**
+ * Two-way: brings changes from each side to the other, against what this directory and this target last agreed on
+ * (kept on this machine). A file changed on both sides keeps both versions (the remote's as a sync-conflict copy on
+ * both sides); an edit beats a delete. Options as for push/pull; `delete` is implied (deletions on one side
+ * propagate, never on a first contact), `force` lifts the empty-side refusal and the delete limit.
+ */
+export function sync(localDir: string, target: Target | string, options?: SyncOptions): Promise<TwoWayResult>;
+export function sync(session: Session, options?: SyncOptions): Promise<TwoWayResult>;
+export async function sync(a: string | Session, b?: Target | string | SyncOptions, c?: SyncOptions): Promise<TwoWayResult> {
+  const o = (a instanceof Session ? (b as SyncOptions | undefined) : c) ?? {};
+  const once = async (session: Session): Promise<TwoWayResult> => {
+    const { runTwoWay } = await import('./transfer/twoway.js');
+    return session.serialized(async () => {
+      // As for a full push or pull: a hold (watch batches) is let go of for the sync's own lock, and taken again.
+      const rehold = !o.dryRun ? session.held?.options : undefined;
+      if (rehold) await session.letGo().catch(() => undefined);
+      const remote = await session.remote();
+      try {
+        return await runTwoWay({
+          local: session.local,
+          remote,
+          force: o.force ?? false,
+          dryRun: o.dryRun ?? false,
+          filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [], rules: o.rules },
+          concurrency: o.concurrency ?? 1024,
+          lockWaitSeconds: o.wait ?? 0,
+          breakLock: o.breakLock ?? false,
+          session: session.id,
+          cacheTarget: session.targetLabel,
+          onEvent: o.onEvent,
+          onTrace: o.onTrace,
+          signal: o.signal ? AbortSignal.any([session.runSignal, o.signal]) : session.runSignal,
+        });
+      } catch (err) {
+        if (isLinkError(err)) await session.drop(remote);
+        throw err;
+      } finally {
+        if (rehold) await session.takeHold(rehold).catch((err) => o.onEvent?.({ type: 'notice', message: `the lock on the target is no longer held: ${String((err as Error)?.message ?? err)}` }));
+      }
+    });
+  };
+  if (a instanceof Session) return once(a);
+  if (!a) throw new WsyncError('E_USAGE', 'missing local directory');
+  const session = await openSession(a, b as Target | string, { ...o, compressReplies: false });
+  try {
+    return await once(session);
+  } finally {
+    await session.close();
+  }
+}
+
+/** What `wsync status` reports: each command's dry run, with the changes it would make. */
+export interface StatusReport {
+  push: { result: SyncResult; items: ItemEvent[] };
+  pull: { result: SyncResult; items: ItemEvent[] };
+  sync: { result: TwoWayResult; items: ItemEvent[] };
+}
+
+/**
+ * What push, pull and sync would each do now: their dry runs over one connection, taking no lock and changing
+ * nothing on either side (push and pull as with `delete`, so that what they would remove shows).
+ */
+export async function status(localDir: string, target: Target | string, options: SyncOptions = {}): Promise<StatusReport> {
+  if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
+  const session = await openSession(localDir, target, { ...options, compressReplies: false });
+  try {
+    const collect = () => {
+      const items: ItemEvent[] = [];
+      return { items, onEvent: (ev: SyncEvent) => (ev.type === 'item' ? items.push(ev) : options.onEvent?.(ev)) };
+    };
+    const p = collect();
+    const push = await runOnce(session, runOptions('push', { ...options, delete: options.delete ?? true, dryRun: true, onEvent: p.onEvent }));
+    const q = collect();
+    const pull = await runOnce(session, runOptions('pull', { ...options, delete: options.delete ?? true, dryRun: true, onEvent: q.onEvent }));
+    const s = collect();
+    const two = await sync(session, { ...options, dryRun: true, onEvent: s.onEvent });
+    return { push: { result: push, items: p.items }, pull: { result: pull, items: q.items }, sync: { result: two, items: s.items } };
+  } finally {
+    await session.close();
+  }
 }

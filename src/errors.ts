@@ -26,6 +26,8 @@ export type ErrorCode =
   | 'E_LOCKED'
   | 'E_MANIFEST'
   | 'E_DELETE_LIMIT'
+  /** A two-way sync found one side empty where the last sync left files (an unmounted disk, a wrong path). */
+  | 'E_EMPTY_ROOT'
   | 'E_UNSAFE_PATH'
   | 'E_CONFLICT'
   | 'E_CHANGED_DURING_SYNC'
@@ -56,6 +58,7 @@ const CLASS_OF: Record<ErrorCode, ExitClass> = {
   E_LOCKED: 'local',
   E_MANIFEST: 'remote',
   E_DELETE_LIMIT: 'local',
+  E_EMPTY_ROOT: 'local',
   E_UNSAFE_PATH: 'partial',
   E_CONFLICT: 'partial',
   E_CHANGED_DURING_SYNC: 'partial',

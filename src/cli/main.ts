@@ -256,13 +256,21 @@ export async function main(argv: string[]): Promise<number> {
     .command('pull <local> <remote>', 'make the local directory match the remote one', syncOptions, async (a) => {
       exitCode = await runSyncCommand('pull', a as unknown as SyncArgs);
     })
+    .command('sync <local> <remote>', "two-way: bring each side's changes to the other (a file changed on both sides keeps both)", syncOptions, async (a) => {
+      const { runTwoWayCommand } = await import('./sync.js');
+      exitCode = await runTwoWayCommand(a as unknown as SyncArgs, (runAbort = new AbortController()).signal);
+    })
+    .command('status <local> <remote>', 'what push, pull and sync would each do now (changes nothing, takes no lock)', syncOptions, async (a) => {
+      const { runStatusCommand } = await import('./sync.js');
+      exitCode = await runStatusCommand(a as unknown as SyncArgs);
+    })
     .command('watch <local> <remote>', 'push, then push every change as it is saved, until Ctrl-C', syncOptions, async (a) => {
       const { runWatchCommand } = await import('./watch.js');
       exitCode = await runWatchCommand(a as unknown as SyncArgs, (fn) => (gracefulStop = fn));
     })
     .command('git', 'push a branch to, or fetch one from, a repository on the remote (no git needed there)', gitCommand((c) => (exitCode = c)))
     .completion('completion', 'print a shell completion script (bash/zsh): wsync completion >> ~/.bashrc')
-    .demandCommand(1, 'name a command: push, pull, watch or git')
+    .demandCommand(1, 'name a command: push, pull, sync, status, watch or git')
     .strict()
     .epilog(EPILOG)
     .help()

@@ -41,6 +41,10 @@ export interface ItemEvent {
   reason?: string;
   /** '!': the conflict, as data (cli/conflicts.ts phrases it). */
   conflict?: Conflict;
+  /** Two-way sync: the side the change was made to. */
+  to?: 'local' | 'remote';
+  /** Two-way sync: a conflict copy made by renaming this path. */
+  renamedFrom?: string;
 }
 
 export interface ProgressEvent {
@@ -637,7 +641,7 @@ function sameEntry(e: Entry | undefined, f: Entry | undefined): boolean {
   return !(f.chunker || e.chunker) || !!(f.chunker && e.chunker && sameSpec(f.chunker, e.chunker));
 }
 
-function reportDryRun(p: Plan, src: Tree, dst: Tree, stats: SyncStats, emit: (ev: SyncEvent) => void): void {
+export function reportDryRun(p: Plan, src: Tree, dst: Tree, stats: SyncStats, emit: (ev: SyncEvent) => void): void {
   const all = [...p.prepare, ...p.mkdirs, ...p.transfers, ...p.metas, ...p.deletes].sort((a, b) => comparePaths(a.path, b.path));
   for (const op of all) {
     const kind: Entry['type'] = op.kind === 'mkdir' ? 'dir' : op.kind === 'remove' ? dst.get(op.path)?.type ?? 'file' : op.entry.type;

@@ -226,7 +226,7 @@ export function defineSyncSuite(name: string, setup: () => Promise<SuiteTarget>)
       // Either the second found the lock taken, or it ran after the first had finished: never both at once.
       expect(ok.length).toBeGreaterThanOrEqual(1);
       for (const f of failed) {
-        expect(f.reason.code).toBe('E_LOCKED');
+        expect(f.reason.code, String(f.reason.message)).toBe('E_LOCKED');
         expect(f.reason.message).toMatch(/locked: push by .*\(pid \d+\) since/);
       }
       if (failed.length === 0) {

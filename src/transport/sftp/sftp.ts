@@ -928,13 +928,19 @@ export class SftpTransport implements Transport {
 
   async createExclusive(rel: string, data: Buffer): Promise<boolean> {
     return this.onChannel(async ({ ch }) => {
-      let h: Buffer;
-      try {
-        h = await ch.open(this.abs(rel), 'wx', { mode: 0o644 });
-      } catch (err) {
-        // OpenSSH reports EEXIST as a bare FAILURE; make sure that is what it was.
-        if (sftpCode(err) === SFTP_STATUS.FAILURE && (await ch.lstat(this.abs(rel)).catch(() => null))) return false;
-        throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+      let h: Buffer | undefined;
+      for (let attempt = 0; !h; attempt++) {
+        try {
+          h = await ch.open(this.abs(rel), 'wx', { mode: 0o644 });
+        } catch (err) {
+          // OpenSSH reports EEXIST as a bare FAILURE; make sure that is what it was. A file gone by the time it is
+          // looked at (a lock released in between) was there: the create is tried again.
+          if (sftpCode(err) === SFTP_STATUS.FAILURE) {
+            if (await ch.lstat(this.abs(rel)).catch(() => null)) return false;
+            if (attempt < 3) continue;
+          }
+          throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+        }
       }
       // Not awaited: nothing depends on the content arriving before the next request.
       ch.write(h, data, 0).catch(() => undefined);

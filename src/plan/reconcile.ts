@@ -1,0 +1,187 @@
+import type { Entry, Tree } from '../types.js';
+import { ancestors, baseName, comparePaths, isUnder, parentOf } from '../util/paths.js';
+import { plan, sameContent, type Plan } from './plan.js';
+
+/**
+ * Two-way reconcile, pure: the ancestor (what this pair last agreed on), the local and the remote tree in; the tree
+ * both sides should hold, two one-way plans that get them there, the conflict copies to make first, and the
+ * conflicts out. The plans come from the one-way planner with the ancestor as their base, so its own rule (a
+ * destination path that differs from the base is never replaced or deleted) still guards every operation: the
+ * merged tree only ever takes a side's version where the other side still holds the ancestor's.
+ *
+ * Rules (syncthing's and unison's, where their users asked for them after losing data):
+ * - a change on one side only propagates (a mode change is a change);
+ * - the same change on both sides is agreed on;
+ * - an edit beats a delete, on either side, and a directory deleted on one side keeps what the other side added
+ *   below it (with the directories above it);
+ * - a file edited on both sides keeps both: the local version stays at its name, the remote's moves aside to
+ *   `name.sync-conflict-<stamp>.ext` (renamed on the remote, copied to the local side);
+ * - anything else changed on both sides (a directory against a file, two different links) is left as it is on
+ *   both sides and reported; the ancestor keeps its old entry there, so the next sync finds it again.
+ */
+export type SyncConflictKind =
+  /** Both sides changed a file: both versions kept, the remote's under `copy`. */
+  | 'both-edited'
+  /** Both sides changed the path in ways that cannot both be kept by a copy: left alone on both sides. */
+  | 'both-changed';
+
+export interface SyncConflict {
+  path: string;
+  kind: SyncConflictKind;
+  /** both-edited: where the remote's version goes (on both sides). */
+  copy?: string;
+  local?: Entry;
+  remote?: Entry;
+}
+
+export interface ReconcileInput {
+  ancestor: Tree;
+  local: Tree;
+  remote: Tree;
+  /** The name a conflict copy of this path gets (before collisions are avoided): see conflictCopyName. */
+  copyName: (path: string) => string;
+  /** Paths that could not be listed on either side: left alone, with everything below them. */
+  unlisted?: string[];
+}
+
+export interface Reconciled {
+  /** What both sides hold once everything succeeded (the new ancestor; left-alone paths keep the old entry). */
+  merged: Tree;
+  /** Conflict copies made first, on the remote, by rename (the local side gets them through toLocal). */
+  renames: Array<{ from: string; to: string }>;
+  /** local → remote, planned against the remote as it is after the renames (remoteTree), on remoteBase. */
+  toRemote: Plan;
+  remoteTree: Tree;
+  remoteBase: Tree;
+  /** remote → local. */
+  toLocal: Plan;
+  conflicts: SyncConflict[];
+  /** Paths left alone on both sides (with everything below them). */
+  blocked: string[];
+}
+
+/** `dir/name.sync-conflict-20261206-031500-host.ext`, as syncthing names them (the extension kept last). */
+export function conflictCopyName(path: string, when: Date, host: string): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${when.getUTCFullYear()}${pad(when.getUTCMonth() + 1)}${pad(when.getUTCDate())}-${pad(when.getUTCHours())}${pad(when.getUTCMinutes())}${pad(when.getUTCSeconds())}`;
+  const safeHost = host.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40) || 'host';
+  const name = baseName(path);
+  const dot = name.lastIndexOf('.');
+  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  const dir = parentOf(path);
+  const copy = `${stem}.sync-conflict-${stamp}-${safeHost}${ext}`;
+  return dir ? `${dir}/${copy}` : copy;
+}
+
+/** A path's entry changed from the ancestor's: appeared, went, or holds something else (a mode change counts). */
+function changed(x: Entry | undefined, a: Entry | undefined): boolean {
+  if (!x || !a) return x !== a;
+  return !sameContent(x, a) || (x.type !== 'symlink' && x.mode !== a.mode);
+}
+
+/**
+ * Both changed to the same thing: the quick check, or the same bytes by hash under other mtimes (the planner then
+ * only sets the remote's time); the mode from whichever side moved it.
+ */
+function agreed(l: Entry, r: Entry, a: Entry | undefined): Entry | undefined {
+  const sameBytes = l.type === 'file' && r.type === 'file' && l.size === r.size && !!l.sha256 && l.sha256 === r.sha256;
+  if (!sameContent(l, r) && !sameBytes) return undefined;
+  if (l.type === 'symlink' || l.mode === r.mode) return l;
+  return a && l.mode === a.mode ? { ...l, mode: r.mode } : l;
+}
+
+export function reconcile(input: ReconcileInput): Reconciled {
+  const { ancestor: A, local: L, remote: R } = input;
+  const merged: Tree = new Map();
+  const conflicts: SyncConflict[] = [];
+  const blocked = new Set<string>(input.unlisted ?? []);
+  const copies: Array<{ from: string; to: string; entry: Entry }> = [];
+  const paths = [...new Set([...A.keys(), ...L.keys(), ...R.keys()])].sort(comparePaths);
+  const taken = new Set(paths);
+
+  const block = (p: string) => {
+    blocked.add(p);
+  };
+  const underBlocked = (p: string) => blocked.size > 0 && ancestors(p).some((x) => blocked.has(x));
+
+  for (const p of paths) {
+    if (blocked.has(p) || underBlocked(p)) continue;
+    const a = A.get(p);
+    const l = L.get(p);
+    const r = R.get(p);
+    const cl = changed(l, a);
+    const cr = changed(r, a);
+    let m: Entry | undefined;
+    if (!cl && !cr) m = l ?? r;
+    else if (cl && !cr) m = l;
+    else if (!cl && cr) m = r;
+    else if (!l || !r) m = l ?? r; // an edit beats a delete (both deleted: gone)
+    else {
+      const same = agreed(l, r, a);
+      if (same) m = same;
+      else if (l.type === 'file' && r.type === 'file') {
+        let copy = input.copyName(p);
+        for (let n = 2; taken.has(copy); n++) copy = `${input.copyName(p)}.${n}`;
+        taken.add(copy);
+        copies.push({ from: p, to: copy, entry: r });
+        conflicts.push({ path: p, kind: 'both-edited', copy, local: l, remote: r });
+        m = l;
+      } else {
+        conflicts.push({ path: p, kind: 'both-changed', local: l, remote: r });
+        block(p);
+        continue;
+      }
+    }
+    if (m) merged.set(p, m);
+  }
+
+  for (const c of copies) merged.set(c.to, c.entry);
+  // Whatever the merged tree keeps needs its directories: a directory deleted on one side comes back where the
+  // other side added something below it. Where a side turned such a directory into a file or link, neither wins:
+  // that path is left alone too, with the ancestor's entries at and below it, until nothing more changes.
+  for (let again = true; again; ) {
+    again = false;
+    for (const b of blocked) {
+      for (const k of [...merged.keys()]) if (k === b || isUnder(k, b)) merged.delete(k);
+      for (const [k, e] of A) if (k === b || isUnder(k, b)) merged.set(k, e);
+    }
+    for (const p of [...merged.keys()].sort(comparePaths)) {
+      for (const d of ancestors(p)) {
+        const e = merged.get(d);
+        if (e?.type === 'dir') continue;
+        const asDir = [L.get(d), R.get(d), A.get(d)].find((x) => x?.type === 'dir');
+        if (!e && asDir) {
+          merged.set(d, asDir);
+          continue;
+        }
+        if (!blocked.has(d)) {
+          conflicts.push({ path: d, kind: 'both-changed', local: L.get(d), remote: R.get(d) });
+          block(d);
+          again = true;
+        }
+        break;
+      }
+    }
+  }
+  // A conflict copy at or below a path left alone after all is not made (nor reported as one).
+  const renames = copies.filter((c) => merged.get(c.to) === c.entry && !blocked.has(c.from) && !underBlocked(c.from));
+  for (const c of copies) {
+    if (renames.includes(c)) continue;
+    if (merged.get(c.to) === c.entry) merged.delete(c.to);
+    const i = conflicts.findIndex((x) => x.path === c.from && x.kind === 'both-edited');
+    if (i >= 0) conflicts.splice(i, 1, { path: c.from, kind: 'both-changed', local: L.get(c.from), remote: R.get(c.from) });
+  }
+
+  // The remote after the renames; its copies are what the ancestor knows there (clean, not someone's edit).
+  const remoteAfter: Tree = new Map(R);
+  const remoteBase: Tree = new Map(A);
+  for (const c of renames) {
+    remoteAfter.delete(c.from);
+    remoteAfter.set(c.to, c.entry);
+    remoteBase.set(c.to, c.entry);
+  }
+  const blockedList = [...blocked].sort(comparePaths);
+  const toRemote = plan({ src: merged, dst: remoteAfter, base: remoteBase, delete: true, force: false, blocked: blockedList, dstName: 'remote' });
+  const toLocal = plan({ src: merged, dst: L, base: A, delete: true, force: false, blocked: blockedList, dstName: 'local' });
+  return { merged, renames: renames.map(({ from, to }) => ({ from, to })), toRemote, remoteTree: remoteAfter, remoteBase, toLocal, conflicts, blocked: blockedList };
+}
