@@ -602,7 +602,7 @@ async function wrapUp(r: Run, early: Early): Promise<void> {
  * name it was made for) holds nothing of anyone else's and is removed; anything else may be someone's edit, so it
  * is kept under a conflict name and reported.
  */
-async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: Entry }>, recorded: Tree | undefined): Promise<Conflict[]> {
+export async function resolveAsides(t: Transport, asides: Array<{ path: string; entry: Entry }>, recorded: Tree | undefined): Promise<Conflict[]> {
   const out: Conflict[] = [];
   await mapLimit(asides, 64, async ({ path, entry }) => {
     const { original, shown } = asideOf(baseName(path));

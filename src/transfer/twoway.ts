@@ -14,7 +14,7 @@ import { startExecution, emptyStats, localChunker } from './execute.js';
 import { hashFile } from './verify.js';
 import { startLocked } from './overlaps.js';
 import { ancestorFileFor, readAncestor, remoteIdentity, writeAncestor } from './ancestor.js';
-import { reportDryRun, WSYNC_VERSION, type EngineOptions, type SyncEvent, type SyncStats } from './engine.js';
+import { reportDryRun, resolveAsides, WSYNC_VERSION, type EngineOptions, type SyncEvent, type SyncStats } from './engine.js';
 
 /**
  * As for push and pull (EngineOptions), with `force` lifting the empty-side refusal and the delete limit (per
@@ -37,8 +37,12 @@ export interface TwoWayResult {
   toRemote: SyncStats;
   toLocal: SyncStats;
   conflicts: SyncConflict[];
-  /** Paths one of the one-way steps found changed at the last moment and left alone. */
-  changedDuringRun: Conflict[];
+  /**
+   * Paths the one-way steps left alone: found changed right before they would have been replaced or deleted
+   * (changed-during-run), or old versions an interrupted replacement had kept aside (kept-aside, kept under a
+   * conflict name, synced by the next run).
+   */
+  leftAlone: Conflict[];
   problems: Problem[];
   durationMs: number;
 }
@@ -100,6 +104,19 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
       }
     }
 
+    // What killed runs left: temp files and partial uploads (nothing else writes them while the lock is held; on
+    // the local side, as push and pull do), and old versions a replacement kept aside (the ancestor's own version
+    // is removed, anything else kept under a conflict name, reported).
+    const keptAside: Conflict[] = [];
+    if (!o.dryRun) {
+      await Promise.all([
+        ...[...(rw?.temps ?? []), ...(rw?.partials ?? []).map((x) => x.path)].map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
+        ...lw.temps.map((t) => o.local.remove(t, 'file').catch(() => undefined)),
+      ]);
+      keptAside.push(...(await resolveAsides(o.remote, rw?.asides ?? [], ancestor)), ...(await resolveAsides(o.local, lw.asides, ancestor)));
+      for (const c of keptAside) emit({ type: 'item', action: '!', path: c.path, kind: 'file', conflict: c, to: c.side });
+    }
+
     const now = o.now ?? new Date();
     const host = o.host ?? os.hostname();
     const rec = reconcile({ ancestor, local, remote, copyName: (p) => conflictCopyName(p, now, host), unlisted: [...lw.blocked, ...(rw?.blocked ?? [])] });
@@ -112,14 +129,14 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     const toRemote = emptyStats();
     const toLocal = emptyStats();
     const tagged = (to: 'local' | 'remote') => (ev: SyncEvent) => emit(ev.type === 'item' ? { ...ev, to } : ev);
-    const result = (changedDuringRun: Conflict[]): TwoWayResult => ({
+    const result = (leftAlone: Conflict[]): TwoWayResult => ({
       dryRun: o.dryRun,
-      ok: rec.conflicts.length === 0 && problems.length === 0 && changedDuringRun.length === 0,
+      ok: rec.conflicts.length === 0 && problems.length === 0 && leftAlone.length === 0,
       firstContact: !known,
       toRemote,
       toLocal,
       conflicts: rec.conflicts,
-      changedDuringRun,
+      leftAlone,
       problems,
       durationMs: Date.now() - started,
     });
@@ -143,7 +160,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
       return () => (c ??= ChunkCache.load(null, { local: o.local.root, target }));
     })();
     const localChunks = localChunker(o.local, getCache);
-    const changedDuringRun: Conflict[] = [];
+    const leftAlone: Conflict[] = [...keptAside];
     const execute = (plan: Plan, from: Transport, to: Transport, base: Tree, dstTree: Tree, stats: SyncStats, side: 'local' | 'remote') =>
       startExecution({
         plan,
@@ -153,7 +170,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
         base,
         dstTree,
         problems,
-        conflicts: changedDuringRun,
+        conflicts: leftAlone,
         stats,
         force: false,
         concurrency: o.concurrency,
@@ -188,7 +205,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     await writeManifest(o.remote, { entries: up.next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: 'sync' });
     if (ancestorFile && remoteId) writeAncestor(ancestorFile, { remoteId, entries: next });
     else emit({ type: 'notice', message: 'no cache directory to keep what was agreed on: the next sync will again see only additions (nothing deleted)' });
-    return result(changedDuringRun);
+    return result(leftAlone);
   } finally {
     await lock?.release().catch(() => undefined);
     locked.done();

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { makeTree, snapshot } from '../support/trees.js';
+import { rng, tempFiles } from '../support/cutcheck.js';
+import { startCutProxy } from '../support/cutproxy.js';
 
 describe('wsync sync', () => {
   const server = useServer('wsync-sync-');
@@ -38,6 +40,9 @@ describe('wsync sync', () => {
     );
     // Same bytes, another mtime (a checkout on each side): agreed, not a conflict.
     utimesSync(join(remote, 'same.txt'), 1_700_000_500, 1_700_000_500);
+    // What a killed run left on either side is cleared, not synced.
+    writeFileSync(join(remote, '.only-there.txt.wsync-0123abcd.tmp'), 'half');
+    writeFileSync(join(local, 'sub/.deep.txt.wsync-89abcdef.tmp'), 'half');
     const r = await sync('--json');
     expect(r.code, r.stderr).toBe(3);
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { conflicts: Array<{ path: string; kind: string; copy: string }>; firstContact: boolean };
@@ -46,6 +51,7 @@ describe('wsync sync', () => {
     const copy = summary.conflicts[0].copy;
     expect(copy).toMatch(/^both\.sync-conflict-\d{8}-\d{6}-.+\.txt$/);
     same(local, remote);
+    expect([...tempFiles(local), ...tempFiles(remote)]).toEqual([]);
     expect(text(join(local, 'both.txt'))).toBe('local version\n');
     expect(text(join(local, copy))).toBe('remote version\n');
     expect(text(join(remote, copy))).toBe('remote version\n');
@@ -177,4 +183,39 @@ describe('wsync sync', () => {
     expect(doc.type).toBe('status');
     expect(doc.sync.result.conflicts).toHaveLength(1);
   }, 60_000);
+
+  it('through a link cut at random points: each run exits 2 (or 0), none loses a byte, an uncut run ends equal', async () => {
+    const localSpec = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`here/d${i % 7}/f${i}.txt`, `local ${i} ${'x'.repeat(i * 97)}\n`]));
+    const remoteSpec = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`there/d${i % 5}/g${i}.txt`, `remote ${i} ${'y'.repeat(i * 89)}\n`]));
+    const { local, remote } = setup(localSpec, remoteSpec);
+    const proxy = await startCutProxy(server.srv, join(server.work, `s${n}`));
+    const cache = join(server.work, `s${n}`, 'cache');
+    const run = () => runCli(['sync', '--no-compress', local, `${server.srv.alias}:${remote}`, '-F', proxy.sshConfig], { env: { XDG_CACHE_HOME: cache } });
+    try {
+      const rand = rng(3);
+      const codes: Array<number | null> = [];
+      for (let i = 0; i < 6; i++) {
+        proxy.cutAfter = Math.floor(30_000 + rand() * 900_000);
+        const r = await run();
+        codes.push(r.code);
+        expect([0, 2], r.stderr).toContain(r.code);
+        if (r.code === 2) expect(r.stderr).toMatch(/^wsync: .*(lost|closed)/m);
+        // Whatever it got to, nothing of either side's is gone from its own side.
+        for (const [rel, body] of Object.entries(localSpec)) expect(text(join(local, rel))).toBe(body);
+        for (const [rel, body] of Object.entries(remoteSpec)) expect(text(join(remote, rel))).toBe(body);
+      }
+      expect(codes).toContain(2);
+      proxy.cutAfter = undefined;
+      const last = await run();
+      expect(last.code, last.stderr).toBe(0);
+      same(local, remote);
+      expect([...tempFiles(local), ...tempFiles(remote)]).toEqual([]);
+      for (const [rel, body] of Object.entries({ ...localSpec, ...remoteSpec })) {
+        expect(text(join(local, rel))).toBe(body);
+        expect(text(join(remote, rel))).toBe(body);
+      }
+    } finally {
+      await proxy.close();
+    }
+  }, 120_000);
 });
