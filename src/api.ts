@@ -190,32 +190,43 @@ export async function sync(a: string | Session, b?: Target | string | SyncOption
   }
 }
 
-/** What `wsync status` reports: each command's dry run, with the changes it would make. */
+/** What `wsync status` reports: each command's dry run, with the changes it would make, or why it would refuse. */
 export interface StatusReport {
-  push: { result: SyncResult; items: ItemEvent[] };
-  pull: { result: SyncResult; items: ItemEvent[] };
-  sync: { result: TwoWayResult; items: ItemEvent[] };
+  push: StatusSection<SyncResult>;
+  pull: StatusSection<SyncResult>;
+  sync: StatusSection<TwoWayResult>;
+}
+
+export interface StatusSection<R> {
+  result?: R;
+  items: ItemEvent[];
+  /** The command would refuse to run (a delete limit, an empty side): its error, as data. */
+  refused?: { code: string; message: string; hint?: string };
 }
 
 /**
  * What push, pull and sync would each do now: their dry runs over one connection, taking no lock and changing
- * nothing on either side (push and pull as with `delete`, so that what they would remove shows).
+ * nothing on either side (push and pull as with `delete`, so that what they would remove shows). A command that
+ * would refuse says why in its section; a failure to reach the target throws.
  */
 export async function status(localDir: string, target: Target | string, options: SyncOptions = {}): Promise<StatusReport> {
   if (!localDir) throw new WsyncError('E_USAGE', 'missing local directory');
   const session = await openSession(localDir, target, { ...options, compressReplies: false });
+  const section = async <R>(run: (onEvent: (ev: SyncEvent) => void) => Promise<R>): Promise<StatusSection<R>> => {
+    const items: ItemEvent[] = [];
+    try {
+      const result = await run((ev) => (ev.type === 'item' ? items.push(ev) : options.onEvent?.(ev)));
+      return { result, items };
+    } catch (err) {
+      if (!(err instanceof WsyncError) || !['E_DELETE_LIMIT', 'E_EMPTY_ROOT', 'E_TARGET', 'E_LOCAL_MISSING'].includes(err.code)) throw err;
+      return { items: [], refused: { code: err.code, message: err.message, hint: err.hint } };
+    }
+  };
   try {
-    const collect = () => {
-      const items: ItemEvent[] = [];
-      return { items, onEvent: (ev: SyncEvent) => (ev.type === 'item' ? items.push(ev) : options.onEvent?.(ev)) };
-    };
-    const p = collect();
-    const push = await runOnce(session, runOptions('push', { ...options, delete: options.delete ?? true, dryRun: true, onEvent: p.onEvent }));
-    const q = collect();
-    const pull = await runOnce(session, runOptions('pull', { ...options, delete: options.delete ?? true, dryRun: true, onEvent: q.onEvent }));
-    const s = collect();
-    const two = await sync(session, { ...options, dryRun: true, onEvent: s.onEvent });
-    return { push: { result: push, items: p.items }, pull: { result: pull, items: q.items }, sync: { result: two, items: s.items } };
+    const push = await section((onEvent) => runOnce(session, runOptions('push', { ...options, delete: options.delete ?? true, dryRun: true, onEvent })));
+    const pull = await section((onEvent) => runOnce(session, runOptions('pull', { ...options, delete: options.delete ?? true, dryRun: true, onEvent })));
+    const two = await section((onEvent) => sync(session, { ...options, dryRun: true, onEvent }));
+    return { push, pull, sync: two };
   } finally {
     await session.close();
   }

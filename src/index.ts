@@ -1,4 +1,4 @@
-export { push, pull, sync, status, type StatusReport, type SyncOptions, type SyncResult, type SyncEvent, type TwoWayResult } from './api.js';
+export { push, pull, sync, status, type StatusReport, type StatusSection, type SyncOptions, type SyncResult, type SyncEvent, type TwoWayResult } from './api.js';
 export type { SyncConflict, SyncConflictKind } from './plan/reconcile.js';
 export { WsyncError, type ErrorCode } from './errors.js';
 export { parseTarget, type Target } from './target.js';

@@ -1,4 +1,4 @@
-import type { SyncOptions, TwoWayResult } from '../api.js';
+import type { StatusSection, SyncOptions, SyncResult, TwoWayResult } from '../api.js';
 import type { ItemEvent, SyncEvent, SyncStats } from '../transfer/engine.js';
 import { describeSyncConflict } from '../transfer/twoway.js';
 import { EXIT_CODES } from '../errors.js';
@@ -118,15 +118,25 @@ export async function runStatusCommand(a: SyncArgs): Promise<number> {
   const out = process.stdout;
   const line = (ev: ItemEvent, arrow = '') =>
     `  ${arrow}${ev.action} ${ev.path}${ev.kind === 'dir' ? '/' : ev.kind === 'symlink' ? ' -> (link)' : ''}${ev.conflict ? `: ${describeConflict(ev.conflict)}` : ''}\n`;
-  const oneWay = (name: string, items: ItemEvent[], conflicts: number) => {
-    out.write(`${name}: ${items.length === 0 && conflicts === 0 ? 'nothing to do' : `${items.filter((i) => i.action !== '!').length} change(s)${conflicts ? `, ${conflicts} path(s) it would leave alone` : ''}`}\n`);
-    for (const ev of items) out.write(line(ev));
+  const oneWay = (name: string, sec: StatusSection<SyncResult>) => {
+    if (sec.refused) {
+      out.write(`${name}: would refuse: ${sec.refused.message}\n`);
+      return;
+    }
+    const conflicts = sec.result?.conflicts.length ?? 0;
+    const changes = sec.items.filter((i) => i.action !== '!').length;
+    out.write(`${name}: ${changes === 0 && conflicts === 0 ? 'nothing to do' : `${changes} change(s)${conflicts ? `, ${conflicts} path(s) it would leave alone` : ''}`}\n`);
+    for (const ev of sec.items) out.write(line(ev));
   };
-  oneWay('push (with --delete)', r.push.items, r.push.result.conflicts.length);
-  oneWay('pull (with --delete)', r.pull.items, r.pull.result.conflicts.length);
+  oneWay('push (with --delete)', r.push);
+  oneWay('pull (with --delete)', r.pull);
   const s = r.sync;
-  out.write(`sync: ${s.items.length === 0 && s.result.conflicts.length === 0 ? 'nothing to do' : `${s.items.length} change(s) (> to the remote, < to here)${s.result.conflicts.length ? `, ${s.result.conflicts.length} conflict(s)` : ''}`}${s.result.firstContact ? ' (first sync: nothing would be deleted)' : ''}\n`);
-  for (const ev of s.items) out.write(line(ev, ev.to === 'local' ? '< ' : '> '));
-  for (const c of s.result.conflicts) out.write(`  ! ${describeSyncConflict(c).replace(/^conflict: /, '')}\n`);
+  if (s.refused || !s.result) out.write(`sync: would refuse: ${s.refused?.message ?? ''}\n`);
+  else {
+    const conflicts = s.result.conflicts.length;
+    out.write(`sync: ${s.items.length === 0 && conflicts === 0 ? 'nothing to do' : `${s.items.filter((i) => i.action !== '!').length} change(s) (> to the remote, < to here)${conflicts ? `, ${conflicts} conflict(s)` : ''}`}${s.result.firstContact ? ' (first sync: nothing would be deleted)' : ''}\n`);
+    for (const ev of s.items) out.write(line(ev, ev.to === 'local' ? '< ' : '> '));
+    for (const c of s.result.conflicts) out.write(`  ! ${describeSyncConflict(c).replace(/^conflict: /, '')}\n`);
+  }
   return 0;
 }

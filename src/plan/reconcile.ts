@@ -1,5 +1,5 @@
 import type { Entry, Tree } from '../types.js';
-import { ancestors, baseName, comparePaths, isUnder, parentOf } from '../util/paths.js';
+import { ancestors, baseName, comparePaths, isUnder, NAME_MAX, parentOf, utf8Prefix } from '../util/paths.js';
 import { plan, sameContent, type Plan } from './plan.js';
 
 /**
@@ -10,7 +10,8 @@ import { plan, sameContent, type Plan } from './plan.js';
  * merged tree only ever takes a side's version where the other side still holds the ancestor's.
  *
  * Rules (syncthing's and unison's, where their users asked for them after losing data):
- * - a change on one side only propagates (a mode change is a change);
+ * - a change on one side only propagates; a file's bytes and its mode are merged apart (a chmod on one side and an
+ *   edit on the other both stand), and a touch is no change where the caller hashed the file (same bytes);
  * - the same change on both sides is agreed on;
  * - an edit beats a delete, on either side, and a directory deleted on one side keeps what the other side added
  *   below it (with the directories above it);
@@ -42,6 +43,11 @@ export interface ReconcileInput {
   copyName: (path: string) => string;
   /** Paths that could not be listed on either side: left alone, with everything below them. */
   unlisted?: string[];
+  /**
+   * Local files written since the last sync began whose size and mtime are still the ancestor's, where the
+   * ancestor has no hash to compare with: taken as changed (an edit within the same second at the same size).
+   */
+  touchedLocal?: ReadonlySet<string>;
 }
 
 export interface Reconciled {
@@ -53,41 +59,55 @@ export interface Reconciled {
   toRemote: Plan;
   remoteTree: Tree;
   remoteBase: Tree;
-  /** remote → local. */
+  /** remote → local, on localBase. */
   toLocal: Plan;
+  localBase: Tree;
   conflicts: SyncConflict[];
   /** Paths left alone on both sides (with everything below them). */
   blocked: string[];
 }
 
-/** `dir/name.sync-conflict-20261206-031500-host.ext`, as syncthing names them (the extension kept last). */
+/**
+ * `dir/name.sync-conflict-20261206-031500-host.ext`, as syncthing names them (the extension kept last); the stem is
+ * shortened to keep the name within 255 bytes.
+ */
 export function conflictCopyName(path: string, when: Date, host: string): string {
   const pad = (n: number) => String(n).padStart(2, '0');
   const stamp = `${when.getUTCFullYear()}${pad(when.getUTCMonth() + 1)}${pad(when.getUTCDate())}-${pad(when.getUTCHours())}${pad(when.getUTCMinutes())}${pad(when.getUTCSeconds())}`;
   const safeHost = host.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40) || 'host';
   const name = baseName(path);
   const dot = name.lastIndexOf('.');
-  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  let [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  const tag = `.sync-conflict-${stamp}-${safeHost}`;
+  // Room for the tag and a collision suffix (".99"); an over-long extension goes into the stem's budget.
+  if (Buffer.byteLength(ext) > 40) [stem, ext] = [name, ''];
+  stem = utf8Prefix(stem, NAME_MAX - Buffer.byteLength(tag) - Buffer.byteLength(ext) - 4);
   const dir = parentOf(path);
-  const copy = `${stem}.sync-conflict-${stamp}-${safeHost}${ext}`;
+  const copy = `${stem}${tag}${ext}`;
   return dir ? `${dir}/${copy}` : copy;
 }
 
-/** A path's entry changed from the ancestor's: appeared, went, or holds something else (a mode change counts). */
-function changed(x: Entry | undefined, a: Entry | undefined): boolean {
-  if (!x || !a) return x !== a;
-  return !sameContent(x, a) || (x.type !== 'symlink' && x.mode !== a.mode);
+/** The same bytes: the quick check, or both hashed (the caller hashes where a touch or a same-second edit may hide). */
+export function sameBytes(x: Entry, y: Entry): boolean {
+  return sameContent(x, y) || (x.type === 'file' && y.type === 'file' && x.size === y.size && !!x.sha256 && x.sha256 === y.sha256);
 }
 
+/** A path's content changed from the ancestor's: appeared, went, or holds something else (a mode change does not). */
+function changed(x: Entry | undefined, a: Entry | undefined): boolean {
+  if (!x || !a) return x !== a;
+  return !sameBytes(x, a);
+}
+
+const modeMoved = (x: Entry | undefined, a: Entry | undefined) => !!x && !!a && x.type === a.type && x.type !== 'symlink' && x.mode !== a.mode;
+
 /**
- * Both changed to the same thing: the quick check, or the same bytes by hash under other mtimes (the planner then
- * only sets the remote's time); the mode from whichever side moved it.
+ * The mode the merged entry gets: a side's own change of it wins over the other side's old mode (the local side's
+ * when both changed it), so that a chmod on one side does not make an edit on the other a conflict.
  */
-function agreed(l: Entry, r: Entry, a: Entry | undefined): Entry | undefined {
-  const sameBytes = l.type === 'file' && r.type === 'file' && l.size === r.size && !!l.sha256 && l.sha256 === r.sha256;
-  if (!sameContent(l, r) && !sameBytes) return undefined;
-  if (l.type === 'symlink' || l.mode === r.mode) return l;
-  return a && l.mode === a.mode ? { ...l, mode: r.mode } : l;
+function withMode(m: Entry, l: Entry | undefined, r: Entry | undefined, a: Entry | undefined): Entry {
+  if (m.type === 'symlink') return m;
+  const mode = l?.type === m.type && modeMoved(l, a) ? l.mode : r?.type === m.type && modeMoved(r, a) ? r.mode : m.mode;
+  return mode === m.mode ? m : { ...m, mode };
 }
 
 export function reconcile(input: ReconcileInput): Reconciled {
@@ -109,15 +129,16 @@ export function reconcile(input: ReconcileInput): Reconciled {
     const a = A.get(p);
     const l = L.get(p);
     const r = R.get(p);
-    const cl = changed(l, a);
+    const cl = changed(l, a) || (!!l && !!input.touchedLocal?.has(p));
     const cr = changed(r, a);
     let m: Entry | undefined;
-    if (!cl && !cr) m = l ?? r;
+    // The same bytes on both sides: a side that touched the file (another mtime, the same bytes by hash) moves it.
+    if (!cl && !cr) m = r && a && r.type === 'file' && r.mtime !== a.mtime && !(l && l.mtime !== a.mtime) ? r : l ?? r;
     else if (cl && !cr) m = l;
     else if (!cl && cr) m = r;
     else if (!l || !r) m = l ?? r; // an edit beats a delete (both deleted: gone)
     else {
-      const same = agreed(l, r, a);
+      const same = sameBytes(l, r) ? l : undefined;
       if (same) m = same;
       else if (l.type === 'file' && r.type === 'file') {
         let copy = input.copyName(p);
@@ -132,7 +153,7 @@ export function reconcile(input: ReconcileInput): Reconciled {
         continue;
       }
     }
-    if (m) merged.set(p, m);
+    if (m) merged.set(p, withMode(m, l, r, a));
   }
 
   for (const c of copies) merged.set(c.to, c.entry);
@@ -172,9 +193,18 @@ export function reconcile(input: ReconcileInput): Reconciled {
     if (i >= 0) conflicts.splice(i, 1, { path: c.from, kind: 'both-changed', local: L.get(c.from), remote: R.get(c.from) });
   }
 
-  // The remote after the renames; its copies are what the ancestor knows there (clean, not someone's edit).
+  // What each plan takes for clean: the ancestor, except where a side only touched a file (its bytes are the
+  // ancestor's, by hash): that entry is clean there. On the remote, after the renames, the copies are clean too.
+  const baseFor = (side: Tree): Tree => {
+    const b: Tree = new Map(A);
+    for (const [p, a] of A) {
+      const x = side.get(p);
+      if (x && !sameContent(x, a) && sameBytes(x, a)) b.set(p, x);
+    }
+    return b;
+  };
   const remoteAfter: Tree = new Map(R);
-  const remoteBase: Tree = new Map(A);
+  const remoteBase = baseFor(R);
   for (const c of renames) {
     remoteAfter.delete(c.from);
     remoteAfter.set(c.to, c.entry);
@@ -182,6 +212,7 @@ export function reconcile(input: ReconcileInput): Reconciled {
   }
   const blockedList = [...blocked].sort(comparePaths);
   const toRemote = plan({ src: merged, dst: remoteAfter, base: remoteBase, delete: true, force: false, blocked: blockedList, dstName: 'remote' });
-  const toLocal = plan({ src: merged, dst: L, base: A, delete: true, force: false, blocked: blockedList, dstName: 'local' });
-  return { merged, renames: renames.map(({ from, to }) => ({ from, to })), toRemote, remoteTree: remoteAfter, remoteBase, toLocal, conflicts, blocked: blockedList };
+  const localBase = baseFor(L);
+  const toLocal = plan({ src: merged, dst: L, base: localBase, delete: true, force: false, blocked: blockedList, dstName: 'local' });
+  return { merged, renames: renames.map(({ from, to }) => ({ from, to })), toRemote, remoteTree: remoteAfter, remoteBase, toLocal, localBase, conflicts, blocked: blockedList };
 }

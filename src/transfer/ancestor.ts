@@ -16,6 +16,8 @@ export interface Ancestor {
   /** The id in the target's `.wsync/id` when this state was agreed on. */
   remoteId: string;
   entries: Tree;
+  /** When the sync that agreed on it began (Date.now()): local files with a later ctime may hide a same-second edit. */
+  lastScan?: number;
 }
 
 const FORMAT = 'wsync-ancestor';
@@ -31,7 +33,7 @@ export function ancestorFileFor(cacheFile: string): string {
 export function readAncestor(file: string | null): Ancestor | null {
   if (!file) return null;
   try {
-    const doc = JSON.parse(gunzipSync(readFileSync(file)).toString('utf8')) as { format?: unknown; version?: unknown; remoteId?: unknown; entries?: unknown };
+    const doc = JSON.parse(gunzipSync(readFileSync(file)).toString('utf8')) as { format?: unknown; version?: unknown; remoteId?: unknown; entries?: unknown; lastScan?: unknown };
     if (doc.format !== FORMAT || doc.version !== VERSION || typeof doc.remoteId !== 'string' || !Array.isArray(doc.entries)) return null;
     const entries: Tree = new Map();
     for (const item of doc.entries as unknown[]) {
@@ -40,7 +42,7 @@ export function readAncestor(file: string | null): Ancestor | null {
       if (!['file', 'dir', 'symlink'].includes(e.type) || typeof e.size !== 'number' || typeof e.mtime !== 'number' || typeof e.mode !== 'number') return null;
       entries.set(item[0], e);
     }
-    return { remoteId: doc.remoteId, entries };
+    return { remoteId: doc.remoteId, entries, lastScan: typeof doc.lastScan === 'number' ? doc.lastScan : undefined };
   } catch {
     return null;
   }
@@ -55,7 +57,7 @@ export function writeAncestor(file: string, a: Ancestor): void {
   });
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    writeFileSync(tmp, gzipSync(JSON.stringify({ format: FORMAT, version: VERSION, remoteId: a.remoteId, entries })));
+    writeFileSync(tmp, gzipSync(JSON.stringify({ format: FORMAT, version: VERSION, remoteId: a.remoteId, lastScan: a.lastScan, entries })));
     renameSync(tmp, file);
   } catch (err) {
     rmSync(tmp, { force: true });
@@ -63,12 +65,22 @@ export function writeAncestor(file: string, a: Ancestor): void {
   }
 }
 
-/** The target's id: read, or made now (with the lock held) when `create` and there is none. */
+/**
+ * The target's id: read, or made now (with the lock held) when `create` and there is none, or only an empty or
+ * unreadable one (a create whose write never landed): then it is written whole and read back.
+ */
 export async function remoteIdentity(remote: Transport, create: boolean): Promise<string | undefined> {
-  const read = async () => (await remote.readFile(REMOTE_ID_PATH, { small: true }).catch(() => null))?.toString('utf8').trim() || undefined;
+  const read = async () => {
+    const text = (await remote.readFile(REMOTE_ID_PATH, { small: true }).catch(() => null))?.toString('utf8').trim();
+    return text && /^[0-9a-f]{32}$/.test(text) ? text : undefined;
+  };
   const found = await read();
   if (found || !create) return found;
   const id = randomBytes(16).toString('hex');
-  if (await remote.createExclusive(REMOTE_ID_PATH, Buffer.from(`${id}\n`))) return id;
-  return read();
+  if (!(await remote.createExclusive(REMOTE_ID_PATH, Buffer.from(`${id}\n`)))) {
+    const other = await read();
+    if (other) return other;
+  }
+  await remote.writeSmall(REMOTE_ID_PATH, Buffer.from(`${id}\n`));
+  return (await read()) === id ? id : undefined;
 }

@@ -1,11 +1,12 @@
 import os from 'node:os';
 import type { Entry, Problem, Tree } from '../types.js';
 import type { Transport } from '../transport/types.js';
-import { WsyncError, abortedError } from '../errors.js';
+import { WsyncError, abortedError, errorMessage } from '../errors.js';
+import { isLinkError } from '../session/session.js';
 import { IgnoreRules } from '../scan/ignore.js';
 import { walk, filterTree, skippedNotices } from '../scan/walk.js';
 import { sameContent, type Conflict, type Plan } from '../plan/plan.js';
-import { conflictCopyName, reconcile, type SyncConflict } from '../plan/reconcile.js';
+import { conflictCopyName, reconcile, sameBytes, type SyncConflict } from '../plan/reconcile.js';
 import { writeManifest } from '../manifest/manifest.js';
 import { mapLimit } from '../util/limit.js';
 import { ChunkCache, cacheFileFor, usableCacheDir } from './chunkcache.js';
@@ -72,7 +73,9 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
   try {
     const localRules = new IgnoreRules(o.filter);
     const remoteRules = new IgnoreRules(o.filter);
+    // A root that is something else (a file, or a link: pull refuses it too) is never taken for an empty tree.
     const remoteRoot = await o.remote.lstat('');
+    if (remoteRoot && remoteRoot.type !== 'dir') throw new WsyncError('E_TARGET', `remote ${o.remote.describe()} is not a directory${remoteRoot.type === 'symlink' ? ' (a symlink: name the directory it points to)' : ''}`, { hint: 'check the remote path' });
     const [lw, rw, remoteId] = await Promise.all([
       walk(o.local, { rules: localRules, concurrency: 16 }),
       remoteRoot?.type === 'dir' ? walk(o.remote, { rules: remoteRules, concurrency: 512 }) : undefined,
@@ -90,9 +93,11 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     for (const [p, e] of known?.entries ?? []) if (!excluded(p, e.type === 'dir')) ancestor.set(p, e);
     trace(known ? `ancestor: ${ancestor.size} entries` : 'ancestor: none (first contact)');
 
-    // Where both sides changed a file to the same size, the bytes decide (a copy made on both sides, the same
-    // checkout at two times): hashed on both sides, the remote's read back.
-    ({ local, remote } = await hashBothChanged(o, local, remote, ancestor));
+    // Where size and mtime cannot tell, the bytes decide (see hashWhereNeeded).
+    const hashed = await hashWhereNeeded(o, local, remote, ancestor, known?.lastScan);
+    ({ local, remote } = hashed);
+    for (const [p, e] of hashed.ancestorHashes) ancestor.set(p, e);
+    if (hashed.readBack) trace(`read back ${hashed.readBack} remote files to compare`);
 
     // Safety rails: a side that is suddenly empty while the ancestor lists files is an unmounted disk or a wrong
     // path far more often than a wish to delete everything.
@@ -119,8 +124,9 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
 
     const now = o.now ?? new Date();
     const host = o.host ?? os.hostname();
-    const rec = reconcile({ ancestor, local, remote, copyName: (p) => conflictCopyName(p, now, host), unlisted: [...lw.blocked, ...(rw?.blocked ?? [])] });
-    for (const c of rec.conflicts) emit({ type: 'notice', message: describeSyncConflict(c) });
+    const unlisted = [...lw.blocked, ...(rw?.blocked ?? [])];
+    const reconcileWith = (remoteNow: Tree) => reconcile({ ancestor, local, remote: remoteNow, copyName: (p) => conflictCopyName(p, now, host), unlisted, touchedLocal: hashed.touchedLocal });
+    let rec = reconcileWith(remote);
     for (const [plan, side] of [[rec.toRemote, 'remote'], [rec.toLocal, 'local']] as const) {
       if (plan.tooManyDeletes && !o.force) {
         throw new WsyncError('E_DELETE_LIMIT', `the sync would remove ${plan.deleteCount} of the ${plan.dstFileCount} files on the ${side} side`, { hint: 'that is more than half: check both directories and the filters, or add --force if this is intended' });
@@ -128,6 +134,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     }
     const toRemote = emptyStats();
     const toLocal = emptyStats();
+    const leftAlone: Conflict[] = [...keptAside];
     const tagged = (to: 'local' | 'remote') => (ev: SyncEvent) => emit(ev.type === 'item' ? { ...ev, to } : ev);
     const result = (leftAlone: Conflict[]): TwoWayResult => ({
       dryRun: o.dryRun,
@@ -140,27 +147,53 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
       problems,
       durationMs: Date.now() - started,
     });
+    const settled = () => {
+      for (const c of rec.conflicts) emit({ type: 'notice', message: describeSyncConflict(c) });
+      // What the one-way planner itself leaves alone (a directory to replace that holds a change it could not see
+      // listed): reported, never dropped.
+      for (const c of [...rec.toRemote.conflicts, ...rec.toLocal.conflicts]) {
+        leftAlone.push(c);
+        emit({ type: 'item', action: '!', path: c.path, kind: 'file', conflict: c, to: c.side });
+      }
+    };
     if (o.dryRun) {
+      settled();
       for (const { from, to } of rec.renames) emit({ type: 'item', action: '+', path: to, kind: 'file', to: 'remote', renamedFrom: from });
       reportDryRun(rec.toRemote, local, rec.remoteTree, toRemote, tagged('remote'));
       reportDryRun(rec.toLocal, remote, local, toLocal, tagged('local'));
-      return result([]);
+      return result(leftAlone);
     }
     if (o.signal?.aborted) throw abortedError();
 
     // Conflict copies first: the remote's version of a file edited on both sides moves aside (content kept by the
-    // rename itself); only then can the local version go to its name. A failed rename stops the sync before
-    // anything is written.
-    for (const { from, to } of rec.renames) {
-      await o.remote.rename(from, to);
-      emit({ type: 'item', action: '+', path: to, kind: 'file', to: 'remote', renamedFrom: from });
+    // rename itself); only then can the local version go to its name. A rename that fails leaves that path alone
+    // (a problem, reported): everything is reconciled again with the renames made so far.
+    let remoteNow = remote;
+    for (let again = true; again; ) {
+      again = false;
+      for (const { from, to } of rec.renames) {
+        try {
+          await o.remote.rename(from, to);
+        } catch (err) {
+          if (isLinkError(err)) throw err;
+          problems.push({ path: from, code: err instanceof WsyncError ? err.code : 'E_REMOTE_IO', message: `cannot keep the remote's version as ${to}: ${errorMessage(err)}; left as it is on both sides` });
+          unlisted.push(from);
+          rec = reconcileWith(remoteNow);
+          again = true;
+          break;
+        }
+        remoteNow = new Map(remoteNow);
+        remoteNow.set(to, remoteNow.get(from)!);
+        remoteNow.delete(from);
+        emit({ type: 'item', action: '+', path: to, kind: 'file', to: 'remote', renamedFrom: from });
+      }
     }
+    settled();
     const getCache = (() => {
       let c: Promise<ChunkCache> | undefined;
       return () => (c ??= ChunkCache.load(null, { local: o.local.root, target }));
     })();
     const localChunks = localChunker(o.local, getCache);
-    const leftAlone: Conflict[] = [...keptAside];
     const execute = (plan: Plan, from: Transport, to: Transport, base: Tree, dstTree: Tree, stats: SyncStats, side: 'local' | 'remote') =>
       startExecution({
         plan,
@@ -185,7 +218,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
       });
     const up = execute(rec.toRemote, o.local, o.remote, rec.remoteBase, rec.remoteTree, toRemote, 'remote');
     await up.run();
-    const down = execute(rec.toLocal, o.remote, o.local, ancestor, local, toLocal, 'local');
+    const down = execute(rec.toLocal, o.remote, o.local, rec.localBase, local, toLocal, 'local');
     await down.run();
 
     // The new ancestor: where both sides now hold the same entry, that entry; elsewhere (a failure, a path left
@@ -203,7 +236,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     }
     // The remote's manifest says what the remote now holds, for pushes and pulls from here or elsewhere.
     await writeManifest(o.remote, { entries: up.next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: 'sync' });
-    if (ancestorFile && remoteId) writeAncestor(ancestorFile, { remoteId, entries: next });
+    if (ancestorFile && remoteId) writeAncestor(ancestorFile, { remoteId, entries: next, lastScan: started });
     else emit({ type: 'notice', message: 'no cache directory to keep what was agreed on: the next sync will again see only additions (nothing deleted)' });
     return result(leftAlone);
   } finally {
@@ -212,27 +245,84 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
   }
 }
 
-/** Files both sides changed to the same size: hashed on both sides so that the same bytes are agreed on. */
-async function hashBothChanged(o: TwoWayOptions, local: Tree, remote: Tree, ancestor: Tree): Promise<{ local: Tree; remote: Tree }> {
-  const pairs = [...local].filter(([p, l]) => {
-    const r = remote.get(p);
-    if (l.type !== 'file' || r?.type !== 'file' || l.size !== r.size || sameContent(l, r)) return false;
-    const a = ancestor.get(p);
-    return !a || (!sameContent(a, l) && !sameContent(a, r));
-  });
-  if (pairs.length === 0) return { local, remote };
+/**
+ * Filesystems stamp ctime from a coarse clock that may lag Date.now() by a tick: a write just after a sync began
+ * must still count as after it (as verify.ts).
+ */
+const CTIME_SLACK_MS = 20;
+
+/**
+ * Where size and mtime cannot tell, the bytes decide:
+ * - local files of the ancestor's size with another mtime (a touch, or an edit at the same size), and those written
+ *   since the last sync began with the ancestor's size and mtime (an edit within the same second): hashed locally;
+ *   where such a same-second suspect meets an ancestor without a hash, the remote's copy (if still the ancestor's)
+ *   is read back for it, and without one either the file counts as changed (touchedLocal);
+ * - remote files of the ancestor's size with another mtime, where the local side changed too (a touch there must
+ *   not turn the local edit into a conflict): read back;
+ * - files of one size on both sides, where there is no ancestor or both changed: hashed on both sides (the same
+ *   checkout at two times is agreed on; different bytes under one mtime are not taken for the same).
+ */
+async function hashWhereNeeded(o: TwoWayOptions, local: Tree, remote: Tree, ancestor: Tree, lastScan: number | undefined) {
   const L = new Map(local);
   const R = new Map(remote);
-  await mapLimit(pairs, 64, async ([p, l]) => {
-    try {
-      const [hl, hr] = l.size === 0 ? [EMPTY_SHA256, EMPTY_SHA256] : await Promise.all([hashFile(o.local, p, l.size), hashFile(o.remote, p, l.size)]);
-      L.set(p, { ...l, sha256: hl });
-      R.set(p, { ...remote.get(p)!, sha256: hr });
-    } catch {
-      // Unreadable now: compared by size and mtime (different: both kept).
+  const ancestorHashes = new Map<string, Entry>();
+  const touchedLocal = new Set<string>();
+  let readBack = 0;
+  const hashInto = async (t: Tree, side: Transport, p: string) => {
+    const e = t.get(p)!;
+    if (e.type !== 'file' || e.sha256) return;
+    if (side === o.remote) readBack++;
+    const h = e.size === 0 ? EMPTY_SHA256 : await hashFile(side, p, e.size);
+    t.set(p, { ...t.get(p)!, sha256: h });
+  };
+  const quietly = (f: Promise<void>) => f.catch(() => undefined); // unreadable now: the quick check decides
+  const suspects: string[] = [];
+  const first: string[] = [];
+  for (const [p, l] of L) {
+    const a = ancestor.get(p);
+    if (l.type !== 'file' || a?.type !== 'file' || l.size !== a.size) continue;
+    if (l.mtime !== a.mtime) first.push(p);
+    else if (lastScan !== undefined && l.ctime !== undefined && l.ctime >= lastScan - CTIME_SLACK_MS) {
+      first.push(p);
+      suspects.push(p);
     }
-  });
-  return { local: L, remote: R };
+  }
+  await mapLimit(first, 8, (p) => quietly(hashInto(L, o.local, p)));
+  // A local file found changed under the ancestor's size: a remote copy that the quick check calls the ancestor's
+  // is taken to hold the ancestor's bytes (as verify.ts does), so that the planner sees the two differ.
+  for (const p of first) {
+    const a = ancestor.get(p)!;
+    const l = L.get(p)!;
+    const r = R.get(p);
+    if (a.sha256 && l.sha256 && l.sha256 !== a.sha256 && r?.type === 'file' && !r.sha256 && sameContent(r, a)) R.set(p, { ...r, sha256: a.sha256 });
+  }
+  for (const p of suspects) {
+    const a = ancestor.get(p)!;
+    const l = L.get(p)!;
+    const r = R.get(p);
+    if (a.sha256 || !l.sha256) continue;
+    if (r?.type === 'file' && sameContent(r, a)) {
+      await quietly(hashInto(R, o.remote, p));
+      const hr = R.get(p)!.sha256;
+      if (hr) ancestorHashes.set(p, { ...a, sha256: hr });
+      else touchedLocal.add(p);
+    } else touchedLocal.add(p);
+  }
+  const bytesOf = (p: string) => ancestorHashes.get(p) ?? ancestor.get(p);
+  const moved = (x: Entry | undefined, a: Entry | undefined) => (!x || !a ? x !== a : !sameBytes(x, a));
+  const second: Array<[Tree, Transport, string]> = [];
+  for (const p of new Set([...L.keys(), ...R.keys()])) {
+    const l = L.get(p);
+    const r = R.get(p);
+    const a = bytesOf(p);
+    const localMoved = moved(l, a) || touchedLocal.has(p);
+    if (r?.type === 'file' && a?.type === 'file' && r.size === a.size && r.mtime !== a.mtime && localMoved) second.push([R, o.remote, p]);
+    if (l?.type === 'file' && r?.type === 'file' && l.size === r.size && (!a || (localMoved && moved(r, a)))) {
+      second.push([L, o.local, p], [R, o.remote, p]);
+    }
+  }
+  await mapLimit(second, 64, ([t, side, p]) => quietly(hashInto(t, side, p)));
+  return { local: L, remote: R, ancestorHashes, touchedLocal, readBack };
 }
 
 export function describeSyncConflict(c: SyncConflict): string {

@@ -4,7 +4,7 @@
  * one target each sync against their own ancestor (a stale client never overwrites the other's work).
  */
 import { describe, it, expect } from 'vitest';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { runCli, type CliResult } from '../support/cli.js';
@@ -218,4 +218,74 @@ describe('wsync sync', () => {
       await proxy.close();
     }
   }, 120_000);
+
+  it('an edit the quick check cannot see (same size, same mtime second) is still sent; different bytes under one mtime are not taken for the same', async () => {
+    const { local, remote, sync } = setup({ 'f.txt': 'v1\n', 'g.txt': 'g\n' }, {});
+    expect((await sync()).code).toBe(0);
+    const { mtime } = statSync(join(local, 'f.txt'));
+    writeFileSync(join(local, 'f.txt'), 'v2\n');
+    utimesSync(join(local, 'f.txt'), mtime, mtime);
+    const r = await sync('-v');
+    expect(r.code, r.stderr).toBe(0);
+    expect(text(join(remote, 'f.txt'))).toBe('v2\n');
+    // First contact, one size and one mtime on both sides, other bytes (a tarball's fixed dates): both kept.
+    const other = setup({ 'pkg.json': 'local ver\n' }, { 'pkg.json': 'REMOTEver\n' });
+    for (const side of [other.local, other.remote]) utimesSync(join(side, 'pkg.json'), 499_162_500, 499_162_500);
+    const r2 = await other.sync();
+    expect(r2.code).toBe(3);
+    expect(text(join(other.remote, 'pkg.json'))).toBe('local ver\n');
+    expect(readdirSync(other.remote).filter((f) => f.startsWith('pkg.sync-conflict-'))).toHaveLength(1);
+    same(other.local, other.remote);
+  }, 60_000);
+
+  it('a touch or a chmod on one side does not turn an edit on the other into a conflict', async () => {
+    const { local, remote, sync } = setup({ 'f.txt': 'v1\n', 'run.sh': 'echo 1\n' }, {});
+    expect((await sync()).code).toBe(0);
+    utimesSync(join(local, 'f.txt'), 1_700_009_000, 1_700_009_000);
+    touch(join(remote, 'f.txt'), 'v2, longer\n', 1_700_009_500);
+    chmodSync(join(local, 'run.sh'), 0o755);
+    touch(join(remote, 'run.sh'), 'echo 2\n', 1_700_009_600);
+    const r = await sync();
+    expect(r.code, r.stderr).toBe(0);
+    same(local, remote);
+    expect(text(join(local, 'f.txt'))).toBe('v2, longer\n');
+    expect(text(join(local, 'run.sh'))).toBe('echo 2\n');
+    expect(statSync(join(remote, 'run.sh')).mode & 0o777).toBe(0o755);
+  }, 60_000);
+
+  it('a conflict copy of a long name fits in 255 bytes; an empty .wsync/id is made anew; a remote root that is a link is refused', async () => {
+    const long = `${'n'.repeat(240)}.txt`;
+    const { local, remote, sync } = setup({ [long]: 'base\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' }, {});
+    expect((await sync()).code).toBe(0);
+    touch(join(local, long), 'local edit\n', 1_700_010_000);
+    touch(join(remote, long), 'remote edit\n', 1_700_010_500);
+    const r = await sync();
+    expect(r.code).toBe(3);
+    const copy = readdirSync(remote).find((f) => f.includes('.sync-conflict-'))!;
+    expect(Buffer.byteLength(copy)).toBeLessThanOrEqual(255);
+    expect(text(join(local, copy))).toBe('remote edit\n');
+    // An id whose write never landed: a new one is written, and deletions go on being synced after that.
+    writeFileSync(join(remote, '.wsync/id'), '');
+    expect((await sync()).code).toBe(0);
+    expect(text(join(remote, '.wsync/id'))).toMatch(/^[0-9a-f]{32}\n$/);
+    rmSync(join(local, 'a.txt'));
+    expect((await sync()).code).toBe(0);
+    expect(existsSync(join(remote, 'a.txt'))).toBe(false);
+    const link = `${remote}-link`;
+    symlinkSync(remote, link);
+    const viaLink = await runCli(['sync', local, `${server.srv.alias}:${link}`, '-F', server.srv.sshConfig], { env: { XDG_CACHE_HOME: join(server.work, `s${n}`, 'cache') } });
+    expect(viaLink.code).toBe(1);
+    expect(viaLink.stderr).toMatch(/is not a directory \(a symlink/);
+  }, 60_000);
+
+  it('status reports a command that would refuse, in its section, and exits 0', async () => {
+    const { local, remote, sync } = setup({ 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' }, {});
+    expect((await sync()).code).toBe(0);
+    rmSync(join(local, 'a.txt'));
+    rmSync(join(local, 'b.txt'));
+    const r = await runCli(['status', local, `${server.srv.alias}:${remote}`, '-F', server.srv.sshConfig], { env: { XDG_CACHE_HOME: join(server.work, `s${n}`, 'cache') } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^push \(with --delete\): would refuse: --delete would remove 2 of the 3 files/m);
+    expect(r.stdout).toMatch(/^sync: would refuse: the sync would remove 2 of the 3 files on the remote side/m);
+  }, 60_000);
 });
