@@ -18,6 +18,11 @@ export interface Ancestor {
   entries: Tree;
   /** When the sync that agreed on it began (Date.now()): local files with a later ctime may hide a same-second edit. */
   lastScan?: number;
+  /**
+   * Local files that sync did not bring into agreement (left alone, failed): their entry here is older than
+   * lastScan says, so the next sync compares them by content, whatever their ctime.
+   */
+  flagged?: string[];
 }
 
 const FORMAT = 'wsync-ancestor';
@@ -33,7 +38,7 @@ export function ancestorFileFor(cacheFile: string): string {
 export function readAncestor(file: string | null): Ancestor | null {
   if (!file) return null;
   try {
-    const doc = JSON.parse(gunzipSync(readFileSync(file)).toString('utf8')) as { format?: unknown; version?: unknown; remoteId?: unknown; entries?: unknown; lastScan?: unknown };
+    const doc = JSON.parse(gunzipSync(readFileSync(file)).toString('utf8')) as { format?: unknown; version?: unknown; remoteId?: unknown; entries?: unknown; lastScan?: unknown; flagged?: unknown };
     if (doc.format !== FORMAT || doc.version !== VERSION || typeof doc.remoteId !== 'string' || !Array.isArray(doc.entries)) return null;
     const entries: Tree = new Map();
     for (const item of doc.entries as unknown[]) {
@@ -42,7 +47,8 @@ export function readAncestor(file: string | null): Ancestor | null {
       if (!['file', 'dir', 'symlink'].includes(e.type) || typeof e.size !== 'number' || typeof e.mtime !== 'number' || typeof e.mode !== 'number') return null;
       entries.set(item[0], e);
     }
-    return { remoteId: doc.remoteId, entries, lastScan: typeof doc.lastScan === 'number' ? doc.lastScan : undefined };
+    const flagged = Array.isArray(doc.flagged) ? doc.flagged.filter((x): x is string => typeof x === 'string') : undefined;
+    return { remoteId: doc.remoteId, entries, lastScan: typeof doc.lastScan === 'number' ? doc.lastScan : undefined, flagged };
   } catch {
     return null;
   }
@@ -57,7 +63,7 @@ export function writeAncestor(file: string, a: Ancestor): void {
   });
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    writeFileSync(tmp, gzipSync(JSON.stringify({ format: FORMAT, version: VERSION, remoteId: a.remoteId, lastScan: a.lastScan, entries })));
+    writeFileSync(tmp, gzipSync(JSON.stringify({ format: FORMAT, version: VERSION, remoteId: a.remoteId, lastScan: a.lastScan, flagged: a.flagged, entries })));
     renameSync(tmp, file);
   } catch (err) {
     rmSync(tmp, { force: true });
@@ -66,21 +72,25 @@ export function writeAncestor(file: string, a: Ancestor): void {
 }
 
 /**
- * The target's id: read, or made now (with the lock held) when `create` and there is none, or only an empty or
- * unreadable one (a create whose write never landed): then it is written whole and read back.
+ * The target's id: read, or made now (with the lock held) when `create` and there is none. An empty one (a create
+ * whose write never landed) is written anew; one in another format is left alone (undefined: nothing is kept for
+ * this pair), and a read that fails throws rather than replace an id other clients rely on.
  */
 export async function remoteIdentity(remote: Transport, create: boolean): Promise<string | undefined> {
   const read = async () => {
-    const text = (await remote.readFile(REMOTE_ID_PATH, { small: true }).catch(() => null))?.toString('utf8').trim();
-    return text && /^[0-9a-f]{32}$/.test(text) ? text : undefined;
+    const buf = await remote.readFile(REMOTE_ID_PATH, { small: true });
+    const text = buf?.toString('utf8').trim();
+    return { missing: buf === null, empty: text === '', id: text && /^[0-9a-f]{32}$/.test(text) ? text : undefined };
   };
-  const found = await read();
-  if (found || !create) return found;
+  let found = await read();
+  if (found.id || !create) return found.id;
   const id = randomBytes(16).toString('hex');
-  if (!(await remote.createExclusive(REMOTE_ID_PATH, Buffer.from(`${id}\n`)))) {
-    const other = await read();
-    if (other) return other;
+  if (found.missing) {
+    if (await remote.createExclusive(REMOTE_ID_PATH, Buffer.from(`${id}\n`))) return id;
+    found = await read();
+    if (found.id) return found.id;
   }
+  if (!found.empty) return undefined;
   await remote.writeSmall(REMOTE_ID_PATH, Buffer.from(`${id}\n`));
-  return (await read()) === id ? id : undefined;
+  return (await read()).id === id ? id : undefined;
 }

@@ -7,8 +7,9 @@ import { IgnoreRules } from '../scan/ignore.js';
 import { walk, filterTree, skippedNotices } from '../scan/walk.js';
 import { sameContent, type Conflict, type Plan } from '../plan/plan.js';
 import { conflictCopyName, reconcile, sameBytes, type SyncConflict } from '../plan/reconcile.js';
-import { writeManifest } from '../manifest/manifest.js';
+import { STATE_DIR, writeManifest } from '../manifest/manifest.js';
 import { mapLimit } from '../util/limit.js';
+import { baseName, isTempName, isUnder } from '../util/paths.js';
 import { ChunkCache, cacheFileFor, usableCacheDir } from './chunkcache.js';
 import { Journal } from './journal.js';
 import { startExecution, emptyStats, localChunker } from './execute.js';
@@ -68,17 +69,18 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, o.local.root, target) : null;
   const ancestorFile = cacheFile ? ancestorFileFor(cacheFile) : null;
 
+  // A root that is something else (a file, or a link: pull refuses it too) is never taken for an empty tree, and
+  // is refused before the lock would make `.wsync/` in it (or through it).
+  const remoteRoot = await o.remote.lstat('');
+  if (remoteRoot && remoteRoot.type !== 'dir') throw new WsyncError('E_TARGET', `remote ${o.remote.describe()} is not a directory${remoteRoot.type === 'symlink' ? ' (a symlink: name the directory it points to)' : ''}`, { hint: 'check the remote path' });
   const locked = startLocked(o.remote, { op: 'sync', waitSeconds: o.lockWaitSeconds, breakLock: o.breakLock, session: o.session, dryRun: o.dryRun, noTemp: true });
   const lock = await locked.lock;
   try {
     const localRules = new IgnoreRules(o.filter);
     const remoteRules = new IgnoreRules(o.filter);
-    // A root that is something else (a file, or a link: pull refuses it too) is never taken for an empty tree.
-    const remoteRoot = await o.remote.lstat('');
-    if (remoteRoot && remoteRoot.type !== 'dir') throw new WsyncError('E_TARGET', `remote ${o.remote.describe()} is not a directory${remoteRoot.type === 'symlink' ? ' (a symlink: name the directory it points to)' : ''}`, { hint: 'check the remote path' });
     const [lw, rw, remoteId] = await Promise.all([
       walk(o.local, { rules: localRules, concurrency: 16 }),
-      remoteRoot?.type === 'dir' ? walk(o.remote, { rules: remoteRules, concurrency: 512 }) : undefined,
+      remoteRoot || lock ? walk(o.remote, { rules: remoteRules, concurrency: 512 }) : undefined,
       remoteIdentity(o.remote, !o.dryRun),
     ]);
     for (const ev of skippedNotices('push', lw, rw ?? { ...lw, skipped: [] })) emit(ev);
@@ -94,7 +96,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     trace(known ? `ancestor: ${ancestor.size} entries` : 'ancestor: none (first contact)');
 
     // Where size and mtime cannot tell, the bytes decide (see hashWhereNeeded).
-    const hashed = await hashWhereNeeded(o, local, remote, ancestor, known?.lastScan);
+    const hashed = await hashWhereNeeded(o, local, remote, ancestor, known?.lastScan, new Set(known?.flagged ?? []));
     ({ local, remote } = hashed);
     for (const [p, e] of hashed.ancestorHashes) ancestor.set(p, e);
     if (hashed.readBack) trace(`read back ${hashed.readBack} remote files to compare`);
@@ -114,8 +116,9 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     // is removed, anything else kept under a conflict name, reported).
     const keptAside: Conflict[] = [];
     if (!o.dryRun) {
+      const stateTemps = ((await o.remote.readdir(STATE_DIR).catch(() => null)) ?? []).map((d) => `${STATE_DIR}/${d.name}`).filter((rel) => isTempName(baseName(rel)));
       await Promise.all([
-        ...[...(rw?.temps ?? []), ...(rw?.partials ?? []).map((x) => x.path)].map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
+        ...[...(rw?.temps ?? []), ...(rw?.partials ?? []).map((x) => x.path), ...stateTemps].map((t) => o.remote.remove(t, 'file').catch(() => undefined)),
         ...lw.temps.map((t) => o.local.remove(t, 'file').catch(() => undefined)),
       ]);
       keptAside.push(...(await resolveAsides(o.remote, rw?.asides ?? [], ancestor)), ...(await resolveAsides(o.local, lw.asides, ancestor)));
@@ -138,17 +141,20 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     const tagged = (to: 'local' | 'remote') => (ev: SyncEvent) => emit(ev.type === 'item' ? { ...ev, to } : ev);
     const result = (leftAlone: Conflict[]): TwoWayResult => ({
       dryRun: o.dryRun,
-      ok: rec.conflicts.length === 0 && problems.length === 0 && leftAlone.length === 0,
+      ok: conflicts().length === 0 && problems.length === 0 && leftAlone.length === 0,
       firstContact: !known,
       toRemote,
       toLocal,
-      conflicts: rec.conflicts,
+      conflicts: conflicts(),
       leftAlone,
       problems,
       durationMs: Date.now() - started,
     });
+    // Conflict copies already made when a later rename failed and everything was reconciled again: still reported.
+    const madeCopies: SyncConflict[] = [];
+    const conflicts = () => [...madeCopies.filter((m) => !rec.conflicts.some((c) => c.path === m.path)), ...rec.conflicts];
     const settled = () => {
-      for (const c of rec.conflicts) emit({ type: 'notice', message: describeSyncConflict(c) });
+      for (const c of conflicts()) emit({ type: 'notice', message: describeSyncConflict(c) });
       // What the one-way planner itself leaves alone (a directory to replace that holds a change it could not see
       // listed): reported, never dropped.
       for (const c of [...rec.toRemote.conflicts, ...rec.toLocal.conflicts]) {
@@ -182,6 +188,8 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
           again = true;
           break;
         }
+        const made = rec.conflicts.find((c) => c.kind === 'both-edited' && c.path === from && c.copy === to);
+        if (made) madeCopies.push(made);
         remoteNow = new Map(remoteNow);
         remoteNow.set(to, remoteNow.get(from)!);
         remoteNow.delete(from);
@@ -224,19 +232,27 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     // The new ancestor: where both sides now hold the same entry, that entry; elsewhere (a failure, a path left
     // alone) the old one, so that the next sync finds the difference again.
     const next: Tree = new Map();
+    const keptOld = new Set<string>();
     for (const p of new Set([...up.next.keys(), ...down.next.keys(), ...ancestor.keys()])) {
       const l = down.next.get(p);
       const r = up.next.get(p);
       if (l && r && sameContent(l, r)) next.set(p, l.sha256 || !r.sha256 ? l : { ...l, sha256: r.sha256 });
       else if (!l && !r) continue;
       else {
+        keptOld.add(p);
         const a = ancestor.get(p);
         if (a) next.set(p, a);
       }
     }
+    // Local files this sync did not bring into agreement keep an entry older than this sync's start: the next sync
+    // compares them by content (a same-second edit among them is not lost behind the new lastScan).
+    const aloneRoots = [...rec.blocked, ...leftAlone.map((c) => c.path)];
+    const unresolved = (p: string) => keptOld.has(p) || up.failed.has(p) || down.failed.has(p) || aloneRoots.some((b) => p === b || isUnder(p, b));
+    const flagged = [...local].filter(([p, e]) => e.type === 'file' && unresolved(p)).map(([p]) => p);
     // The remote's manifest says what the remote now holds, for pushes and pulls from here or elsewhere.
     await writeManifest(o.remote, { entries: up.next }, { host: os.hostname(), wsync: WSYNC_VERSION, op: 'sync' });
-    if (ancestorFile && remoteId) writeAncestor(ancestorFile, { remoteId, entries: next, lastScan: started });
+    if (ancestorFile && remoteId) writeAncestor(ancestorFile, { remoteId, entries: next, lastScan: started, flagged });
+    else if (!remoteId) emit({ type: 'notice', message: "the target's .wsync/id is not one wsync wrote: what was agreed on is not kept, and the next sync again deletes nothing" });
     else emit({ type: 'notice', message: 'no cache directory to keep what was agreed on: the next sync will again see only additions (nothing deleted)' });
     return result(leftAlone);
   } finally {
@@ -254,7 +270,8 @@ const CTIME_SLACK_MS = 20;
 /**
  * Where size and mtime cannot tell, the bytes decide:
  * - local files of the ancestor's size with another mtime (a touch, or an edit at the same size), and those written
- *   since the last sync began with the ancestor's size and mtime (an edit within the same second): hashed locally;
+ *   since the last sync began with the ancestor's size and mtime (an edit within the same second), or that the last
+ *   sync left out of agreement (flagged): hashed locally;
  *   where such a same-second suspect meets an ancestor without a hash, the remote's copy (if still the ancestor's)
  *   is read back for it, and without one either the file counts as changed (touchedLocal);
  * - remote files of the ancestor's size with another mtime, where the local side changed too (a touch there must
@@ -262,7 +279,7 @@ const CTIME_SLACK_MS = 20;
  * - files of one size on both sides, where there is no ancestor or both changed: hashed on both sides (the same
  *   checkout at two times is agreed on; different bytes under one mtime are not taken for the same).
  */
-async function hashWhereNeeded(o: TwoWayOptions, local: Tree, remote: Tree, ancestor: Tree, lastScan: number | undefined) {
+async function hashWhereNeeded(o: TwoWayOptions, local: Tree, remote: Tree, ancestor: Tree, lastScan: number | undefined, flagged: ReadonlySet<string>) {
   const L = new Map(local);
   const R = new Map(remote);
   const ancestorHashes = new Map<string, Entry>();
@@ -282,7 +299,7 @@ async function hashWhereNeeded(o: TwoWayOptions, local: Tree, remote: Tree, ance
     const a = ancestor.get(p);
     if (l.type !== 'file' || a?.type !== 'file' || l.size !== a.size) continue;
     if (l.mtime !== a.mtime) first.push(p);
-    else if (lastScan !== undefined && l.ctime !== undefined && l.ctime >= lastScan - CTIME_SLACK_MS) {
+    else if (flagged.has(p) || (lastScan !== undefined && l.ctime !== undefined && l.ctime >= lastScan - CTIME_SLACK_MS)) {
       first.push(p);
       suspects.push(p);
     }

@@ -288,4 +288,27 @@ describe('wsync sync', () => {
     expect(r.stdout).toMatch(/^push \(with --delete\): would refuse: --delete would remove 2 of the 3 files/m);
     expect(r.stdout).toMatch(/^sync: would refuse: the sync would remove 2 of the 3 files on the remote side/m);
   }, 60_000);
+
+  it('a same-second local edit on a path left alone stays noticed on later syncs (never lost to the other side)', async () => {
+    const { local, remote, sync } = setup({ 'f.txt': 'v1\n', 'k1.txt': 'k\n', 'k2.txt': 'k\n' }, {});
+    expect((await sync()).code).toBe(0);
+    const { mtime } = statSync(join(local, 'f.txt'));
+    writeFileSync(join(local, 'f.txt'), 'v2\n');
+    utimesSync(join(local, 'f.txt'), mtime, mtime);
+    rmSync(join(remote, 'f.txt'));
+    symlinkSync('elsewhere', join(remote, 'f.txt'));
+    expect((await sync()).code).toBe(3); // a file here, a link there: left alone
+    const again = await sync();
+    expect(again.code).toBe(3);
+    expect(text(join(local, 'f.txt'))).toBe('v2\n');
+    // The link goes: the edit beats the delete, even though its size and mtime are the old ones.
+    rmSync(join(remote, 'f.txt'));
+    expect((await sync()).code).toBe(0);
+    expect(text(join(remote, 'f.txt'))).toBe('v2\n');
+    // A remote root that is a file is refused as such, before any lock is taken there.
+    writeFileSync(`${remote}-file`, 'x');
+    const r = await runCli(['sync', local, `${server.srv.alias}:${remote}-file`, '-F', server.srv.sshConfig], { env: { XDG_CACHE_HOME: join(server.work, `s${n}`, 'cache') } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/is not a directory/);
+  }, 60_000);
 });
