@@ -85,6 +85,57 @@ async function main(): Promise<void> {
     child.kill('SIGINT');
     const code = await exited;
     const lockLeft = existsSync(join(remote, '.wsync/lock'));
+
+    // --two-way on the same tree: its first sync (no ancestor yet: what the manifest vouches for is not read
+    // back, the local side is hashed), then a file written on the server → here (the remote is looked at every
+    // 2 s or so), a save here → there, and what an idle minute of polling costs on the link.
+    const two = spawn(process.execPath, [join(REPO, 'bin/wsync.js'), 'watch', '--two-way', src, `${link.srv.alias}:${remote}`, '-F', link.cfg, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XDG_CACHE_HOME: join(b.work, 'two-way-cache') } });
+    let out2 = '';
+    let err2 = '';
+    two.stdout.on('data', (d) => (out2 += d));
+    two.stderr.on('data', (d) => (err2 += d));
+    const exited2 = new Promise<number | null>((r) => two.on('close', r));
+    const syncs = () => out2.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; latencyMs?: number });
+    const t2 = Date.now();
+    while (!syncs().some((e) => e.type === 'sync')) {
+      if (Date.now() - t2 > 300_000 || two.exitCode !== null) throw new Error(`the two-way watch did not start: ${err2}`);
+      await sleep(20);
+    }
+    const firstSyncS = (Date.now() - t2) / 1000;
+    await sleep(1000);
+    const pulled: number[] = [];
+    for (let i = 0; i < 11; i++) {
+      const rel = `from-remote-${i}.ts`;
+      const body = `written on the server ${i}\n`;
+      const t = performance.now();
+      writeFileSync(join(remote, rel), body);
+      for (;;) {
+        try {
+          if (readFileSync(join(src, rel), 'utf8') === body) break;
+        } catch {
+          // not there yet
+        }
+        if (performance.now() - t > 60_000) throw new Error(`${rel} did not arrive: ${err2}`);
+        await sleep(5);
+      }
+      pulled.push(performance.now() - t);
+      await sleep(300 + ((i * 523) % 1700));
+    }
+    const pushed2: number[] = [];
+    for (let i = 0; i < 11; i++) {
+      pushed2.push(await saveAndSee('src/edited-two-way.ts', `export const m = ${i};\n`));
+      await sleep(400);
+    }
+    await sleep(3000);
+    link.proxy.resetCounters();
+    const idleMs = 30_000;
+    await sleep(idleMs);
+    const idleBytesPerMin = ((link.proxy.bytesUp() + link.proxy.bytesDown()) * 60_000) / idleMs;
+    const status2 = readFileSync(`/proc/${two.pid}/status`, 'utf8');
+    const rss2Kb = Number(/VmRSS:\s+(\d+)/.exec(status2)?.[1] ?? 0);
+    two.kill('SIGINT');
+    const code2 = await exited2;
+
     const target = 2 * rttMs + 100;
     const p50 = quantile(edits, 0.5);
     const rows = [
@@ -107,6 +158,18 @@ async function main(): Promise<void> {
       '',
       `RSS of the watch process: ${(nowKb / 1024).toFixed(0)} MB while watching (after the saves and the burst), peak ${(peakKb / 1024).toFixed(0)} MB (the initial push of the tree). Ctrl-C: exit ${code}, lock ${lockLeft ? 'LEFT BEHIND' : 'removed'}.`,
       '',
+      '## `wsync watch --two-way` on the same tree',
+      '',
+      `First sync (no ancestor yet; the tree already equal on both sides): ${firstSyncS.toFixed(1)} s.`,
+      '',
+      '| case | p50 | p95 | max | n |',
+      '| --- | ---: | ---: | ---: | ---: |',
+      `| (t1) file written on the server → readable here | ${quantile(pulled, 0.5).toFixed(0)} ms | ${quantile(pulled, 0.95).toFixed(0)} ms | ${Math.max(...pulled).toFixed(0)} ms | ${pulled.length} |`,
+      `| (t2) save here → visible on the server | ${quantile(pushed2, 0.5).toFixed(0)} ms | ${quantile(pushed2, 0.95).toFixed(0)} ms | ${Math.max(...pushed2).toFixed(0)} ms | ${pushed2.length} |`,
+      '',
+      `target (t1): a remote write appears locally within 3 s: ${Math.max(...pulled) <= 3000 ? 'met' : 'NOT met'} (max ${Math.max(...pulled).toFixed(0)} ms). Each look at the remote is a full sync (both trees listed); the poll interval is 2 s or 4 syncs' time, whichever is longer.`,
+      `Idle polling on this ${tree.files.length}-file tree: ${(idleBytesPerMin / 1e6).toFixed(1)} MB per minute on the link (both directions, measured over ${idleMs / 1000} s). RSS while watching both ways: ${(rss2Kb / 1024).toFixed(0)} MB. Ctrl-C: exit ${code2}.`,
+      '',
       'Measured from the write returning to the content being readable in the server\'s directory (polled every 2 ms): it includes the watch\'s quiet time (60 ms), the batch (lstat of the path on the server while the file is staged into .wsync/, then the rename) and up to 2 ms of polling.',
       '',
       '## Setup',
@@ -118,9 +181,9 @@ async function main(): Promise<void> {
     const outDir = join(REPO, 'bench/results');
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, 'watch-latest.md'), md);
-    writeFileSync(join(outDir, 'watch-latest.json'), JSON.stringify({ date: started.toISOString(), rttMs, rateMbit, files: tree.files.length, dirs: tree.dirs, startS, watching, editsMs: edits, createdMs: created, burstMs, peakRssMb: peakKb / 1024, watchingRssMb: nowKb / 1024, exit: code, lockLeft }, null, 2) + '\n');
+    writeFileSync(join(outDir, 'watch-latest.json'), JSON.stringify({ date: started.toISOString(), rttMs, rateMbit, files: tree.files.length, dirs: tree.dirs, startS, watching, editsMs: edits, createdMs: created, burstMs, peakRssMb: peakKb / 1024, watchingRssMb: nowKb / 1024, exit: code, lockLeft, twoWay: { firstSyncS, pulledMs: pulled, pushedMs: pushed2, idleBytesPerMin, rssMb: rss2Kb / 1024, exit: code2 } }, null, 2) + '\n');
     console.log(`results written to ${relative(process.cwd(), join(outDir, 'watch-latest.md'))}`);
-    if (code !== 0 || lockLeft) process.exitCode = 1;
+    if (code !== 0 || lockLeft || code2 !== 0) process.exitCode = 1;
   } finally {
     await b.cleanup();
   }

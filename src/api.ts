@@ -1,8 +1,8 @@
 import { WsyncError } from './errors.js';
 import type { Target } from './target.js';
 import { openTarget } from './transport/open.js';
-import { Session, isLinkError, openSession } from './session/session.js';
-import { runOnce, type RunOptions } from './session/run.js';
+import { Session, openSession } from './session/session.js';
+import { runOnce, syncOnce, type RunOptions } from './session/run.js';
 import type { HostKeyPrompt } from './ssh/connect.js';
 import type { AuthPrompt } from './ssh/auth.js';
 import type { Direction, ItemEvent, SyncEvent, SyncResult } from './transfer/engine.js';
@@ -149,37 +149,18 @@ export function sync(localDir: string, target: Target | string, options?: SyncOp
 export function sync(session: Session, options?: SyncOptions): Promise<TwoWayResult>;
 export async function sync(a: string | Session, b?: Target | string | SyncOptions, c?: SyncOptions): Promise<TwoWayResult> {
   const o = (a instanceof Session ? (b as SyncOptions | undefined) : c) ?? {};
-  const once = async (session: Session): Promise<TwoWayResult> => {
-    const { runTwoWay } = await import('./transfer/twoway.js');
-    return session.serialized(async () => {
-      // As for a full push or pull: a hold (watch batches) is let go of for the sync's own lock, and taken again.
-      const rehold = !o.dryRun ? session.held?.options : undefined;
-      if (rehold) await session.letGo().catch(() => undefined);
-      const remote = await session.remote();
-      try {
-        return await runTwoWay({
-          local: session.local,
-          remote,
-          force: o.force ?? false,
-          dryRun: o.dryRun ?? false,
-          filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [], rules: o.rules },
-          concurrency: o.concurrency ?? 1024,
-          lockWaitSeconds: o.wait ?? 0,
-          breakLock: o.breakLock ?? false,
-          session: session.id,
-          cacheTarget: session.targetLabel,
-          onEvent: o.onEvent,
-          onTrace: o.onTrace,
-          signal: o.signal ? AbortSignal.any([session.runSignal, o.signal]) : session.runSignal,
-        });
-      } catch (err) {
-        if (isLinkError(err)) await session.drop(remote);
-        throw err;
-      } finally {
-        if (rehold) await session.takeHold(rehold).catch((err) => o.onEvent?.({ type: 'notice', message: `the lock on the target is no longer held: ${String((err as Error)?.message ?? err)}` }));
-      }
+  const once = (session: Session) =>
+    syncOnce(session, {
+      force: o.force,
+      dryRun: o.dryRun,
+      filter: { gitignore: o.gitignore ?? true, excludes: o.exclude ?? [], includes: o.include ?? [], rules: o.rules },
+      concurrency: o.concurrency,
+      wait: o.wait,
+      breakLock: o.breakLock,
+      onEvent: o.onEvent,
+      onTrace: o.onTrace,
+      signal: o.signal,
     });
-  };
   if (a instanceof Session) return once(a);
   if (!a) throw new WsyncError('E_USAGE', 'missing local directory');
   const session = await openSession(a, b as Target | string, { ...o, compressReplies: false });

@@ -264,7 +264,7 @@ export async function main(argv: string[]): Promise<number> {
       const { runStatusCommand } = await import('./sync.js');
       exitCode = await runStatusCommand(a as unknown as SyncArgs);
     })
-    .command('watch <local> <remote>', 'push, then push every change as it is saved, until Ctrl-C', syncOptions, async (a) => {
+    .command('watch <local> <remote>', 'push, then push every change as it is saved, until Ctrl-C (--two-way: sync both ways)', (y) => syncOptions(y).option('two-way', { type: 'boolean', default: false, describe: "sync both ways: local saves and the remote's changes (looked for every 2 s or so), with sync's rules" }), async (a) => {
       const { runWatchCommand } = await import('./watch.js');
       exitCode = await runWatchCommand(a as unknown as SyncArgs, (fn) => (gracefulStop = fn));
     })

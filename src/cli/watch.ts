@@ -7,8 +7,8 @@ import { formatBytes, Renderer } from './render.js';
 import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
 import type { SyncArgs } from './main.js';
 
-/** push's options; --dry-run is refused, --concurrency and --checksum have no use here. */
-export type WatchArgs = Omit<SyncArgs, 'concurrency' | 'checksum'>;
+/** push's options; --dry-run is refused, --concurrency and --checksum have no use here. --two-way: sync, not push. */
+export type WatchArgs = Omit<SyncArgs, 'concurrency' | 'checksum'> & { 'two-way'?: boolean };
 
 function clock(): string {
   return new Date().toTimeString().slice(0, 8);
@@ -37,6 +37,20 @@ export async function runWatchCommand(a: WatchArgs, stop: (onStop: () => void) =
     to.write(`${line}\n`);
   };
   const onWatch = (ev: WatchEvent) => {
+    if (ev.type === 'sync') {
+      const r = ev.result;
+      if (json) {
+        process.stdout.write(JSON.stringify({ type: 'sync', paths: ev.paths, polled: ev.polled, latencyMs: ev.latencyMs, ok: r.ok, toRemote: r.toRemote, toLocal: r.toLocal, conflicts: r.conflicts, problems: r.problems }) + '\n');
+        return;
+      }
+      const moved = (x: typeof r.toRemote) => x.filesSent + x.deleted + x.attributesUpdated + x.symlinksSent + x.dirsCreated;
+      const did = moved(r.toRemote) + moved(r.toLocal) + r.problems.length;
+      if (did === 0 || (a.quiet && r.ok)) return;
+      const side = (x: typeof r.toRemote) => `${x.filesSent} file(s)${x.deleted ? `, ${x.deleted} deleted` : ''}`;
+      for (const p of r.problems) say(`problem: ${p.path || '.'}: ${p.message}`);
+      say(`${clock()} sync: sent ${side(r.toRemote)}, received ${side(r.toLocal)}${r.conflicts.length ? `, ${r.conflicts.length} conflict(s)` : ''} in ${ev.latencyMs} ms`, r.ok ? process.stdout : process.stderr);
+      return;
+    }
     if (json) {
       const out = ev.type === 'batch' ? { type: 'batch', full: ev.full, paths: ev.paths, latencyMs: ev.latencyMs, ok: ev.result.ok, stats: ev.result.stats, problems: ev.result.problems } : ev.type === 'error' ? { type: 'error', code: ev.error.code, message: ev.error.message, hint: ev.error.hint } : ev;
       process.stdout.write(JSON.stringify(out) + '\n');
@@ -86,6 +100,7 @@ export async function runWatchCommand(a: WatchArgs, stop: (onStop: () => void) =
   });
   try {
     await watchPush(session, {
+      twoWay: a['two-way'],
       delete: a.delete,
       force: a.force,
       filter: { gitignore: a.gitignore, excludes: a.exclude, includes: a.include },

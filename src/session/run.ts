@@ -1,5 +1,6 @@
 import type { FilterOptions } from '../scan/ignore.js';
 import type { Direction, SyncEvent, SyncResult } from '../transfer/engine.js';
+import type { TwoWayResult } from '../transfer/twoway.js';
 import type { Transport } from '../transport/types.js';
 import { isLinkError, type Session } from './session.js';
 import { pullPaths, pushPaths } from './batch.js';
@@ -81,22 +82,11 @@ async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
         return await (o.mode === 'push' ? pushPaths : pullPaths)(session, { paths, delete: o.delete, force: o.force, filter: o.filter, concurrency: o.concurrency, wait: o.wait, breakLock: o.breakLock, onEvent: o.onEvent, signal });
       }
       const result = await runSync({
+        ...engineOptions(session, remote, o),
         direction: o.mode,
-        local: session.local,
-        remote,
         delete: o.delete ?? false,
-        force: o.force ?? false,
-        dryRun: o.dryRun ?? false,
-        filter: o.filter ?? { gitignore: true, excludes: [], includes: [] },
-        concurrency: o.concurrency ?? 1024,
-        lockWaitSeconds: o.wait ?? 0,
-        breakLock: o.breakLock ?? false,
         checksum: o.checksum ?? false,
-        session: session.id,
-        onEvent: o.onEvent,
         afterTransfer: o.afterTransfer,
-        onTrace: o.onTrace,
-        cacheTarget: session.targetLabel,
         cache: session.prewarmed(),
         loadCache: () => session.cache(),
         signal,
@@ -109,4 +99,43 @@ async function attempts(session: Session, o: RunOptions): Promise<SyncResult> {
       o.onEvent?.({ type: 'notice', message: `the link was lost during the ${o.mode}; going on over a new connection (${attempt + 1} of ${o.resume})` });
     }
   }
+}
+
+/** A two-way sync on a session: what `sync(session)` runs, and each batch of `watch --two-way`. */
+export type SyncOnceOptions = Pick<RunOptions, 'force' | 'dryRun' | 'filter' | 'concurrency' | 'wait' | 'breakLock' | 'onEvent' | 'onTrace' | 'signal'>;
+
+export function syncOnce(session: Session, o: SyncOnceOptions): Promise<TwoWayResult> {
+  return session.serialized(async () => {
+    const { runTwoWay } = await import('../transfer/twoway.js');
+    // As for a full push or pull: a hold (watch batches) is let go of for the sync's own lock, and taken again.
+    const rehold = !o.dryRun ? session.held?.options : undefined;
+    if (rehold) await session.letGo().catch(() => undefined);
+    const remote = await session.remote();
+    try {
+      return await runTwoWay({ ...engineOptions(session, remote, o), signal: o.signal ? AbortSignal.any([session.runSignal, o.signal]) : session.runSignal });
+    } catch (err) {
+      if (isLinkError(err)) await session.drop(remote);
+      throw err;
+    } finally {
+      if (rehold) await session.takeHold(rehold).catch((err) => o.onEvent?.({ type: 'notice', message: `the lock on the target is no longer held: ${errorMessage(err)}` }));
+    }
+  });
+}
+
+/** What a full run and a sync on a session take alike. */
+function engineOptions(session: Session, remote: Transport, o: SyncOnceOptions) {
+  return {
+    local: session.local,
+    remote,
+    force: o.force ?? false,
+    dryRun: o.dryRun ?? false,
+    filter: o.filter ?? { gitignore: true, excludes: [], includes: [] },
+    concurrency: o.concurrency ?? 1024,
+    lockWaitSeconds: o.wait ?? 0,
+    breakLock: o.breakLock ?? false,
+    session: session.id,
+    cacheTarget: session.targetLabel,
+    onEvent: o.onEvent,
+    onTrace: o.onTrace,
+  };
 }

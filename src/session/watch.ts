@@ -11,15 +11,19 @@ import { baseName } from '../util/paths.js';
 import { forgetBatchRules } from './batch.js';
 import { watchTree, type ChangeWatcher } from '../watch/watcher.js';
 import type { SyncEvent, SyncResult } from '../transfer/engine.js';
+import type { TwoWayResult } from '../transfer/twoway.js';
 import { isLinkError, backoffMs, type Session } from './session.js';
-import { runOnce } from './run.js';
+import { runOnce, syncOnce } from './run.js';
 
 /** Errors that end a watch: another try would meet them again. */
-const FATAL = new Set<string>(['E_SSH_CONFIG', 'E_AUTH', 'E_PASSPHRASE', 'E_HOSTKEY_UNKNOWN', 'E_HOSTKEY_CHANGED', 'E_HOSTKEY_REVOKED', 'E_KNOWN_HOSTS', 'E_LOCAL_MISSING', 'E_MANIFEST', 'E_DELETE_LIMIT', 'E_REMOTE_PERMISSION']);
+const FATAL = new Set<string>(['E_SSH_CONFIG', 'E_AUTH', 'E_PASSPHRASE', 'E_HOSTKEY_UNKNOWN', 'E_HOSTKEY_CHANGED', 'E_HOSTKEY_REVOKED', 'E_KNOWN_HOSTS', 'E_LOCAL_MISSING', 'E_MANIFEST', 'E_DELETE_LIMIT', 'E_EMPTY_ROOT', 'E_REMOTE_PERMISSION', 'E_TARGET']);
 
 /** A full compare at least this often, and this often while a directory could not be watched. */
 export const FULL_EVERY_MS = 10 * 60_000;
 export const DEGRADED_FULL_MS = 60_000;
+
+/** --two-way: how often the remote is looked at for changes (a full sync), at least. */
+export const POLL_MS = 2000;
 
 /** Quiet time after the last event before a batch goes (chokidar-style editors' events come within ~50 ms). */
 export const QUIET_MS = 60;
@@ -30,6 +34,8 @@ export type WatchEvent =
   | { type: 'state'; state: 'syncing' | 'watching' | 'offline'; message: string }
   /** A batch done: its result, the paths it was given, and the time from its oldest event to its end. */
   | { type: 'batch'; full: boolean; paths: number; result: SyncResult; latencyMs: number }
+  /** --two-way: a sync done (after local events, or the remote's poll), and the time from its oldest event. */
+  | { type: 'sync'; paths: number; polled: boolean; result: TwoWayResult; latencyMs: number }
   | { type: 'error'; error: WsyncError };
 
 export interface WatchOptions {
@@ -43,6 +49,13 @@ export interface WatchOptions {
   maxDelayMs?: number;
   /** Ends the watch (the batch in flight is finished, the manifest written and the lock released). */
   signal?: AbortSignal;
+  /**
+   * Two-way: every batch is a sync (`wsync sync`), after local events as usual and at least every `pollMs` for the
+   * remote's changes (default POLL_MS, stretched to 4 syncs' time on a tree whose sync takes longer). `delete` is
+   * implied, as in sync.
+   */
+  twoWay?: boolean;
+  pollMs?: number;
   onWatch?: (ev: WatchEvent) => void;
   /** The runs' own events (items, notices). */
   onEvent?: (ev: SyncEvent) => void;
@@ -107,8 +120,67 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
 
   let failures = 0;
   let started = false;
+  // Two-way: the remote is polled by a sync at least this often (a slow tree's sync sets it longer).
+  let pollMs = Math.max(500, o.pollMs ?? POLL_MS);
+  // A conflict left alone is said once, not at every poll.
+  let saidBefore = new Set<string>();
   try {
     while (!stopped()) {
+      if (o.twoWay) {
+        const pollDue = lastFull + pollMs;
+        const eventDue = dirty.size > 0 ? Math.min(lastEventAt + quietMs, firstEventAt + maxDelayMs) : Infinity;
+        const due = Math.min(pollDue, eventDue) - Date.now();
+        if (!needFull && due > 0) {
+          if (dirty.size === 0) emit({ type: 'state', state: 'watching', message: `watching ${watcher.watches} directories and the remote (every ${(pollMs / 1000).toFixed(1)} s)` });
+          await sleep(due);
+          continue;
+        }
+        const polled = dirty.size === 0 && !needFull;
+        const paths = dirty.size;
+        const since = firstEventAt || Date.now();
+        dirty.clear();
+        firstEventAt = 0;
+        if (!polled) emit({ type: 'state', state: 'syncing', message: `syncing (${paths} local change(s))` });
+        const said = new Set<string>();
+        try {
+          const t0 = Date.now();
+          const result = await syncOnce(session, {
+            force: o.force,
+            filter,
+            wait: o.wait,
+            breakLock: o.breakLock && !started,
+            onEvent: (ev) => {
+              if (ev.type === 'notice' && ev.message.startsWith('conflict:')) {
+                said.add(ev.message);
+                if (saidBefore.has(ev.message)) return;
+              }
+              o.onEvent?.(ev);
+            },
+          });
+          saidBefore = said;
+          pollMs = Math.max(Math.max(500, o.pollMs ?? POLL_MS), 4 * (Date.now() - t0));
+          needFull = false;
+          lastFull = Date.now();
+          failures = 0;
+          started = true;
+          emit({ type: 'sync', paths, polled, result, latencyMs: Date.now() - since });
+        } catch (err) {
+          if (stopped()) break;
+          if (firstEventAt === 0 && paths > 0) firstEventAt = since;
+          needFull = true;
+          if (!isLinkError(err)) {
+            const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
+            if (FATAL.has(e.code) || e.exitClass === 'usage' || (e.code === 'E_LOCKED' && !started)) throw e;
+            emit({ type: 'error', error: e });
+            await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
+          } else {
+            const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
+            emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
+            await sleep(delayMs);
+          }
+        }
+        continue;
+      }
       // Events can be lost without a word (an inotify queue that overflowed, a watch that failed): a full compare
       // now and then is the net under them.
       const fullDue = lastFull + (degraded ? DEGRADED_FULL_MS : FULL_EVERY_MS);

@@ -78,15 +78,25 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
   try {
     const localRules = new IgnoreRules(o.filter);
     const remoteRules = new IgnoreRules(o.filter);
-    const [lw, rw, remoteId] = await Promise.all([
+    const [lw, rw, remoteId, manifest] = await Promise.all([
       walk(o.local, { rules: localRules, concurrency: 16 }),
       remoteRoot || lock ? walk(o.remote, { rules: remoteRules, concurrency: 512 }) : undefined,
       remoteIdentity(o.remote, !o.dryRun),
+      locked.manifest(lock).catch(() => null),
     ]);
     for (const ev of skippedNotices('push', lw, rw ?? { ...lw, skipped: [] })) emit(ev);
     const problems: Problem[] = [...lw.problems, ...(rw?.problems ?? [])];
     let local = filterTree(lw.tree, remoteRules);
     let remote = rw ? filterTree(rw.tree, localRules) : new Map<string, Entry>();
+    // The remote's manifest knows the hash of what wsync wrote there: a listed file that still has the size and
+    // mtime recorded carries it (as a push trusts it), so that comparing by content does not read it back.
+    if (manifest) {
+      remote = new Map(remote);
+      for (const [p, m] of manifest.entries) {
+        const r = remote.get(p);
+        if (r?.type === 'file' && m.type === 'file' && m.sha256 && !r.sha256 && sameContent(r, m)) remote.set(p, { ...r, sha256: m.sha256 });
+      }
+    }
     const excluded = (p: string, isDir: boolean) => localRules.isExcludedDeep(p, isDir) || remoteRules.isExcludedDeep(p, isDir);
     const stored = readAncestor(ancestorFile);
     const known = stored && remoteId && stored.remoteId === remoteId ? stored : null;

@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useServer } from '../support/server.js';
 import { makeTree, snapshot } from '../support/trees.js';
@@ -17,6 +17,17 @@ import { until } from '../support/until.js';
 /** Not compared: what .gitignore leaves out (node_modules/, and *.log until the test changes that). */
 let logsIgnored = true;
 const ignored = (rel: string) => rel === 'node_modules' || rel.startsWith('node_modules/') || (logsIgnored && rel.endsWith('.log'));
+
+/** `wsync watch ARGS` as a child process, its output collected. */
+function startWatch(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child: ChildProcess = spawn(process.execPath, [WSYNC_BIN, 'watch', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((r) => child.on('close', r));
+  return { child, exited, out: () => out, log: () => `stdout:\n${out}\nstderr:\n${err}` };
+}
 
 describe('wsync watch', () => {
   const server = useServer('wsync-watch-');
@@ -34,13 +45,7 @@ describe('wsync watch', () => {
     for (let i = 0; i < 300; i++) files[`node_modules/pkg${i % 30}/f${i}.js`] = `module ${i}\n`;
     makeTree(src, files);
     const remote = join(server.srv.remoteRoot, 'watched');
-    const child: ChildProcess = spawn(process.execPath, [WSYNC_BIN, 'watch', src, `${server.srv.alias}:${remote}`, '--delete', '--json', '-F', proxy.sshConfig], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (err += d));
-    const exited = new Promise<number | null>((r) => child.on('close', r));
-    const log = () => `stdout:\n${out}\nstderr:\n${err}`;
+    const { child, exited, log, out: output } = startWatch([src, `${server.srv.alias}:${remote}`, '--delete', '--json', '-F', proxy.sshConfig]);
     const mirrored = () => {
       try {
         return JSON.stringify(snapshot(remote)) === JSON.stringify(snapshot(src, { skip: ignored }));
@@ -52,7 +57,7 @@ describe('wsync watch', () => {
     const settle = (what: string, ms = 15_000) => until(what, mirrored, ms, () => `${log()}\nremote: ${existsSync(remote) ? JSON.stringify(snapshot(remote)) : 'none'}\nlocal: ${JSON.stringify(snapshot(src, { skip: ignored }))}`);
     try {
       await settle('the initial push');
-      const events = () => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; state?: string; message?: string; full?: boolean });
+      const events = () => output().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; state?: string; message?: string; full?: boolean });
       await until('watching', () => events().some((e) => e.type === 'state' && e.state === 'watching'), 10_000, log);
       // One watch per directory that is not ignored: the root, sub, old, empty (node_modules' 31 are not watched).
       expect(events().find((e) => e.state === 'watching')?.message).toBe('watching 4 directories');
@@ -115,5 +120,53 @@ describe('wsync watch', () => {
     expect(after.code, after.stderr).toBe(0);
     const summary = JSON.parse(after.stdout.trim().split('\n').pop()!) as { stats: Record<string, number> };
     expect(summary.stats.filesSent + summary.stats.deleted + summary.stats.attributesUpdated + summary.stats.conflicts).toBe(0);
+  }, 120_000);
+
+  it('--two-way: local saves reach the remote, what an agent writes there arrives here within seconds, both-edited files keep both, a killed connection is caught up with', async () => {
+    const src = join(server.work, 'two-way');
+    makeTree(src, { 'a.txt': 'a\n', 'd/b.txt': 'b\n', '.gitignore': 'node_modules/\n', 'node_modules/x.js': 'ignored\n' });
+    const remote = join(server.srv.remoteRoot, 'two-way');
+    const { child, exited, log, out } = startWatch(['--two-way', src, `${server.srv.alias}:${remote}`, '--json', '-F', proxy.sshConfig], { XDG_CACHE_HOME: join(server.work, 'two-way-cache') });
+    const skip = (rel: string) => rel === 'node_modules' || rel.startsWith('node_modules/');
+    const equal = () => {
+      try {
+        return JSON.stringify(snapshot(remote)) === JSON.stringify(snapshot(src, { skip }));
+      } catch {
+        return false;
+      }
+    };
+    const settle = (what: string, ms = 15_000) => until(what, equal, ms, () => `${log()}\nremote: ${existsSync(remote) ? JSON.stringify(snapshot(remote)) : 'none'}\nlocal: ${JSON.stringify(snapshot(src, { skip }))}`);
+    try {
+      await settle('the first sync');
+      writeFileSync(join(src, 'a.txt'), 'a, edited here\n');
+      await settle('a local save');
+      // What an agent writes on the remote arrives (the remote is looked at every 2 s).
+      const t0 = Date.now();
+      writeFileSync(join(remote, 'from-agent.txt'), 'written on the VM\n');
+      await until('the remote file here', () => existsSync(join(src, 'from-agent.txt')), 10_000, log);
+      const remoteToLocalMs = Date.now() - t0;
+      expect(remoteToLocalMs, log()).toBeLessThan(5000);
+      rmSync(join(remote, 'd'), { recursive: true });
+      await settle('a directory deleted on the remote');
+      expect(existsSync(join(src, 'd'))).toBe(false);
+      // Both sides edit one file between two looks: both versions kept, on both sides.
+      writeFileSync(join(remote, 'a.txt'), 'a, edited there, longer\n');
+      writeFileSync(join(src, 'a.txt'), 'a, edited here again\n');
+      await until('a conflict copy on both sides', () => [src, remote].every((d) => readdirSync(d).some((f) => f.startsWith('a.sync-conflict-'))), 15_000, log);
+      await settle('both versions on both sides');
+      // A connection killed: caught up with, nothing exits.
+      proxy.cutNow();
+      writeFileSync(join(src, 'during.txt'), 'written around the cut\n');
+      writeFileSync(join(remote, 'there-during.txt'), 'also\n');
+      await settle('caught up after a killed connection', 40_000);
+      expect(existsSync(join(remote, 'node_modules'))).toBe(false);
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(await exited, log()).toBe(0);
+    expect(existsSync(join(remote, '.wsync/lock'))).toBe(false);
+    expect([...tempFiles(remote), ...tempFiles(src)]).toEqual([]);
+    const syncs = out().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string }).filter((e) => e.type === 'sync');
+    expect(syncs.length).toBeGreaterThan(3);
   }, 120_000);
 });
