@@ -323,32 +323,35 @@ async function hashWhereNeeded(o: TwoWayOptions, local: Tree, remote: Tree, ance
     const r = R.get(p);
     if (a.sha256 && l.sha256 && l.sha256 !== a.sha256 && r?.type === 'file' && !r.sha256 && sameContent(r, a)) R.set(p, { ...r, sha256: a.sha256 });
   }
-  for (const p of suspects) {
+  await mapLimit(suspects, 64, async (p) => {
     const a = ancestor.get(p)!;
     const l = L.get(p)!;
     const r = R.get(p);
-    if (a.sha256 || !l.sha256) continue;
+    if (a.sha256 || !l.sha256) return;
     if (r?.type === 'file' && sameContent(r, a)) {
       await quietly(hashInto(R, o.remote, p));
       const hr = R.get(p)!.sha256;
       if (hr) ancestorHashes.set(p, { ...a, sha256: hr });
       else touchedLocal.add(p);
     } else touchedLocal.add(p);
-  }
+  });
   const bytesOf = (p: string) => ancestorHashes.get(p) ?? ancestor.get(p);
   const moved = (x: Entry | undefined, a: Entry | undefined) => (!x || !a ? x !== a : !sameBytes(x, a));
-  const second: Array<[Tree, Transport, string]> = [];
+  // Each (side, path) once: two rules may both ask for one remote file.
+  const second = new Map<string, [Tree, Transport, string]>();
+  const ask = (t: Tree, side: Transport, p: string) => second.set(`${side === o.remote ? 'r' : 'l'}\0${p}`, [t, side, p]);
   for (const p of new Set([...L.keys(), ...R.keys()])) {
     const l = L.get(p);
     const r = R.get(p);
     const a = bytesOf(p);
     const localMoved = moved(l, a) || touchedLocal.has(p);
-    if (r?.type === 'file' && a?.type === 'file' && r.size === a.size && r.mtime !== a.mtime && localMoved) second.push([R, o.remote, p]);
+    if (r?.type === 'file' && a?.type === 'file' && r.size === a.size && r.mtime !== a.mtime && localMoved) ask(R, o.remote, p);
     if (l?.type === 'file' && r?.type === 'file' && l.size === r.size && (!a || (localMoved && moved(r, a)))) {
-      second.push([L, o.local, p], [R, o.remote, p]);
+      ask(L, o.local, p);
+      ask(R, o.remote, p);
     }
   }
-  await mapLimit(second, 64, ([t, side, p]) => quietly(hashInto(t, side, p)));
+  await mapLimit([...second.values()], 64, ([t, side, p]) => quietly(hashInto(t, side, p)));
   return { local: L, remote: R, ancestorHashes, touchedLocal, readBack };
 }
 
