@@ -50,9 +50,9 @@ export interface WatchOptions {
   /** Ends the watch (the batch in flight is finished, the manifest written and the lock released). */
   signal?: AbortSignal;
   /**
-   * Two-way: every batch is a sync (`wsync sync`), after local events as usual and at least every `pollMs` for the
-   * remote's changes (default POLL_MS, stretched to 4 syncs' time on a tree whose sync takes longer). `delete` is
-   * implied, as in sync.
+   * Two-way: a sync (`wsync sync`) first and at least every `pollMs` for the remote's changes (default POLL_MS,
+   * stretched to 4 syncs' time on a tree whose sync takes longer); local saves in between go as pushes of their
+   * paths (which leave any remote path changed since alone, and call a sync at once for it). `delete` is implied.
    */
   twoWay?: boolean;
   pollMs?: number;
@@ -138,6 +138,44 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
         const polled = dirty.size === 0 && !needFull;
         const paths = dirty.size;
         const since = firstEventAt || Date.now();
+        // Local saves between two looks at the remote go as a push of just those paths (what the one-way watch
+        // does: no walk, no listing). That push never replaces or deletes a remote path that differs from what the
+        // remote's manifest says wsync wrote there (an agent's edit since): it leaves it alone, and a sync follows
+        // at once to apply sync's rules to it (both versions kept). The next sync takes the pushed files as agreed.
+        if (!needFull && paths > 0 && lastFull > 0) {
+          const batch = [...dirty];
+          dirty.clear();
+          firstEventAt = 0;
+          emit({ type: 'state', state: 'syncing', message: `syncing ${batch.length} path(s)` });
+          try {
+            const result = await runOnce(session, {
+              mode: 'push',
+              delete: true,
+              filter,
+              paths: batch,
+              // The sync that follows says what is left alone, in its words.
+              onEvent: (ev) => (ev.type === 'item' && ev.action === '!' ? undefined : o.onEvent?.(ev)),
+            });
+            if (result.conflicts.length > 0 || result.problems.length > 0) needFull = true;
+            failures = 0;
+            emit({ type: 'batch', full: false, paths: batch.length, result, latencyMs: Date.now() - since });
+          } catch (err) {
+            for (const p of batch) dirty.add(p);
+            if (stopped()) break;
+            needFull = true;
+            if (!isLinkError(err)) {
+              const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
+              if (FATAL.has(e.code) || e.exitClass === 'usage') throw e;
+              emit({ type: 'error', error: e });
+              await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
+            } else {
+              const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
+              emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
+              await sleep(delayMs);
+            }
+          }
+          continue;
+        }
         dirty.clear();
         firstEventAt = 0;
         if (!polled) emit({ type: 'state', state: 'syncing', message: `syncing (${paths} local change(s))` });
