@@ -120,6 +120,22 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
 
   let failures = 0;
   let started = false;
+  /**
+   * After a failed batch: what no retry mends ends the watch (another run's lock only at the start: later it is
+   * waited out); the rest is reported, and a full compare follows after a pause; a lost link waits with backoff.
+   */
+  const pauseAfter = async (err: unknown): Promise<void> => {
+    if (!isLinkError(err)) {
+      const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
+      if (FATAL.has(e.code) || e.exitClass === 'usage' || (e.code === 'E_LOCKED' && !started)) throw e;
+      emit({ type: 'error', error: e });
+      await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
+    } else {
+      const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
+      emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
+      await sleep(delayMs);
+    }
+  };
   // Two-way: the remote is polled by a sync at least this often (a slow tree's sync sets it longer).
   let pollMs = Math.max(500, o.pollMs ?? POLL_MS);
   // A conflict left alone is said once, not at every poll.
@@ -163,16 +179,7 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
             for (const p of batch) dirty.add(p);
             if (stopped()) break;
             needFull = true;
-            if (!isLinkError(err)) {
-              const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
-              if (FATAL.has(e.code) || e.exitClass === 'usage') throw e;
-              emit({ type: 'error', error: e });
-              await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
-            } else {
-              const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
-              emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
-              await sleep(delayMs);
-            }
+            await pauseAfter(err);
           }
           continue;
         }
@@ -206,16 +213,7 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
           if (stopped()) break;
           if (firstEventAt === 0 && paths > 0) firstEventAt = since;
           needFull = true;
-          if (!isLinkError(err)) {
-            const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
-            if (FATAL.has(e.code) || e.exitClass === 'usage' || (e.code === 'E_LOCKED' && !started)) throw e;
-            emit({ type: 'error', error: e });
-            await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
-          } else {
-            const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
-            emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
-            await sleep(delayMs);
-          }
+          await pauseAfter(err);
         }
         continue;
       }
@@ -259,20 +257,8 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
         for (const p of paths) dirty.add(p);
         if (firstEventAt === 0) firstEventAt = since;
         if (stopped()) break;
-        if (!isLinkError(err)) {
-          const e = err instanceof WsyncError ? err : new WsyncError('E_INTERNAL', errorMessage(err), { cause: err });
-          // What no retry mends ends the watch (another run's lock only at the start: later it is waited out); the
-          // rest is reported, and a full compare follows after a pause.
-          if (FATAL.has(e.code) || e.exitClass === 'usage' || (e.code === 'E_LOCKED' && !started)) throw e;
-          emit({ type: 'error', error: e });
-          needFull = true;
-          await sleep(backoffMs(failures++, { firstDelayMs: 1000, maxDelayMs: 30_000 }));
-        } else {
-          needFull = true;
-          const delayMs = backoffMs(failures++, { firstDelayMs: 500, maxDelayMs: 30_000 });
-          emit({ type: 'state', state: 'offline', message: `${errorMessage(err)}; retrying in ${(delayMs / 1000).toFixed(1)} s` });
-          await sleep(delayMs);
-        }
+        needFull = true;
+        await pauseAfter(err);
       }
     }
   } finally {
