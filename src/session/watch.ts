@@ -50,9 +50,11 @@ export interface WatchOptions {
   /** Ends the watch (the batch in flight is finished, the manifest written and the lock released). */
   signal?: AbortSignal;
   /**
-   * Two-way: a sync (`wsync sync`) first and at least every `pollMs` for the remote's changes (default POLL_MS,
-   * stretched to 4 syncs' time on a tree whose sync takes longer); local saves in between go as pushes of their
-   * paths (which leave any remote path changed since alone, and call a sync at once for it). `delete` is implied.
+   * Two-way: every batch is a sync (`wsync sync`), after local events (the same quiet timer) and at least every
+   * `pollMs` for the remote's changes (default POLL_MS, stretched to 4 syncs' time on a tree whose sync takes
+   * longer). `delete` is implied, as in sync. (A push of just the saved paths was tried and taken out: it judges the
+   * remote by its manifest, not by this pair's ancestor, so it overwrote another client's work, undid an agent's
+   * delete of a file it had just pushed, and made a conflict of an agent's edit of it.)
    */
   twoWay?: boolean;
   pollMs?: number;
@@ -154,35 +156,6 @@ export async function watchPush(session: Session, o: WatchOptions = {}): Promise
         const polled = dirty.size === 0 && !needFull;
         const paths = dirty.size;
         const since = firstEventAt || Date.now();
-        // Local saves between two looks at the remote go as a push of just those paths (what the one-way watch
-        // does: no walk, no listing). That push never replaces or deletes a remote path that differs from what the
-        // remote's manifest says wsync wrote there (an agent's edit since): it leaves it alone, and a sync follows
-        // at once to apply sync's rules to it (both versions kept). The next sync takes the pushed files as agreed.
-        if (!needFull && paths > 0 && lastFull > 0) {
-          const batch = [...dirty];
-          dirty.clear();
-          firstEventAt = 0;
-          emit({ type: 'state', state: 'syncing', message: `syncing ${batch.length} path(s)` });
-          try {
-            const result = await runOnce(session, {
-              mode: 'push',
-              delete: true,
-              filter,
-              paths: batch,
-              // The sync that follows says what is left alone, in its words.
-              onEvent: (ev) => (ev.type === 'item' && ev.action === '!' ? undefined : o.onEvent?.(ev)),
-            });
-            if (result.conflicts.length > 0 || result.problems.length > 0) needFull = true;
-            failures = 0;
-            emit({ type: 'batch', full: false, paths: batch.length, result, latencyMs: Date.now() - since });
-          } catch (err) {
-            for (const p of batch) dirty.add(p);
-            if (stopped()) break;
-            needFull = true;
-            await pauseAfter(err);
-          }
-          continue;
-        }
         dirty.clear();
         firstEventAt = 0;
         if (!polled) emit({ type: 'state', state: 'syncing', message: `syncing (${paths} local change(s))` });
