@@ -3,7 +3,8 @@
  * session's one connection with its lock and ancestor held (Session.hold): no walk, no remote listing per batch.
  * Events are hints (watcher.ts): a batch looks at its paths itself. When the link drops, edits go on being
  * collected, the session reconnects with backoff for as long as it takes, and a full push catches up (never a
- * replay of the events) before batches resume.
+ * replay of the events) before batches resume. `--two-way` (WatchOptions.twoWay): every batch is a two-way sync
+ * instead, after local events and on a poll for the remote's changes.
  */
 import { WsyncError, errorMessage } from '../errors.js';
 import { IGNORE_FILES, IgnoreRules, type FilterOptions } from '../scan/ignore.js';
