@@ -183,4 +183,33 @@ describe('wsync watch', () => {
     expect(syncs.length).toBeGreaterThan(3);
 
   }, 120_000);
+
+  it('a second watch of the same target is refused while the first holds it; a SIGKILLed watch leaves nothing the next push cannot clear', async () => {
+    const src = join(server.work, 'killed');
+    makeTree(src, { 'a.txt': 'a\n', 'd/b.txt': 'b\n' });
+    const remote = join(server.srv.remoteRoot, 'killed');
+    const first = startWatch([src, `${server.srv.alias}:${remote}`, '--delete', '--json', '-F', server.srv.sshConfig]);
+    const events = () => first.out().trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; state?: string });
+    try {
+      await until('watching', () => events().some((e) => e.type === 'state' && e.state === 'watching'), 20_000, first.log);
+      const second = startWatch([src, `${server.srv.alias}:${remote}`, '--json', '-F', server.srv.sshConfig]);
+      const code = await second.exited;
+      expect(code, second.log()).toBe(1);
+      expect(second.log()).toMatch(/locked: watch by/);
+      for (let i = 0; i < 20; i++) writeFileSync(join(src, `n${i}.txt`), `new ${i}\n`);
+      await until('the new files on the server', () => existsSync(join(remote, 'n19.txt')), 15_000, first.log);
+    } finally {
+      first.child.kill('SIGKILL');
+    }
+    await first.exited;
+    // Killed with its lock held (a dead process on this host: cleared by the next run) and its manifest behind.
+    writeFileSync(join(src, 'after.txt'), 'written after the kill\n');
+    const r = await runCli(['push', src, `${server.srv.alias}:${remote}`, '--delete', '--json', '-F', server.srv.sshConfig]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(snapshot(remote)).toEqual(snapshot(src));
+    expect(tempFiles(remote)).toEqual([]);
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { stats: Record<string, number> };
+    // Only the file written after the kill goes: what the watch finished is known (manifest or journal).
+    expect(summary.stats.filesSent).toBe(1);
+  }, 120_000);
 });
