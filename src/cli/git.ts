@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import type { GitConnectOptions } from '../git/push.js';
-import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+import { connectionArgs, isInteractive, ttyHostKeyPrompt } from './prompt.js';
 import { onInterrupt } from '../util/interrupt.js';
 
 interface GitArgs {
@@ -45,11 +45,7 @@ async function connectOptions(a: GitArgs, hold: <T>(ask: () => Promise<T>) => Pr
   const interactive = isInteractive();
   const auth = interactive ? (await import('../ssh/auth.js')).ttyPassphrasePrompt() : undefined;
   return {
-    sshConfig: a['ssh-config'],
-    identity: a.identity,
-    acceptNew: a['accept-new'],
-    compress: a.compress,
-    channels: Math.max(1, a.channels),
+    ...connectionArgs(a),
     interactive,
     hostKeyPrompt: interactive ? { confirmUnknown: (...q) => hold(() => ttyHostKeyPrompt.confirmUnknown(...q)) } : undefined,
     authPrompt: auth ? { passphrase: (...q) => hold(() => auth.passphrase(...q)) } : undefined,

@@ -5,7 +5,7 @@ import { WsyncError, errorMessage, exitCodeFor, EXIT_CODES } from '../errors.js'
 import { parseTarget } from '../target.js';
 import { Renderer, type Verbosity } from './render.js';
 import { COMPRESS_HELP, gitCommand, parseGitFast, SHARED_FAST_OPTIONS, sharedFastArgs } from './git.js';
-import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+import { connectionArgs, isInteractive, ttyHostKeyPrompt } from './prompt.js';
 import { normalizeSyncArgs, type Normalized } from './rsync-compat.js';
 
 const EPILOG = `Targets: host:path, user@host:path, ssh://user@host:port/path, or a local directory.
@@ -136,12 +136,8 @@ async function runSyncCommand(direction: 'push' | 'pull', a: SyncArgs): Promise<
     include: a.include,
     rules: compat && compat.rules.length > 0 ? compat.rules : undefined,
     gitignore: a.gitignore,
-    sshConfig: a['ssh-config'],
-    identity: a.identity,
-    acceptNew: a['accept-new'],
-    compress: a.compress,
+    ...connectionArgs(a),
     concurrency: Math.max(1, a.concurrency),
-    channels: Math.max(1, a.channels),
     wait: a.wait,
     breakLock: a['break-lock'],
     checksum: a.checksum,

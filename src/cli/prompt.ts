@@ -26,3 +26,8 @@ export const ttyHostKeyPrompt: HostKeyPrompt = {
     }
   },
 };
+
+/** The connection options every command takes (-F, -i, --accept-new, -z, --channels), as the library names them. */
+export function connectionArgs(a: { 'ssh-config'?: string; identity?: string; 'accept-new': boolean; compress?: boolean; channels: number }) {
+  return { sshConfig: a['ssh-config'], identity: a.identity, acceptNew: a['accept-new'], compress: a.compress, channels: Math.max(1, a.channels) };
+}

@@ -4,7 +4,7 @@ import { describeSyncConflict } from '../transfer/twoway.js';
 import { EXIT_CODES } from '../errors.js';
 import { parseTarget } from '../target.js';
 import { describeConflict } from './conflicts.js';
-import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+import { connectionArgs, isInteractive, ttyHostKeyPrompt } from './prompt.js';
 import type { SyncArgs } from './main.js';
 
 /** The filters and the connection's options, as sync and status take them. */
@@ -14,11 +14,7 @@ async function commonOptions(a: SyncArgs): Promise<SyncOptions> {
     exclude: a.exclude,
     include: a.include,
     gitignore: a.gitignore,
-    sshConfig: a['ssh-config'],
-    identity: a.identity,
-    acceptNew: a['accept-new'],
-    compress: a.compress,
-    channels: Math.max(1, a.channels),
+    ...connectionArgs(a),
     interactive,
     hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
     authPrompt: interactive ? (await import('../ssh/auth.js')).ttyPassphrasePrompt() : undefined,

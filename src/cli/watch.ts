@@ -4,7 +4,7 @@ import { parseTarget } from '../target.js';
 import type { SessionOptions } from '../session/session.js';
 import type { WatchEvent } from '../session/watch.js';
 import { formatBytes, Renderer } from './render.js';
-import { isInteractive, ttyHostKeyPrompt } from './prompt.js';
+import { connectionArgs, isInteractive, ttyHostKeyPrompt } from './prompt.js';
 import type { SyncArgs } from './main.js';
 
 /** push's options; --dry-run is refused, --concurrency and --checksum have no use here. --two-way: sync, not push. */
@@ -76,13 +76,9 @@ export async function runWatchCommand(a: WatchArgs, stop: (onStop: () => void) =
     say(`${clock()} ${ev.full ? 'full compare' : `${ev.paths} changed path(s)`}: ${parts.join(', ')} in ${ev.latencyMs} ms`, ev.result.ok ? process.stdout : process.stderr);
   };
   const opts: SessionOptions = {
-    sshConfig: a['ssh-config'],
-    identity: a.identity,
-    acceptNew: a['accept-new'],
-    compress: a.compress,
+    ...connectionArgs(a),
     compressReplies: true,
     prewarm: true,
-    channels: Math.max(1, a.channels),
     interactive,
     hostKeyPrompt: interactive ? ttyHostKeyPrompt : undefined,
     authPrompt: interactive ? (await import('../ssh/auth.js')).ttyPassphrasePrompt() : undefined,

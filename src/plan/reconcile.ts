@@ -119,9 +119,6 @@ export function reconcile(input: ReconcileInput): Reconciled {
   const paths = [...new Set([...A.keys(), ...L.keys(), ...R.keys()])].sort(comparePaths);
   const taken = new Set(paths);
 
-  const block = (p: string) => {
-    blocked.add(p);
-  };
   const underBlocked = (p: string) => blocked.size > 0 && ancestors(p).some((x) => blocked.has(x));
 
   for (const p of paths) {
@@ -149,7 +146,7 @@ export function reconcile(input: ReconcileInput): Reconciled {
         m = l;
       } else {
         conflicts.push({ path: p, kind: 'both-changed', local: l, remote: r });
-        block(p);
+        blocked.add(p);
         continue;
       }
     }
@@ -177,7 +174,7 @@ export function reconcile(input: ReconcileInput): Reconciled {
         }
         if (!blocked.has(d)) {
           conflicts.push({ path: d, kind: 'both-changed', local: L.get(d), remote: R.get(d) });
-          block(d);
+          blocked.add(d);
           again = true;
         }
         break;

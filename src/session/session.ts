@@ -2,7 +2,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WsyncError, abortedError, errorMessage } from '../errors.js';
 import { formatTarget, parseTarget, type Target } from '../target.js';
-import { ChunkCache, cacheFileFor, usableCacheDir } from '../transfer/chunkcache.js';
+import { ChunkCache, cacheFileFor, pairFileFor, usableCacheDir } from '../transfer/chunkcache.js';
 import { prewarmChunks } from '../transfer/prewarm.js';
 import { LocalTransport } from '../transport/local/local.js';
 import { openTarget } from '../transport/open.js';
@@ -284,7 +284,7 @@ export class Session {
   /** The pair's journal of finished files (beside its chunk cache), null without a cache directory. @internal */
   journalFile(): string | null {
     const dir = usableCacheDir();
-    return dir ? cacheFileFor(dir, this.local.root, this.targetLabel).replace(/\.json\.gz$/, '.journal') : null;
+    return dir ? pairFileFor(cacheFileFor(dir, this.local.root, this.targetLabel), '.journal') : null;
   }
 
   /** Runs `fn` when the runs before it are over; the next ones wait for it (see runOnce). */

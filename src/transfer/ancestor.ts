@@ -30,10 +30,6 @@ const VERSION = 1;
 /** A random id per target directory, made by the first two-way sync there. */
 export const REMOTE_ID_PATH = `${STATE_DIR}/id`;
 
-export function ancestorFileFor(cacheFile: string): string {
-  return cacheFile.replace(/\.json\.gz$/, '.ancestor.json.gz');
-}
-
 /** The stored ancestor, or null (none yet, unreadable, or of another format: a first contact then). */
 export function readAncestor(file: string | null): Ancestor | null {
   if (!file) return null;

@@ -128,6 +128,11 @@ function safeHome(): string {
   }
 }
 
+/** Another file of the same pair, beside its chunk cache (`.journal`, `.pair.json`, `.ancestor.json.gz`). */
+export function pairFileFor(cacheFile: string, suffix: string): string {
+  return cacheFile.replace(/\.json\.gz$/, suffix);
+}
+
 /** One file per pair: the same local tree pushed to two targets has two remote states to remember. */
 export function cacheFileFor(dir: string, localRoot: string, target: string): string {
   const id = createHash('sha256').update(`${localRoot}\0${target}`).digest('hex').slice(0, 32);

@@ -12,7 +12,7 @@ import { mapLimit } from '../util/limit.js';
 import { asideOf, baseName, comparePaths, isTempName, joinRel, parentOf, partialNameFor } from '../util/paths.js';
 import { conflictName } from '../transport/rebuild.js';
 import { sameSpec } from '../chunking/params.js';
-import { ChunkCache, cacheFileFor, contentKey, usableCacheDir } from './chunkcache.js';
+import { ChunkCache, cacheFileFor, contentKey, pairFileFor, usableCacheDir } from './chunkcache.js';
 import { Speculations } from './speculate.js';
 import { readPairState, writePairState } from './pairstate.js';
 import { Journal, trustedEntries } from './journal.js';
@@ -210,7 +210,7 @@ function newRun(o: EngineOptions): Run {
   const cacheDir = o.cacheDir === undefined ? usableCacheDir() : o.cacheDir;
   const cacheLabel = { local: o.local.root, target: o.cacheTarget ?? o.remote.describe() };
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, cacheLabel.local, cacheLabel.target) : null;
-  const journalFile = cacheFile ? cacheFile.replace(/\.json\.gz$/, '.journal') : null;
+  const journalFile = cacheFile ? pairFileFor(cacheFile, '.journal') : null;
   const getCache = () => (r.cacheP ??= o.loadCache?.() ?? ChunkCache.load(cacheFile, cacheLabel));
   const r: Run = {
     o,
@@ -229,7 +229,7 @@ function newRun(o: EngineOptions): Run {
     localRules: new IgnoreRules(o.filter),
     remoteRules: new IgnoreRules(o.filter),
     cacheFile,
-    pairFile: cacheFile ? cacheFile.replace(/\.json\.gz$/, '.pair.json') : null,
+    pairFile: cacheFile ? pairFileFor(cacheFile, '.pair.json') : null,
     journalFile,
     journal: new Journal(o.dryRun ? null : journalFile),
     cacheP: o.cache,

@@ -10,12 +10,12 @@ import { conflictCopyName, reconcile, sameBytes, type SyncConflict } from '../pl
 import { STATE_DIR, writeManifest } from '../manifest/manifest.js';
 import { mapLimit } from '../util/limit.js';
 import { baseName, isTempName, isUnder } from '../util/paths.js';
-import { ChunkCache, cacheFileFor, usableCacheDir } from './chunkcache.js';
+import { ChunkCache, cacheFileFor, pairFileFor, usableCacheDir } from './chunkcache.js';
 import { Journal } from './journal.js';
 import { startExecution, emptyStats, localChunker } from './execute.js';
-import { hashFile } from './verify.js';
+import { CTIME_SLACK_MS, EMPTY_SHA256, hashFile } from './verify.js';
 import { startLocked } from './overlaps.js';
-import { ancestorFileFor, readAncestor, remoteIdentity, writeAncestor } from './ancestor.js';
+import { readAncestor, remoteIdentity, writeAncestor } from './ancestor.js';
 import { reportDryRun, resolveAsides, WSYNC_VERSION, type EngineOptions, type SyncEvent, type SyncStats } from './engine.js';
 
 /**
@@ -49,8 +49,6 @@ export interface TwoWayResult {
   durationMs: number;
 }
 
-const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-
 /**
  * A two-way sync, one shot: both trees scanned under the target's lock, reconciled against this pair's ancestor
  * (reconcile.ts), conflict copies made on the remote by rename, then the two one-way plans carried out by the same
@@ -67,7 +65,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
   const target = o.cacheTarget ?? o.remote.describe();
   const cacheDir = o.cacheDir === undefined ? usableCacheDir() : o.cacheDir;
   const cacheFile = cacheDir ? cacheFileFor(cacheDir, o.local.root, target) : null;
-  const ancestorFile = cacheFile ? ancestorFileFor(cacheFile) : null;
+  const ancestorFile = cacheFile ? pairFileFor(cacheFile, '.ancestor.json.gz') : null;
 
   // A root that is something else (a file, or a link: pull refuses it too) is never taken for an empty tree, and
   // is refused before the lock would make `.wsync/` in it (or through it).
@@ -149,7 +147,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     const toLocal = emptyStats();
     const leftAlone: Conflict[] = [...keptAside];
     const tagged = (to: 'local' | 'remote') => (ev: SyncEvent) => emit(ev.type === 'item' ? { ...ev, to } : ev);
-    const result = (leftAlone: Conflict[]): TwoWayResult => ({
+    const result = (): TwoWayResult => ({
       dryRun: o.dryRun,
       ok: conflicts().length === 0 && problems.length === 0 && leftAlone.length === 0,
       firstContact: !known,
@@ -177,7 +175,7 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
       for (const { from, to } of rec.renames) emit({ type: 'item', action: '+', path: to, kind: 'file', to: 'remote', renamedFrom: from });
       reportDryRun(rec.toRemote, local, rec.remoteTree, toRemote, tagged('remote'));
       reportDryRun(rec.toLocal, remote, local, toLocal, tagged('local'));
-      return result(leftAlone);
+      return result();
     }
     if (o.signal?.aborted) throw abortedError();
 
@@ -264,18 +262,12 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
     if (ancestorFile && remoteId) writeAncestor(ancestorFile, { remoteId, entries: next, lastScan: started, flagged });
     else if (!remoteId) emit({ type: 'notice', message: "the target's .wsync/id is not one wsync wrote: what was agreed on is not kept, and the next sync again deletes nothing" });
     else emit({ type: 'notice', message: 'no cache directory to keep what was agreed on: the next sync will again see only additions (nothing deleted)' });
-    return result(leftAlone);
+    return result();
   } finally {
     await lock?.release().catch(() => undefined);
     locked.done();
   }
 }
-
-/**
- * Filesystems stamp ctime from a coarse clock that may lag Date.now() by a tick: a write just after a sync began
- * must still count as after it (as verify.ts).
- */
-const CTIME_SLACK_MS = 20;
 
 /**
  * Where size and mtime cannot tell, the bytes decide:

@@ -13,14 +13,14 @@ import { ctimeStamp } from './execute.js';
  * just after a run began must still count as after it. Not more: files written just before a run would otherwise
  * all be hashed again by the next one.
  */
-const CTIME_SLACK_MS = 20;
+export const CTIME_SLACK_MS = 20;
 /**
  * Files are hashed for comparison many at a time, a file costing two round trips (open, read): up to 64 KiB 1,024
  * at once (256 left the link half idle when adopting 9,000 files), up to 1 MiB 64 at once, bigger ones 4 at once.
  */
 const HASH_TINY_MAX = 64 << 10;
 const HASH_SMALL_MAX = 1 << 20;
-const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 export async function hashFile(t: Transport, rel: string, size: number): Promise<string> {
   const h = createHash('sha256');
