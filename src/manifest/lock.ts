@@ -81,7 +81,12 @@ export async function acquireLock(t: Transport, opts: LockOptions): Promise<Lock
       return { release, firstTry: attempt === 0, detach: forget };
     }
     const raw = await t.readFile(LOCK_PATH);
-    if (raw === null && attempt < 20) continue; // released between our attempt and this read
+    if (raw === null) {
+      // Released between our attempt and this read: try again. A refusal that keeps coming with no lock there is
+      // the server's own failure (no space, a file system that refuses), not a lock.
+      if (attempt < 20) continue;
+      throw new WsyncError('E_REMOTE_IO', `cannot create ${t.describe(LOCK_PATH)}: the server refuses it, and no other run's lock is there`, { hint: 'check free space and permissions on the server' });
+    }
     if (raw?.length === 0) {
       // Just created: its content follows the create without being awaited (see createExclusive), one round trip
       // behind it. One that stays empty for EMPTY_LOCK_DEAD_MS was left by a run killed between the two (SIGKILL,

@@ -928,19 +928,19 @@ export class SftpTransport implements Transport {
 
   async createExclusive(rel: string, data: Buffer): Promise<boolean> {
     return this.onChannel(async ({ ch }) => {
-      let h: Buffer | undefined;
-      for (let attempt = 0; !h; attempt++) {
-        try {
-          h = await ch.open(this.abs(rel), 'wx', { mode: 0o644 });
-        } catch (err) {
-          // OpenSSH reports EEXIST as a bare FAILURE; make sure that is what it was. A file gone by the time it is
-          // looked at (a lock released in between) was there: the create is tried again.
-          if (sftpCode(err) === SFTP_STATUS.FAILURE) {
-            if (await ch.lstat(this.abs(rel)).catch(() => null)) return false;
-            if (attempt < 3) continue;
-          }
-          throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
+      let h: Buffer;
+      try {
+        h = await ch.open(this.abs(rel), 'wx', { mode: 0o644 });
+      } catch (err) {
+        // OpenSSH reports EEXIST as a bare FAILURE; make sure that is what it was. A file gone by the time it is
+        // looked at (a lock released in between) was there when the create was refused: not created, and the
+        // caller tries again as after any refusal (a lock taken on a later try reads the manifest anew, not the
+        // one read beside its first try, which may be older than the holder's last write).
+        if (sftpCode(err) === SFTP_STATUS.FAILURE) {
+          const st = await ch.lstat(this.abs(rel)).catch((e2) => (sftpCode(e2) === SFTP_STATUS.NO_SUCH_FILE ? null : undefined));
+          if (st !== undefined) return false;
         }
+        throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
       }
       // Not awaited: nothing depends on the content arriving before the next request.
       ch.write(h, data, 0).catch(() => undefined);
