@@ -13,6 +13,12 @@ export interface Entry {
   mode: number;
   /** Symlink target, verbatim. */
   target?: string;
+  /**
+   * Symlinks read from a server whose READLINK joins relative targets onto the link's directory (ProFTPD): that
+   * directory (absolute), and `target` is what the server answered. The walk recovers the target as written from
+   * the manifest, or reports the link (scan/walk.ts); never stored, never compared.
+   */
+  linkDir?: string;
   /** Full SHA-256 (hex) when known. */
   sha256?: string;
   /**

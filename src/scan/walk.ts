@@ -1,7 +1,7 @@
 import type { Entry, Problem, Tree } from '../types.js';
 import type { DirListing, SpecialKind, Transport } from '../transport/types.js';
 import { WsyncError, errorMessage } from '../errors.js';
-import { ancestors, isAsideName, isPartialName, isSafeName, isTempName, joinRel } from '../util/paths.js';
+import { ancestors, isAsideName, isPartialName, isSafeName, isTempName, joinRel, recoverLinkTarget } from '../util/paths.js';
 import { mapLimit } from '../util/limit.js';
 import { IgnoreRules } from './ignore.js';
 
@@ -93,6 +93,27 @@ export interface WalkOptions {
    * files of the directories above it (a session's rules, filled by a full walk).
    */
   under?: string;
+  /**
+   * What wsync last wrote here (the manifest's entries), asked for only when a server answers a symlink's target
+   * joined onto its directory (Entry.linkDir): the target as written is taken from there where it matches, and a
+   * link it does not match is reported and left alone (blocked), never read as a different link.
+   */
+  knownLinks?: () => Promise<ReadonlyMap<string, Entry> | undefined>;
+}
+
+/**
+ * A symlink whose server answered its target joined onto its directory (Entry.linkDir): the target wsync wrote
+ * there where it matches that answer, else the problem to report (the link is then left alone).
+ */
+async function settleLink(t: Transport, rel: string, entry: Entry, knownLinks: WalkOptions['knownLinks']): Promise<Entry | Problem> {
+  const known = (await knownLinks?.().catch(() => undefined))?.get(rel);
+  const target = recoverLinkTarget(entry.linkDir ?? '', entry.target ?? '', known?.type === 'symlink' ? known.target : undefined);
+  if (target !== undefined) return { type: 'symlink', size: entry.size, mtime: entry.mtime, mode: entry.mode, target };
+  return {
+    path: rel,
+    code: 'E_REMOTE_IO',
+    message: `${t.describe(rel)}: this server rewrites symlink targets (it reads back ${JSON.stringify(entry.target)}) and wsync did not write this link, so what it points to cannot be told; left alone`,
+  };
 }
 
 /**
@@ -146,6 +167,14 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
       }
       if (excluded(rel, entry.type === 'dir')) {
         if (opts.rules.lastFromFiles) ignored++;
+        continue;
+      }
+      if (entry.linkDir !== undefined) {
+        const settled = await settleLink(t, rel, entry, opts.knownLinks);
+        if ('code' in settled) {
+          problems.push(settled);
+          blocked.push(rel);
+        } else tree.set(rel, settled);
         continue;
       }
       tree.set(rel, entry);
@@ -232,7 +261,7 @@ export interface PathsScan {
  * file) is gone. The rules must already hold the ignore files of the paths' directories (a session's, from a full
  * walk); ignore files among the paths are read first and replace (or drop) what they said.
  */
-export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { rules: IgnoreRules; concurrency: number; shallow?: Set<string> }): Promise<PathsScan> {
+export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { rules: IgnoreRules; concurrency: number; shallow?: Set<string>; knownLinks?: WalkOptions['knownLinks'] }): Promise<PathsScan> {
   const out: PathsScan = { tree: new Map(), gone: [], excluded: [], problems: [], blocked: [], rulesChanged: false };
   const wanted: string[] = [];
   for (const p of new Set(paths)) {
@@ -288,7 +317,16 @@ export async function scanPaths(t: Transport, paths: Iterable<string>, opts: { r
       }
       continue;
     }
-    const there = open && e && !(e instanceof Error) ? e : null;
+    let there = open && e && !(e instanceof Error) ? e : null;
+    if (there?.linkDir !== undefined) {
+      const settled = await settleLink(t, p, there, opts.knownLinks);
+      if ('code' in settled) {
+        out.blocked.push(p);
+        out.problems.push(settled);
+        continue;
+      }
+      there = settled;
+    }
     // A path that is gone is excluded when the rules exclude it as a file or as a directory (it was one of them).
     const excluded = there ? opts.rules.isExcludedDeep(p, there.type === 'dir') : opts.rules.isExcludedDeep(p, false) || opts.rules.isExcludedDeep(p, true);
     if (excluded) out.excluded.push(p);

@@ -144,7 +144,8 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
     for (const p of paths) for (const a of ancestors(p)) (base.get(a)?.type === 'dir' ? shallow : scope).add(a);
     for (const d of scope) shallow.delete(d);
     for (const d of shallow) scope.add(d);
-    const thereP = scanPaths(remote, scope, { rules: rst.rules, concurrency: 64, shallow });
+    const knownLinks = () => Promise.resolve(base);
+    const thereP = scanPaths(remote, scope, { rules: rst.rules, concurrency: 64, shallow, knownLinks });
     thereP.catch(() => undefined);
     const here = await scanPaths(local, scope, { rules: st.rules, concurrency: 64, shallow });
     // Held (the lock is ours): small edited files go up under temp names while the remote is looked at.
@@ -165,7 +166,7 @@ async function runPaths(session: Session, direction: Direction, o: PathsOptions)
       return e !== undefined && e.type !== 'dir';
     });
     if (retyped.length > 0) {
-      const whole = await scanPaths(to, new Set(retyped), { rules: push ? rst.rules : st.rules, concurrency: 64 });
+      const whole = await scanPaths(to, new Set(retyped), { rules: push ? rst.rules : st.rules, concurrency: 64, knownLinks });
       problems.push(...whole.problems);
       blocked.push(...whole.blocked);
       for (const [p, e] of filterTree(whole.tree, push ? st.rules : rst.rules)) dst.set(p, e);

@@ -38,6 +38,16 @@ export function sftpExtensions(sftp: SFTPWrapper): Record<string, string> {
   return ext;
 }
 
+/**
+ * The software part of the server's identification string (`OpenSSH_9.2p1 Debian-2+deb12u3`, `mod_sftp`,
+ * `dropbear_2022.83`), from the connection the channel belongs to; undefined where this ssh2 keeps it elsewhere.
+ * Server quirks are found by probing where that is possible; this is the fallback where it is not.
+ */
+export function serverSoftware(sftp: SFTPWrapper): string | undefined {
+  const v = (sftp as unknown as { _client?: { _remoteVer?: unknown } })._client?._remoteVer;
+  return typeof v === 'string' ? v : undefined;
+}
+
 /** Live view of the request sizes ssh2 allows on a channel (they change when the limits reply arrives). */
 export interface SftpLimits {
   readonly maxRead: number | undefined;

@@ -373,7 +373,7 @@ async function scanBoth(r: Run, early: Early, lock: Lock | undefined): Promise<S
     r.mark('localScanned');
     prefetcher.prefetch(dirsOf(w.tree));
   }, () => undefined);
-  const [localWalk, remoteWalk, manifest] = await Promise.all([early.localWalk, walk(o.remote, { rules: r.remoteRules, concurrency: 512, prefetcher }), manifestP]);
+  const [localWalk, remoteWalk, manifest] = await Promise.all([early.localWalk, walk(o.remote, { rules: r.remoteRules, concurrency: 512, prefetcher, knownLinks: () => manifestP.then((m) => m?.entries) }), manifestP]);
   r.mark('scanned');
   // FIFOs, sockets and devices are never synced: each is named (-v, --json) or counted (render.ts).
   for (const ev of skippedNotices(o.direction, localWalk, remoteWalk)) r.emit(ev);

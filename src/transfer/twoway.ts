@@ -76,11 +76,12 @@ export async function runTwoWay(o: TwoWayOptions): Promise<TwoWayResult> {
   try {
     const localRules = new IgnoreRules(o.filter);
     const remoteRules = new IgnoreRules(o.filter);
+    const manifestP = locked.manifest(lock).catch(() => null);
     const [lw, rw, remoteId, manifest] = await Promise.all([
       walk(o.local, { rules: localRules, concurrency: 16 }),
-      remoteRoot || lock ? walk(o.remote, { rules: remoteRules, concurrency: 512 }) : undefined,
+      remoteRoot || lock ? walk(o.remote, { rules: remoteRules, concurrency: 512, knownLinks: () => manifestP.then((m) => m?.entries) }) : undefined,
       remoteIdentity(o.remote, !o.dryRun),
-      locked.manifest(lock).catch(() => null),
+      manifestP,
     ]);
     for (const ev of skippedNotices('push', lw, rw ?? { ...lw, skipped: [] })) emit(ev);
     const problems: Problem[] = [...lw.problems, ...(rw?.problems ?? [])];

@@ -167,3 +167,13 @@ export function tooLongText(paths: ReadonlyArray<string | undefined>, side = '')
   if (name > NAME_MAX) return `name too long${side} (${name} bytes; the limit is ${NAME_MAX})`;
   return `path too long${side} (${Math.max(0, ...given.map((p) => Buffer.byteLength(p, 'utf8')))} bytes)`;
 }
+
+/**
+ * On a server whose READLINK joins relative targets onto the link's directory (ProFTPD): `known` (what wsync wrote
+ * there) if it is what the server answered `asRead` for, else undefined (the link's own target cannot be told).
+ */
+export function recoverLinkTarget(linkDir: string, asRead: string, known: string | undefined): string | undefined {
+  if (known === undefined) return undefined;
+  if (known === asRead) return known;
+  return !known.startsWith('/') && path.posix.join(linkDir, known) === asRead ? known : undefined;
+}

@@ -8,9 +8,10 @@ import { randomBytes } from 'node:crypto';
 import type { RebuildOp, Transport } from '../../src/transport/types.js';
 import { LocalTransport } from '../../src/transport/local/local.js';
 import { openTarget } from '../../src/api.js';
-import { startSshd } from '../support/sshd.js';
+import { startSshd, startServer, type ServerKind } from '../support/sshd.js';
 import { tempDir } from '../support/trees.js';
 import { WsyncError } from '../../src/errors.js';
+import { recoverLinkTarget } from '../../src/util/paths.js';
 
 async function* chunks(...bufs: Buffer[]): AsyncIterable<Buffer> {
   for (const b of bufs) yield b;
@@ -26,6 +27,12 @@ interface Fixture {
   /** A transport rooted at `dir` (a path on this machine), and whether copy-data should be reported. */
   open(dir: string): Promise<Transport>;
   copyData: boolean;
+  /** Smallest write size the transport may report (32 KiB; ssh2 gives a server it does not know less). */
+  minWrite?: number;
+  /** READLINK answers relative targets joined onto the link's directory (ProFTPD). */
+  joinsLinks?: boolean;
+  /** What a server wrote outside the transport's root where it can be seen (its login directory): none. */
+  outside?: () => string[];
   stop(): Promise<void>;
 }
 
@@ -47,7 +54,7 @@ function conformance(name: string, make: () => Promise<Fixture>) {
 
     it('reports its capabilities', () => {
       expect(t.caps.copyData).toBe(fx.copyData);
-      expect(t.caps.maxWrite).toBeGreaterThanOrEqual(32 * 1024);
+      expect(t.caps.maxWrite).toBeGreaterThanOrEqual(fx.minWrite ?? 32 * 1024);
     });
 
     it('ensureRoot creates the root with parents and is idempotent', async () => {
@@ -112,13 +119,40 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       await t.symlink('list/l', 'a'); // replaces atomically
       const entries = (await t.readdir('list'))!.sort((x, y) => (x.name < y.name ? -1 : 1));
       expect(entries.map((e) => [e.name, e.entry.type])).toEqual([['a', 'file'], ['l', 'symlink'], ['sub', 'dir']]);
+      // A server that answers READLINK with the target joined onto the link's directory says so (linkDir), and
+      // the target as written is told from that (the walk does it with the manifest's).
+      const link = entries[1].entry;
+      expect(link.linkDir !== undefined).toBe(fx.joinsLinks ?? false);
+      expect(link.linkDir === undefined ? link.target : recoverLinkTarget(link.linkDir, link.target!, 'a')).toBe('a');
       expect(entries[0].entry).toMatchObject({ size: 3, mtime: 1_650_000_000 });
-      expect(entries[1].entry.target).toBe('a');
       expect(await t.readdir('missing')).toBeNull();
       const many = join(root, 'many');
       mkdirSync(many);
       for (let i = 0; i < 250; i++) writeFileSync(join(many, `n${i}`), '');
       expect((await t.readdir('many'))!.length).toBe(250);
+    });
+
+    it('a symlink is made, replaced and removed as a link: what it points to is never moved or written', async () => {
+      // ProFTPD acts on a live link's target for RENAME, posix-rename, LSTAT and hardlink (see SftpTransport.followsLinks).
+      mkdirSync(join(root, 'sl'), { recursive: true });
+      writeFileSync(join(root, 'sl/t.txt'), 'T');
+      writeFileSync(join(root, 'outside.txt'), 'O');
+      await t.symlink('sl/l', 't.txt');
+      expect(readlinkSync(join(root, 'sl/l'))).toBe('t.txt');
+      await t.symlink('sl/l', '../outside.txt');
+      expect(readlinkSync(join(root, 'sl/l'))).toBe('../outside.txt');
+      const link = await t.lstat('sl/l');
+      expect(link).toMatchObject({ type: 'symlink', mtime: Math.floor(lstatSync(join(root, 'sl/l')).mtimeMs / 1000) });
+      await t.writeFile('sl/l', chunks(Buffer.from('F')), { mode: 0o644, mtime: 1_600_000_000, size: 1 }, { expect: { type: 'symlink', size: 0, mtime: link!.mtime } });
+      expect(readFileSync(join(root, 'sl/l'), 'utf8')).toBe('F');
+      expect(lstatSync(join(root, 'sl/l')).isFile()).toBe(true);
+      await t.symlink('sl/l', 't.txt', { expect: { type: 'file', size: 1, mtime: 1_600_000_000 } });
+      expect(readlinkSync(join(root, 'sl/l'))).toBe('t.txt');
+      await t.remove('sl/l', 'file');
+      expect(existsSync(join(root, 'sl/l'))).toBe(false);
+      expect([readFileSync(join(root, 'sl/t.txt'), 'utf8'), readFileSync(join(root, 'outside.txt'), 'utf8')]).toEqual(['T', 'O']);
+      expect(readdirSync(join(root, 'sl'))).toEqual(['t.txt']);
+      expect(fx.outside?.() ?? []).toEqual([]);
     });
 
     it('holds an exclusive file open until it is committed over a path or aborted', async () => {
@@ -523,3 +557,18 @@ conformance('sftp (OpenSSH, copy-data)', sftpFixture());
 conformance('sftp (OpenSSH, -P copy-data)', sftpFixture('-P copy-data'));
 // Without hard links a replaced file is checked by an lstat answered just before the rename.
 conformance('sftp (OpenSSH, -P hardlink)', sftpFixture('-P hardlink'));
+
+const otherServer = (kind: ServerKind, copyData: boolean, quirks: { minWrite?: number; joinsLinks?: boolean } = {}) => async (): Promise<Fixture> => {
+  const srv = await startServer(kind);
+  return {
+    open: (dir) => openTarget(`${srv.alias}:${dir}`, { sshConfig: srv.sshConfig }),
+    copyData,
+    ...quirks,
+    outside: () => (existsSync(join(srv.dir, 'home')) ? readdirSync(join(srv.dir, 'home')) : []),
+    stop: () => srv.stop(),
+  };
+};
+// dropbear serves SFTP through OpenSSH's sftp-server (copy-data and all); ProFTPD mod_sftp has its own, without
+// copy-data or limits@openssh.com (ssh2 then writes 34000-byte packets: 31,952 bytes of data).
+conformance('sftp (dropbear + sftp-server)', otherServer('dropbear', true));
+conformance('sftp (ProFTPD mod_sftp)', otherServer('proftpd', false, { minWrite: 31_952, joinsLinks: true }));

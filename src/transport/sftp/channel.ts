@@ -1,7 +1,7 @@
 import type { SFTPWrapper, Stats as SftpStats, FileEntry, InputAttributes } from 'ssh2';
 import { WsyncError } from '../../errors.js';
 import type { Entry } from '../../types.js';
-import { hookCoalescing, limitsKnown, readiedEarly, sftpExtensions, sftpLimits, type SftpLimits } from '../../ssh/ssh2-internals.js';
+import { hookCoalescing, limitsKnown, readiedEarly, serverSoftware, sftpExtensions, sftpLimits, type SftpLimits } from '../../ssh/ssh2-internals.js';
 import type { LinkMeter } from '../../transfer/window.js';
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02 §7). */
@@ -190,8 +190,17 @@ export class SftpChannel {
   readlink(path: string): Promise<string> {
     return this.req((res, rej) => this.sftp.readlink(path, (err, t) => (err ? rej(err) : res(t))));
   }
-  symlink(target: string, path: string): Promise<void> {
-    return this.req((res, rej) => this.sftp.symlink(target, path, (err) => (err ? rej(err) : res())));
+  /**
+   * SSH_FXP_SYMLINK. ssh2 puts the two paths in OpenSSH's (swapped) order only for a server that names itself
+   * OpenSSH or dropbear; others (ProFTPD) read that order too, so the transport probes once and says `swap`.
+   */
+  symlink(target: string, path: string, swap = false): Promise<void> {
+    const [a, b] = swap ? [path, target] : [target, path];
+    return this.req((res, rej) => this.sftp.symlink(a, b, (err) => (err ? rej(err) : res())));
+  }
+  /** The server's software (its identification string), where ssh2 tells it. */
+  get serverSoftware(): string | undefined {
+    return serverSoftware(this.sftp);
   }
   mkdir(path: string, mode: number): Promise<void> {
     return this.req((res, rej) => this.sftp.mkdir(path, { mode }, (err) => (err ? rej(err) : res())));

@@ -4,6 +4,7 @@ import type { Capabilities, ExclusiveFile, StagedFile, DirListing, FileReader, L
 import { specialKindOf } from '../types.js';
 import { asExpected, checkExpected, checkRebuildOps, conflictName, dataWritten, outsideEdit } from '../rebuild.js';
 import { WsyncError } from '../../errors.js';
+import { STATE_DIR } from '../../manifest/manifest.js';
 import { Semaphore } from '../../util/limit.js';
 import { LinkMeter } from '../../transfer/window.js';
 import { NAME_MAX, ancestors, asideNameFor, baseName, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
@@ -47,6 +48,34 @@ function mapNameError(err: unknown, what: string, rel: string): WsyncError {
   return new WsyncError(e.code, e.message, { cause: err, hint: "the server's filesystem refused the name: it may be too long or not valid there" });
 }
 
+/**
+ * A no-replace create or rename was refused and the name is taken: what an exclusive write reports as "not
+ * written" (false). Servers say it differently (OpenSSH: FAILURE, ProFTPD: FILE_ALREADY_EXISTS, others may say
+ * PERMISSION_DENIED), so a refusal is taken for this only once a look at the name finds something there.
+ */
+class NameTaken extends Error {}
+
+/** After `err` refused creating `abs`: is the name taken? A lost channel or a failed look says no (err stands). */
+async function nameTaken(ch: SftpChannel, abs: string, err: unknown): Promise<boolean> {
+  if (ch.lost || (err instanceof WsyncError && err.code === 'E_REMOTE_LOST') || sftpCode(err) === undefined) return false;
+  return ch.lstat(abs).then(() => true, () => false);
+}
+
+/**
+ * How a server handles symlinks, found by a probe in the directory of the first link a run writes or reads:
+ * - swap: SSH_FXP_SYMLINK's paths go in the order ssh2 does not use for this server. ProFTPD reads OpenSSH's
+ *   (swapped) order but does not name itself OpenSSH, so ssh2 sends it the RFC's order and the link lands at the
+ *   path named after its target (outside the target directory for `l -> ../x`).
+ * - joins: READLINK answers a relative target joined onto the link's directory (ProFTPD: `t.txt` comes back as
+ *   `/home/u/app/t.txt`). The target as written is then told only where wsync knows it (see recoverLinkTarget).
+ */
+export interface LinkQuirks {
+  swap: boolean;
+  joins: boolean;
+}
+
+type RawListing = Array<{ filename: string; attrs: import('ssh2').FileEntry['attrs'] }>;
+
 /** After a failed copy into a temp: let the requests in flight finish, then close and remove the temp, close the source. */
 async function discardTemp(ch: SftpChannel, inflight: Promise<unknown>[], hTmp: Buffer | undefined, tmp: string, hSrc: Buffer | undefined): Promise<void> {
   await Promise.allSettled(inflight);
@@ -73,6 +102,20 @@ export class SftpTransport implements Transport {
   private noHardlinks = false;
   private hardlinkFailures = 0;
   private readonly cleanups = new Set<Promise<unknown>>();
+  /**
+   * ProFTPD's mod_sftp (1.3.8) resolves a path that ends in a symlink whose target exists before it acts: LSTAT
+   * answers the target's attributes, RENAME and posix-rename move the target (a file renamed over such a link
+   * overwrites what it points to, wherever that is), hardlink links the target; REMOVE and READDIR see the link.
+   * On any server that is not OpenSSH's sftp-server (OpenSSH, dropbear) wsync assumes this: it looks at a path
+   * with READLINK beside LSTAT, never renames a link (links are made under their final name), and removes a link
+   * before a file takes its place. What stays open there: a link made by someone else between that look and the
+   * rename (one round trip) is followed.
+   */
+  private readonly followsLinks: boolean;
+  /** The last append queued per file (appendFile). */
+  private readonly appends = new Map<string, Promise<void>>();
+  /** The symlink probe's answer (see LinkQuirks); undefined until a link is first written or read. */
+  private links: Promise<LinkQuirks> | undefined;
   /** statvfs answers per remote directory (see noSpace). */
   private spaceChecks = new Map<string, { at: number; p: Promise<Awaited<ReturnType<SftpChannel['statvfs']>> | null> }>();
 
@@ -91,6 +134,7 @@ export class SftpTransport implements Transport {
       bytes: new Semaphore(BYTES_IN_FLIGHT_PER_CHANNEL),
       pins: 0,
     }));
+    this.followsLinks = !channels.every((c) => /^(OpenSSH|dropbear)/i.test(c.serverSoftware ?? ''));
     // A server that allows few open handles says so in its limits, which may come after the first requests.
     for (const slot of this.slots) void slot.ch.limits.then(() => slot.files.setCapacity(filesFor(slot.ch)));
     this.caps = {
@@ -160,6 +204,73 @@ export class SftpTransport implements Transport {
     }
   }
 
+  /**
+   * The server's symlink quirks, probed once per connection in `dir` (absolute, existing): a link between two temp
+   * names there, both absolute, so that it lands in `dir` in either order; then a link with a relative target,
+   * read back. All on one channel, in one round trip each. Where nothing may be written (a read-only pull), the
+   * server's name decides: ProFTPD's mod_sftp joins.
+   */
+  private linkQuirks(ch: SftpChannel, dir: string, forWriting = false): Promise<LinkQuirks> {
+    const p = this.links ?? (this.links = this.probeLinks(ch, dir));
+    return p.catch((err) => {
+      // Probed again next time. A link is never written in a guessed order; a reader that may not write here
+      // goes by the server's name.
+      if (this.links === p) this.links = undefined;
+      if (forWriting || ch.lost) throw err;
+      return { swap: false, joins: /^mod_sftp/i.test(ch.serverSoftware ?? '') };
+    });
+  }
+
+  private async probeLinks(ch: SftpChannel, dir: string): Promise<LinkQuirks> {
+    {
+      const [a, b, c] = ['a', 'b', 'c'].map((x) => remoteJoin(dir, tempNameFor(`wsync-link-probe-${x}`)));
+      const isLink = (st: { mode?: number }) => ((st.mode ?? 0) & 0o170000) === 0o120000;
+      const made = ch.symlink(b, a);
+      const at = Promise.all([ch.lstat(a).then(isLink, () => false), ch.lstat(b).then(isLink, () => false)]);
+      const gone = Promise.all([ch.unlink(a).catch(() => undefined), ch.unlink(b).catch(() => undefined)]);
+      await made;
+      const [atA, atB] = await at;
+      await gone;
+      if (atA === atB) throw new WsyncError('E_REMOTE_IO', `the server's answer to a symlink probe in ${this.label}:${dir} makes no sense`);
+      const swap = atB;
+      const relTarget = 'wsync-link-probe-target';
+      const [madeC, read] = await Promise.allSettled([ch.symlink(relTarget, c, swap), ch.readlink(c), ch.unlink(c).catch(() => undefined)]);
+      if (madeC.status === 'rejected') throw madeC.reason;
+      if (read.status === 'rejected') throw read.reason;
+      return { swap, joins: read.value !== relTarget };
+    }
+  }
+
+  /** A link's target as the server answers it, marked where the server may have joined it (LinkQuirks.joins). */
+  private async readLinkEntry(ch: SftpChannel, absDir: string, name: string, attrs: import('ssh2').Attributes): Promise<Entry | null> {
+    const target = await ch.readlink(remoteJoin(absDir, name));
+    const entry = entryFromAttrs(attrs, target);
+    // A reader probes in the state directory, not among the files it reads (a dry run leaves their mtimes be).
+    if (entry?.type === 'symlink' && target.startsWith('/') && (await this.linkQuirks(ch, this.abs(STATE_DIR))).joins) entry.linkDir = absDir;
+    return entry;
+  }
+
+  /** Every name of an open directory handle, which is then closed. */
+  private async readAll(ch: SftpChannel, h: Buffer): Promise<RawListing> {
+    const raw: RawListing = [];
+    try {
+      // OpenSSH returns at most 100 names per READDIR; asking twice at once usually ends small
+      // directories in one round trip (the second answer is EOF).
+      for (;;) {
+        const [a, b] = await Promise.all([ch.readdirChunk(h), ch.readdirChunk(h)]);
+        if (a) raw.push(...a);
+        if (b) raw.push(...b);
+        if (!a || !b) return raw;
+      }
+    } finally {
+      ch.close(h).catch(() => undefined);
+    }
+  }
+
+  private async listRaw(ch: SftpChannel, dirAbs: string): Promise<RawListing> {
+    return this.readAll(ch, await ch.opendir(dirAbs));
+  }
+
   async readdir(rel: string): Promise<DirListing | null> {
     return this.onChannel(async ({ ch }) => {
       const dir = this.abs(rel);
@@ -171,34 +282,25 @@ export class SftpTransport implements Transport {
         // A non-directory answers FAILURE on OpenSSH: the caller learns the type from the parent's listing.
         throw mapSftpError(err, `cannot list ${this.describe(rel)}`);
       }
-      const raw: Array<{ filename: string; attrs: import('ssh2').FileEntry['attrs'] }> = [];
+      let raw: RawListing;
       try {
-        // OpenSSH returns at most 100 names per READDIR; asking twice at once usually ends small
-        // directories in one round trip (the second answer is EOF).
-        for (;;) {
-          const [a, b] = await Promise.all([ch.readdirChunk(h), ch.readdirChunk(h)]);
-          if (a) raw.push(...a);
-          if (b) raw.push(...b);
-          if (!a || !b) break;
-        }
+        raw = await this.readAll(ch, h);
       } catch (err) {
         throw mapSftpError(err, `cannot list ${this.describe(rel)}`);
-      } finally {
-        ch.close(h).catch(() => undefined);
       }
       const out: DirListing = [];
       await Promise.all(
         raw.map(async ({ filename, attrs }) => {
           if (filename === '.' || filename === '..') return;
-          let target: string | undefined;
+          let entry: Entry | null;
           if (((attrs.mode ?? 0) & 0o170000) === 0o120000) {
-            target = await ch.readlink(remoteJoin(dir, filename)).catch((err) => {
+            const link = await this.readLinkEntry(ch, dir, filename, attrs).catch((err) => {
               if (isNoSuchFile(err)) return undefined;
               throw mapSftpError(err, `cannot read link ${this.describe(rel)}/${filename}`);
             });
-            if (target === undefined) return;
-          }
-          const entry = entryFromAttrs(attrs, target);
+            if (link === undefined) return;
+            entry = link;
+          } else entry = entryFromAttrs(attrs);
           if (entry) out.push({ name: filename, entry });
           else (out.skipped ??= []).push({ name: filename, kind: specialKindOf(attrs.mode ?? 0) });
         }),
@@ -208,16 +310,31 @@ export class SftpTransport implements Transport {
   }
 
   async lstat(rel: string): Promise<Entry | null> {
-    return this.onChannel(async ({ ch }) => {
-      try {
-        const st = await ch.lstat(this.abs(rel));
-        const isLink = ((st.mode ?? 0) & 0o170000) === 0o120000;
-        return entryFromAttrs(st, isLink ? await ch.readlink(this.abs(rel)) : undefined);
-      } catch (err) {
-        if (isNoSuchFile(err)) return null;
-        throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
-      }
-    });
+    return this.onChannel(async ({ ch }) => this.look(ch, this.abs(rel), rel));
+  }
+
+  /**
+   * What is at `abs` itself, a symlink not followed (null when nothing). Where the server's LSTAT follows links
+   * (followsLinks), a READLINK goes beside it (same round trip), and a path that reads as a link is looked up in
+   * its directory's listing, which tells the link's own attributes.
+   */
+  private async look(ch: SftpChannel, abs: string, rel: string): Promise<Entry | null> {
+    const dir = path.posix.dirname(abs);
+    const name = path.posix.basename(abs);
+    try {
+      const stP = ch.lstat(abs);
+      const linkP = this.followsLinks ? ch.readlink(abs).then((t) => t, () => undefined) : undefined;
+      const st = await stP;
+      if (((st.mode ?? 0) & 0o170000) === 0o120000) return await this.readLinkEntry(ch, dir, name, st);
+      if ((await linkP) === undefined) return entryFromAttrs(st);
+      const listed = (await this.listRaw(ch, dir)).find((e) => e.filename === name);
+      if (!listed) return null;
+      if (((listed.attrs.mode ?? 0) & 0o170000) !== 0o120000) return entryFromAttrs(listed.attrs);
+      return await this.readLinkEntry(ch, dir, name, listed.attrs);
+    } catch (err) {
+      if (isNoSuchFile(err)) return null;
+      throw mapSftpError(err, `cannot stat ${this.describe(rel)}`);
+    }
   }
 
   async readFile(rel: string, opts: { small?: boolean } = {}): Promise<Buffer | null> {
@@ -438,7 +555,7 @@ export class SftpTransport implements Transport {
         await made;
       } catch (err) {
         await chmod.catch(() => undefined);
-        if (sftpCode(err) === SFTP_STATUS.FAILURE) {
+        if (sftpCode(err) === SFTP_STATUS.FAILURE || sftpCode(err) === SSH_FX_FILE_ALREADY_EXISTS) {
           const st = await ch.lstat(p).catch(() => null);
           if (st && ((st.mode ?? 0) & 0o170000) === 0o040000) return;
         }
@@ -494,7 +611,7 @@ export class SftpTransport implements Transport {
           await this.commit(ch, tmp, rel, o);
           return true;
         } catch (err) {
-          if (o.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) return false;
+          if (o.exclusive && err instanceof NameTaken) return false;
           throw err;
         }
       },
@@ -807,6 +924,7 @@ export class SftpTransport implements Transport {
   }
 
   private async probeAbs(ch: SftpChannel, abs: string, rel: string): Promise<Entry | null> {
+    if (this.followsLinks) return this.look(ch, abs, rel);
     try {
       return entryFromAttrs(await ch.lstat(abs));
     } catch (err) {
@@ -853,8 +971,12 @@ export class SftpTransport implements Transport {
    */
   private async commit(ch: SftpChannel, tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
     try {
+      if (this.followsLinks && !opts.exclusive && (opts.expect === undefined || opts.expect?.type === 'symlink')) opts = await this.clearLink(ch, rel, opts);
       if (opts.exclusive) {
-        await ch.renameNoReplace(tmpAbs, this.abs(rel));
+        const dst = this.abs(rel);
+        await ch.renameNoReplace(tmpAbs, dst).catch(async (err) => {
+          throw (await nameTaken(ch, dst, err)) ? new NameTaken(rel) : err;
+        });
         return;
       }
       if (opts.backupTo) await this.moveAside(ch, rel, opts.backupTo);
@@ -876,8 +998,31 @@ export class SftpTransport implements Transport {
       await ch.posixRename(tmpAbs, this.abs(rel));
     } catch (err) {
       await ch.unlink(tmpAbs).catch(() => undefined);
+      if (err instanceof NameTaken) throw err;
       throw mapNameError(err, `cannot move into place ${this.describe(rel)}`, rel);
     }
+  }
+
+  /**
+   * followsLinks: a symlink at `rel` is removed before something takes its place (a rename over it would act on
+   * what it points to), once it is found to be what the caller expected there; what is there then is nothing.
+   */
+  private async clearLink(ch: SftpChannel, rel: string, opts: WriteOptions): Promise<WriteOptions> {
+    const now = await this.look(ch, this.abs(rel), rel);
+    if (now?.type !== 'symlink') return opts;
+    if (opts.expect !== undefined && !asExpected(now, opts.expect ?? { type: 'symlink', mtime: -1, size: 0 })) {
+      if (opts.changedTo === undefined) checkExpected(this.describe(rel), now, opts.expect);
+      else opts = { ...opts, backupTo: opts.changedTo };
+    }
+    if (opts.backupTo !== undefined) {
+      throw new WsyncError('E_REMOTE_IO', `cannot keep the symlink ${this.describe(rel)} aside on this server: renaming a link there moves the file it points to`, {
+        hint: 'move or remove that link on the server yourself, then run again',
+      });
+    }
+    await ch.unlink(this.abs(rel)).catch((err) => {
+      if (!isNoSuchFile(err)) throw err;
+    });
+    return { ...opts, expect: null, changedTo: undefined };
   }
 
   private async mkdirs(ch: SftpChannel, relDir: string): Promise<void> {
@@ -920,8 +1065,7 @@ export class SftpTransport implements Transport {
       }, { exclusive: opts.exclusive, parents: opts.parents });
       return true;
     } catch (err) {
-      // The no-replace rename fails with a bare FAILURE when the name exists (OpenSSH: link() + EEXIST).
-      if (opts.exclusive && err instanceof WsyncError && sftpCode(err.cause) === SFTP_STATUS.FAILURE) return false;
+      if (opts.exclusive && err instanceof NameTaken) return false;
       throw err;
     }
   }
@@ -932,11 +1076,13 @@ export class SftpTransport implements Transport {
       try {
         h = await ch.open(this.abs(rel), 'wx', { mode: 0o644 });
       } catch (err) {
-        // OpenSSH reports EEXIST as a bare FAILURE; make sure that is what it was. A file gone by the time it is
-        // looked at (a lock released in between) was there when the create was refused: not created, and the
-        // caller tries again as after any refusal (a lock taken on a later try reads the manifest anew, not the
-        // one read beside its first try, which may be older than the holder's last write).
-        if (sftpCode(err) === SFTP_STATUS.FAILURE) {
+        // OpenSSH reports EEXIST as a bare FAILURE, ProFTPD as FAILURE or FILE_ALREADY_EXISTS; make sure that is
+        // what it was. A file gone by the time it is looked at (a lock released in between) was there when the
+        // create was refused: not created, and the caller tries again as after any refusal (a lock taken on a
+        // later try reads the manifest anew, not the one read beside its first try, which may be older than the
+        // holder's last write).
+        const code = sftpCode(err);
+        if (code === SFTP_STATUS.FAILURE || code === SSH_FX_FILE_ALREADY_EXISTS) {
           const st = await ch.lstat(this.abs(rel)).catch((e2) => (sftpCode(e2) === SFTP_STATUS.NO_SUCH_FILE ? null : undefined));
           if (st !== undefined) return false;
         }
@@ -950,17 +1096,39 @@ export class SftpTransport implements Transport {
   }
 
   async appendFile(rel: string, data: Buffer): Promise<void> {
+    // One append at a time per file from this transport: on a server that only lets it write at the end it read
+    // (below), two at once would overwrite each other.
+    const before = this.appends.get(rel) ?? Promise.resolve();
+    const mine = before.then(() => this.appendNow(rel, data));
+    const tail = mine.catch(() => undefined);
+    this.appends.set(rel, tail);
+    void tail.then(() => {
+      if (this.appends.get(rel) === tail) this.appends.delete(rel);
+    });
+    return mine;
+  }
+
+  private async appendNow(rel: string, data: Buffer): Promise<void> {
     return this.onChannel(async ({ ch }) => {
       let h: Buffer;
+      let at = 0;
       try {
         h = await ch.open(this.abs(rel), 'a', { mode: 0o644 });
       } catch (err) {
-        throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
+        // ProFTPD refuses to append to an existing file unless configured to (AllowStoreRestart): written at its
+        // end instead. The callers append under a lock of their own (git's reflogs under the ref's lock).
+        if (sftpCode(err) !== SFTP_STATUS.PERMISSION_DENIED || !(await ch.lstat(this.abs(rel)).catch(() => null))) throw mapSftpError(err, `cannot open ${this.describe(rel)}`);
+        try {
+          h = await ch.open(this.abs(rel), 'r+');
+          at = (await ch.fstat(h)).size ?? 0;
+        } catch (err2) {
+          throw mapSftpError(err2, `cannot open ${this.describe(rel)}`);
+        }
       }
       // OpenSSH opens with O_APPEND, so the offsets are ignored and each write lands at the current end; the
       // close goes behind the writes without waiting for them.
       const ops: Promise<unknown>[] = [];
-      for (let off = 0; off < data.length; off += ch.maxWrite) ops.push(ch.write(h, data.subarray(off, off + ch.maxWrite), 0));
+      for (let off = 0; off < data.length; off += ch.maxWrite) ops.push(ch.write(h, data.subarray(off, off + ch.maxWrite), at + off));
       ops.push(ch.close(h));
       const failed = (await Promise.allSettled(ops)).find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
       if (failed) throw mapSftpError(failed.reason, `cannot append to ${this.describe(rel)}`);
@@ -976,7 +1144,7 @@ export class SftpTransport implements Transport {
     try {
       h = await ch.open(abs, 'wx', { mode: 0o644 });
     } catch (err) {
-      if (sftpCode(err) === SFTP_STATUS.FAILURE && (await ch.lstat(abs).catch(() => null))) return null;
+      if (await nameTaken(ch, abs, err)) return null;
       throw mapSftpError(err, `cannot create ${this.describe(rel)}`);
     }
     let state: 'open' | 'closed' | 'done' = 'open';
@@ -1031,14 +1199,44 @@ export class SftpTransport implements Transport {
 
   async symlink(rel: string, target: string, opts: WriteOptions = {}): Promise<void> {
     return this.onChannel(async ({ ch }) => {
+      if (this.followsLinks) return this.symlinkInPlace(ch, rel, target, opts);
       const tmp = this.abs(tempNameFor(rel));
       try {
-        await ch.symlink(target, tmp);
+        const { swap } = await this.linkQuirks(ch, path.posix.dirname(tmp), true);
+        await ch.symlink(target, tmp, swap);
       } catch (err) {
         throw mapNameError(err, `cannot create symlink ${this.describe(rel)}`, rel);
       }
       await this.commit(ch, tmp, rel, opts);
     });
+  }
+
+  /**
+   * followsLinks: a link is made under its final name (renaming it would move its target): what is there is
+   * checked as the caller expects, moved aside (a file) or removed (a link), and the link made where it was.
+   * Not atomic: for one round trip the name is missing.
+   */
+  private async symlinkInPlace(ch: SftpChannel, rel: string, target: string, opts: WriteOptions): Promise<void> {
+    const final = this.abs(rel);
+    try {
+      const { swap } = await this.linkQuirks(ch, path.posix.dirname(final), true);
+      if (!opts.exclusive) {
+        const now = await this.look(ch, final, rel);
+        if (opts.expect !== undefined && !(opts.expect === null ? now === null : asExpected(now, opts.expect))) {
+          if (opts.changedTo === undefined || now === null) checkExpected(this.describe(rel), now, opts.expect);
+          else opts = { ...opts, backupTo: opts.changedTo };
+        }
+        if (now?.type === 'symlink') opts = await this.clearLink(ch, rel, { ...opts, expect: undefined });
+        else if (now && opts.backupTo !== undefined) await this.moveAside(ch, rel, opts.backupTo);
+        else if (now?.type === 'file') await ch.unlink(final);
+      }
+      await ch.symlink(target, final, swap).catch(async (err) => {
+        throw opts.exclusive && (await nameTaken(ch, final, err)) ? new NameTaken(rel) : err;
+      });
+    } catch (err) {
+      if (err instanceof NameTaken) throw err;
+      throw mapNameError(err, `cannot create symlink ${this.describe(rel)}`, rel);
+    }
   }
 
   async setMeta(rel: string, meta: { mode?: number; mtime?: number }): Promise<void> {
@@ -1072,6 +1270,11 @@ export class SftpTransport implements Transport {
   async rename(from: string, to: string): Promise<void> {
     return this.onChannel(async ({ ch }) => {
       try {
+        if (this.followsLinks && (await this.look(ch, this.abs(from), from))?.type === 'symlink') {
+          throw new WsyncError('E_REMOTE_IO', `cannot move the symlink ${this.describe(from)} on this server: renaming a link there moves the file it points to`, {
+            hint: 'move or remove that link on the server yourself, then run again',
+          });
+        }
         await this.mkdirs(ch, parentOf(to));
         await ch.posixRename(this.abs(from), this.abs(to));
         this.knownDirs.clear();
