@@ -4,6 +4,7 @@
  * (read-tree -u -m), then write only the paths that differ between the old and new trees, and build the new index.
  * Used on the remote work tree for `git push`, and on the local one for `git fetch --ff`.
  */
+import path from 'node:path';
 import { WsyncError } from '../errors.js';
 import type { StagedFile, Transport } from '../transport/types.js';
 import type { Entry } from '../types.js';
@@ -68,6 +69,15 @@ export async function listWorktree(t: Transport, oldTree: FlatTree, newTree: Fla
     listed.add(d);
     for (const { name, entry } of list) entries.set(d ? `${d}/${name}` : name, entry);
   });
+  // A server that reads a link's target back joined onto its directory (ProFTPD; Entry.linkDir): the target git
+  // has for the path, where it is one of what that answer can have been written as (the blob's hash says).
+  for (const [p, e] of entries) {
+    if (e.type !== 'symlink' || e.linkDir === undefined) continue;
+    const known = oldTree.get(p) ?? newTree.get(p);
+    const asRead = e.target ?? '';
+    const written = known && [asRead, path.posix.relative(e.linkDir, asRead)].find((c) => c !== '' && hashObject('blob', Buffer.from(c)) === known.oid);
+    entries.set(p, { type: 'symlink', size: e.size, mtime: e.mtime, mode: e.mode, target: written ?? asRead });
+  }
   return { entries, listed };
 }
 

@@ -20,6 +20,31 @@ const f = (name: string): DirEntry => ({ name, entry: { type: 'file', size: 1, m
 const d = (name: string): DirEntry => ({ name, entry: { type: 'dir', size: 0, mtime: 1, mode: 0o755 } });
 
 describe('walk', () => {
+  it('links read back joined onto their directory (ProFTPD): the target wsync wrote, else reported and blocked', async () => {
+    const link = (name: string, target: string, mtime = 5): DirEntry => ({ name, entry: { type: 'symlink', size: 0, mtime, mode: 0o777, target, linkDir: '/r' } });
+    const t = fakeTransport({
+      '': [d('a'), d('b'), link('rel', '/r/t.txt'), link('abs', '/etc/hostname'), link('up', '/t.txt'), link('theirs', '/r/x'), link('dangling', ''), link('moved', '', 6), f('z')],
+      a: [f('in-a')],
+      b: [f('in-b')],
+    });
+    const known = new Map([
+      ['rel', { type: 'symlink' as const, size: 0, mtime: 5, mode: 0o777, target: 't.txt' }],
+      ['abs', { type: 'symlink' as const, size: 0, mtime: 5, mode: 0o777, target: '/etc/hostname' }],
+      ['up', { type: 'symlink' as const, size: 0, mtime: 5, mode: 0o777, target: '../t.txt' }],
+      ['dangling', { type: 'symlink' as const, size: 0, mtime: 5, mode: 0o777, target: 'nowhere' }],
+      ['moved', { type: 'symlink' as const, size: 0, mtime: 5, mode: 0o777, target: 'nowhere' }],
+    ]);
+    // The manifest comes late: the subdirectories are listed meanwhile, and the walk still waits for every entry.
+    const knownLinks = () => new Promise<typeof known>((r) => setTimeout(() => r(known), 30));
+    const w = await walk(t, { rules: new IgnoreRules({ gitignore: true, excludes: [], includes: [] }), concurrency: 4, knownLinks });
+    expect(Object.fromEntries([...w.tree].map(([p, e]) => [p, e.target ?? e.type]))).toEqual({
+      a: 'dir', b: 'dir', 'a/in-a': 'file', 'b/in-b': 'file', z: 'file', rel: 't.txt', abs: '/etc/hostname', up: '../t.txt', dangling: 'nowhere',
+    });
+    expect([...w.tree.values()].some((e) => e.linkDir !== undefined)).toBe(false);
+    expect(w.problems.map((p) => p.path).sort()).toEqual(['moved', 'theirs']);
+    expect(w.blocked.sort()).toEqual(['moved', 'theirs']);
+  });
+
   it('refuses names that would escape the root and reports each', async () => {
     const t = fakeTransport({
       '': [f('ok.txt'), f('..'), f('.'), f('../../etc/passwd'), f('/abs'), f(''), d('sub'), f('nul\0byte')],

@@ -107,13 +107,12 @@ export interface WalkOptions {
  */
 async function settleLink(t: Transport, rel: string, entry: Entry, knownLinks: WalkOptions['knownLinks']): Promise<Entry | Problem> {
   const known = (await knownLinks?.().catch(() => undefined))?.get(rel);
-  const target = recoverLinkTarget(entry.linkDir ?? '', entry.target ?? '', known?.type === 'symlink' ? known.target : undefined);
+  const knownTarget = known?.type === 'symlink' ? known.target : undefined;
+  // Unreadable (a dangling link where READLINK follows links): the one wsync wrote, if it is still that one.
+  const target = entry.target === '' ? (known?.mtime === entry.mtime ? knownTarget : undefined) : recoverLinkTarget(entry.linkDir ?? '', entry.target ?? '', knownTarget);
   if (target !== undefined) return { type: 'symlink', size: entry.size, mtime: entry.mtime, mode: entry.mode, target };
-  return {
-    path: rel,
-    code: 'E_REMOTE_IO',
-    message: `${t.describe(rel)}: this server rewrites symlink targets (it reads back ${JSON.stringify(entry.target)}) and wsync did not write this link, so what it points to cannot be told; left alone`,
-  };
+  const how = entry.target === '' ? 'this server cannot read back where this symlink points (its target is missing)' : `this server rewrites symlink targets (it reads this one back as ${JSON.stringify(entry.target)})`;
+  return { path: rel, code: 'E_REMOTE_IO', message: `${t.describe(rel)}: ${how}, and it is not the link wsync wrote there, so what it points to cannot be told; left alone` };
 }
 
 /**
@@ -218,9 +217,14 @@ export async function walk(t: Transport, opts: WalkOptions): Promise<WalkResult>
           });
       }
     };
+    // The root's visit counts as work in flight like the others: it may wait (a link's target) after it has
+    // queued directories, which must not end the walk while it has entries left to add.
+    active++;
     visit(top, rootEntries, enqueue)
       .then(() => {
-        if (active === 0 && queue.length === 0) resolve();
+        active--;
+        if (!failed && active === 0 && queue.length === 0) resolve();
+        else pump();
       })
       .catch(reject);
   });

@@ -222,11 +222,21 @@ function stopper(child: ChildProcess, dir: string, after?: () => void): () => Pr
   };
 }
 
+/** A container without CAP_SYS_ADMIN refuses mount namespaces even to root. */
+function canUnshareMounts(): boolean {
+  try {
+    execFileSync('unshare', ['-m', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * dropbear 2022.83 as Debian packages it (dropbear-bin), serving SFTP through OpenSSH's sftp-server at
  * /usr/lib/sftp-server (openssh-sftp-server). dropbear reads only ~/.ssh/authorized_keys of the user logging in:
  * as root it runs in its own mount namespace with a temp ~/.ssh bound over the real one (nothing of the real one is
- * touched); as another user the test key is appended to ~/.ssh/authorized_keys and removed again by stop().
+ * touched); elsewhere the test key is appended to ~/.ssh/authorized_keys and removed again by stop().
  */
 export async function startDropbear(alias = 'wsync-test'): Promise<TestServer> {
   const dropbear = need('/usr/sbin/dropbear', 'dropbear-bin');
@@ -245,7 +255,7 @@ export async function startDropbear(alias = 'wsync-test'): Promise<TestServer> {
   const logFile = join(dir, 'dropbear.log');
   let cleanup: (() => void) | undefined;
   let wrap: (args: string[]) => [string, string[]];
-  if (process.getuid?.() === 0) {
+  if (process.getuid?.() === 0 && canUnshareMounts()) {
     const ssh = join(dir, 'dot-ssh');
     mkdirSync(ssh, { mode: 0o700 });
     writeFileSync(join(ssh, 'authorized_keys'), pub + '\n', { mode: 0o600 });
@@ -255,8 +265,13 @@ export async function startDropbear(alias = 'wsync-test'): Promise<TestServer> {
     const ak = join(home, '.ssh', 'authorized_keys');
     mkdirSync(join(home, '.ssh'), { recursive: true, mode: 0o700 });
     const line = `${pub} wsync-test-${process.pid}-${Date.now()}`;
-    writeFileSync(ak, (existsSync(ak) ? readFileSync(ak, 'utf8').replace(/\n?$/, '\n') : '') + line + '\n', { mode: 0o600 });
-    cleanup = () => writeFileSync(ak, readFileSync(ak, 'utf8').split('\n').filter((l) => l !== line).join('\n'));
+    const had = existsSync(ak);
+    writeFileSync(ak, (had ? readFileSync(ak, 'utf8').replace(/\n?$/, '\n') : '') + line + '\n', { mode: 0o600 });
+    cleanup = () => {
+      const rest = readFileSync(ak, 'utf8').split('\n').filter((l) => l !== line).join('\n');
+      if (!had && rest.trim() === '') rmSync(ak, { force: true });
+      else writeFileSync(ak, rest);
+    };
     wrap = (args) => [args[0], args.slice(1)];
   }
   const readLog = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');

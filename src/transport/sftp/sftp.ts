@@ -295,7 +295,9 @@ export class SftpTransport implements Transport {
           let entry: Entry | null;
           if (((attrs.mode ?? 0) & 0o170000) === 0o120000) {
             const link = await this.readLinkEntry(ch, dir, filename, attrs).catch((err) => {
-              if (isNoSuchFile(err)) return undefined;
+              // Gone since the listing; except where READLINK follows the link (ProFTPD): one whose target is
+              // missing answers "no such file". Its target is then unknown (the walk takes what wsync wrote).
+              if (isNoSuchFile(err)) return this.followsLinks ? { ...entryFromAttrs(attrs, '')!, linkDir: dir } : undefined;
               throw mapSftpError(err, `cannot read link ${this.describe(rel)}/${filename}`);
             });
             if (link === undefined) return;
