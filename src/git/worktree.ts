@@ -75,7 +75,10 @@ export async function listWorktree(t: Transport, oldTree: FlatTree, newTree: Fla
     if (e.type !== 'symlink' || e.linkDir === undefined) continue;
     const known = oldTree.get(p) ?? newTree.get(p);
     const asRead = e.target ?? '';
-    const written = known && [asRead, path.posix.relative(e.linkDir, asRead)].find((c) => c !== '' && hashObject('blob', Buffer.from(c)) === known.oid);
+    const rel = path.posix.relative(e.linkDir, asRead);
+    // The answer is normalised: `sub/` and `./sub` read back as `/…/sub`.
+    const candidates = [asRead, `${asRead}/`, rel, `${rel}/`, `./${rel}`, `./${rel}/`];
+    const written = known && candidates.find((c) => c !== '' && hashObject('blob', Buffer.from(c)) === known.oid);
     entries.set(p, { type: 'symlink', size: e.size, mtime: e.mtime, mode: e.mode, target: written ?? asRead });
   }
   return { entries, listed };

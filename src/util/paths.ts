@@ -175,5 +175,8 @@ export function tooLongText(paths: ReadonlyArray<string | undefined>, side = '')
 export function recoverLinkTarget(linkDir: string, asRead: string, known: string | undefined): string | undefined {
   if (known === undefined) return undefined;
   if (known === asRead) return known;
-  return !known.startsWith('/') && path.posix.join(linkDir, known) === asRead ? known : undefined;
+  // The server answers a normalised path: no `.` or `..` steps, no doubled or trailing slash (`sub/` → `/…/sub`).
+  const norm = (p: string) => (p.length > 1 ? p.replace(/\/+$/, '') : p);
+  const resolved = known.startsWith('/') ? path.posix.normalize(known) : path.posix.join(linkDir, known);
+  return norm(resolved) === norm(asRead) ? known : undefined;
 }

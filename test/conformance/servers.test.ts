@@ -73,6 +73,9 @@ for (const kind of SERVER_KINDS) {
         'l-abs': { link: '/etc/hostname' },
         'l-dangling': { link: 'nowhere' },
         'l-dir': { link: 'src' },
+        // Read back normalised by ProFTPD (`/…/src`): recovered from what wsync wrote.
+        'l-slash': { link: 'src/' },
+        'l-dot': { link: './t.txt' },
       });
       const p = await cli(['push', local, target(remote)]);
       expect(p.stderr).toBe('');
@@ -167,7 +170,7 @@ for (const kind of SERVER_KINDS) {
       remember();
       const repo = initRepo(join(work, 'repo'));
       const remote = join(srv.remoteRoot, 'repo');
-      commit(repo, { 'x.txt': 'one\n', 'l': { link: 'x.txt' }, 'run.sh': { content: '#!/bin/sh\n', mode: 0o755 } }, 'first');
+      commit(repo, { 'x.txt': 'one\n', 'l': { link: 'x.txt' }, 'ls': { link: 'sub/' }, 'sub/y': 'y\n', 'run.sh': { content: '#!/bin/sh\n', mode: 0o755 } }, 'first');
       const push = () => cli(['git', 'push', target(remote)], { cwd: repo });
       const check = () => {
         expect(git(remote, 'rev-parse', 'HEAD')).toBe(git(repo, 'rev-parse', 'HEAD'));

@@ -2,7 +2,7 @@
  * One conformance suite for every Transport: the engine relies on exactly these behaviours.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdirSync, readFileSync, writeFileSync, lstatSync, readlinkSync, existsSync, readdirSync, utimesSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, lstatSync, readlinkSync, existsSync, readdirSync, utimesSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { RebuildOp, Transport } from '../../src/transport/types.js';
@@ -153,6 +153,26 @@ function conformance(name: string, make: () => Promise<Fixture>) {
       expect([readFileSync(join(root, 'sl/t.txt'), 'utf8'), readFileSync(join(root, 'outside.txt'), 'utf8')]).toEqual(['T', 'O']);
       expect(readdirSync(join(root, 'sl'))).toEqual(['t.txt']);
       expect(fx.outside?.() ?? []).toEqual([]);
+    });
+
+    it('a file that became a link since it was listed, a link where a directory is made or a rename lands: the link is never followed', async () => {
+      mkdirSync(join(root, 'race/outdir'), { recursive: true });
+      writeFileSync(join(root, 'race/out.txt'), 'O');
+      writeFileSync(join(root, 'race/f1'), 'old');
+      utimesSync(join(root, 'race/f1'), 1_600_000_000, 1_600_000_000);
+      rmSync(join(root, 'race/f1'));
+      symlinkSync('out.txt', join(root, 'race/f1'));
+      await expect(t.writeFile('race/f1', chunks(Buffer.from('NEW')), { mode: 0o644, mtime: 1_600_000_100, size: 3 }, { expect: { type: 'file', size: 3, mtime: 1_600_000_000 } })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+      // Theirs (the link) is kept, here or beside; what it points to is untouched.
+      expect(readdirSync(join(root, 'race')).filter((n) => n.startsWith('f1')).some((n) => lstatSync(join(root, 'race', n)).isSymbolicLink())).toBe(true);
+      symlinkSync('outdir', join(root, 'race/dl'));
+      await expect(t.mkdir('race/dl', 0o700)).rejects.toBeInstanceOf(WsyncError);
+      writeFileSync(join(root, 'race/moving'), 'M');
+      symlinkSync('out.txt', join(root, 'race/lto'));
+      await t.rename('race/moving', 'race/lto').catch(() => undefined);
+      expect(readFileSync(join(root, 'race/out.txt'), 'utf8')).toBe('O');
+      expect(readdirSync(join(root, 'race/outdir'))).toEqual([]);
+      expect(lstatSync(join(root, 'race/outdir')).mode & 0o777).not.toBe(0o700);
     });
 
     it('holds an exclusive file open until it is committed over a path or aborted', async () => {

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { baseName, isTempName, parentOf, tempNameFor } from '../../src/util/paths.js';
+import { baseName, isTempName, parentOf, recoverLinkTarget, tempNameFor } from '../../src/util/paths.js';
 
 const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 /** A name of exactly n bytes of UTF-8 made of `unit` repeated, padded with ASCII. */
@@ -82,5 +82,21 @@ describe('tempNameFor / isTempName', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('recoverLinkTarget (a server that reads a link back joined onto its directory)', () => {
+  it('takes what wsync wrote where it resolves to the answer, normalised as servers answer', () => {
+    expect(recoverLinkTarget('/r/d', '/r/d/t.txt', 't.txt')).toBe('t.txt');
+    expect(recoverLinkTarget('/r/d', '/r/t.txt', '../t.txt')).toBe('../t.txt');
+    expect(recoverLinkTarget('/r/d', '/r/d/sub', 'sub/')).toBe('sub/');
+    expect(recoverLinkTarget('/r/d', '/r/d/sub', './sub')).toBe('./sub');
+    expect(recoverLinkTarget('/r/d', '/etc/hostname', '/etc/hostname')).toBe('/etc/hostname');
+    expect(recoverLinkTarget('/r/d', '/etc/hostname', '/etc//hostname')).toBe('/etc//hostname');
+  });
+  it('anything else cannot be told', () => {
+    expect(recoverLinkTarget('/r/d', '/r/d/t.txt', undefined)).toBeUndefined();
+    expect(recoverLinkTarget('/r/d', '/r/d/t.txt', 'u.txt')).toBeUndefined();
+    expect(recoverLinkTarget('/r/d', '/r/d/t.txt', '/r/d/u.txt')).toBeUndefined();
   });
 });

@@ -112,6 +112,10 @@ export class SftpTransport implements Transport {
    * rename (one round trip) is followed.
    */
   private readonly followsLinks: boolean;
+  /** What a reader assumes where the probe could not run (nothing may be written there). */
+  private guessedLinks: LinkQuirks | undefined;
+  /** Listings of a directory in flight (look): looks at many links in one directory share one. */
+  private listings = new Map<string, Promise<RawListing>>();
   /** The last append queued per file (appendFile). */
   private readonly appends = new Map<string, Promise<void>>();
   /** The symlink probe's answer (see LinkQuirks); undefined until a link is first written or read. */
@@ -211,13 +215,14 @@ export class SftpTransport implements Transport {
    * server's name decides: ProFTPD's mod_sftp joins.
    */
   private linkQuirks(ch: SftpChannel, dir: string, forWriting = false): Promise<LinkQuirks> {
+    if (!forWriting && this.guessedLinks) return Promise.resolve(this.guessedLinks);
     const p = this.links ?? (this.links = this.probeLinks(ch, dir));
     return p.catch((err) => {
-      // Probed again next time. A link is never written in a guessed order; a reader that may not write here
-      // goes by the server's name.
+      // Probed again by the next writer. A link is never written in a guessed order; a reader that may not write
+      // here goes by the server's name, for the rest of the connection.
       if (this.links === p) this.links = undefined;
       if (forWriting || ch.lost) throw err;
-      return { swap: false, joins: /^mod_sftp/i.test(ch.serverSoftware ?? '') };
+      return (this.guessedLinks ??= { swap: false, joins: /^mod_sftp/i.test(ch.serverSoftware ?? '') });
     });
   }
 
@@ -246,7 +251,8 @@ export class SftpTransport implements Transport {
     const target = await ch.readlink(remoteJoin(absDir, name));
     const entry = entryFromAttrs(attrs, target);
     // A reader probes in the state directory, not among the files it reads (a dry run leaves their mtimes be).
-    if (entry?.type === 'symlink' && target.startsWith('/') && (await this.linkQuirks(ch, this.abs(STATE_DIR))).joins) entry.linkDir = absDir;
+    // OpenSSH's sftp-server answers what the link holds; another server is asked once (see LinkQuirks).
+    if (entry?.type === 'symlink' && this.followsLinks && target.startsWith('/') && (await this.linkQuirks(ch, this.abs(STATE_DIR))).joins) entry.linkDir = absDir;
     return entry;
   }
 
@@ -267,8 +273,17 @@ export class SftpTransport implements Transport {
     }
   }
 
-  private async listRaw(ch: SftpChannel, dirAbs: string): Promise<RawListing> {
-    return this.readAll(ch, await ch.opendir(dirAbs));
+  /** A directory's names and attributes; a listing already in flight for it is shared, not repeated. */
+  private listRaw(ch: SftpChannel, dirAbs: string): Promise<RawListing> {
+    const inFlight = this.listings.get(dirAbs);
+    if (inFlight) return inFlight;
+    const p = ch.opendir(dirAbs).then((h) => this.readAll(ch, h));
+    this.listings.set(dirAbs, p);
+    const done = () => {
+      if (this.listings.get(dirAbs) === p) this.listings.delete(dirAbs);
+    };
+    p.then(done, done);
+    return p;
   }
 
   async readdir(rel: string): Promise<DirListing | null> {
@@ -550,22 +565,32 @@ export class SftpTransport implements Transport {
   async mkdir(rel: string, mode: number): Promise<void> {
     return this.onChannel(async ({ ch }) => {
       const p = this.abs(rel);
+      const want = mode & 0o7777;
+      // An lstat right behind mkdir (the same round trip) says whether the server's umask left the mode as asked;
+      // only then is it set. Not a setstat sent blind: where mkdir fails because a link to a directory is there,
+      // that would change the mode of what it points to.
       const made = ch.mkdir(p, mode & 0o777);
-      // setstat right behind mkdir: the server's umask applies to mkdir, not to setstat.
-      const chmod = ch.setstat(p, { mode: mode & 0o7777 });
+      const after = ch.lstat(p).catch(() => null);
       try {
         await made;
       } catch (err) {
-        await chmod.catch(() => undefined);
-        if (sftpCode(err) === SFTP_STATUS.FAILURE || sftpCode(err) === SSH_FX_FILE_ALREADY_EXISTS) {
-          const st = await ch.lstat(p).catch(() => null);
-          if (st && ((st.mode ?? 0) & 0o170000) === 0o040000) return;
+        await after;
+        const code = sftpCode(err);
+        if ((code === SFTP_STATUS.FAILURE || code === SSH_FX_FILE_ALREADY_EXISTS) && (await this.isDirHere(ch, p, rel)) === true) {
+          // A directory of its own already there takes the mode, as one made here would.
+          await ch.setstat(p, { mode: want }).catch((err2) => {
+            throw mapSftpError(err2, `cannot set mode of ${this.describe(rel)}`);
+          });
+          return;
         }
         throw mapNameError(err, `cannot create directory ${this.describe(rel)}`, rel);
       }
-      await chmod.catch((err) => {
-        throw mapSftpError(err, `cannot set mode of ${this.describe(rel)}`);
-      });
+      const st = await after;
+      if (!st || ((st.mode ?? 0) & 0o7777) !== want) {
+        await ch.setstat(p, { mode: want }).catch((err) => {
+          throw mapSftpError(err, `cannot set mode of ${this.describe(rel)}`);
+        });
+      }
       this.knownDirs.add(rel);
     });
   }
@@ -973,7 +998,8 @@ export class SftpTransport implements Transport {
    */
   private async commit(ch: SftpChannel, tmpAbs: string, rel: string, opts: WriteOptions): Promise<void> {
     try {
-      if (this.followsLinks && !opts.exclusive && (opts.expect === undefined || opts.expect?.type === 'symlink')) opts = await this.clearLink(ch, rel, opts);
+      // A file expected there may have become a link since the listing: looked at too (one round trip per file).
+      if (this.followsLinks && !opts.exclusive && opts.expect !== null) opts = await this.clearLink(ch, rel, opts);
       if (opts.exclusive) {
         const dst = this.abs(rel);
         await ch.renameNoReplace(tmpAbs, dst).catch(async (err) => {
@@ -1005,6 +1031,12 @@ export class SftpTransport implements Transport {
     }
   }
 
+  /** A directory itself at `abs` (not a link to one, which a following LSTAT would show as one); false on doubt. */
+  private async isDirHere(ch: SftpChannel, abs: string, rel: string): Promise<boolean> {
+    if (!this.followsLinks) return ch.lstat(abs).then((st) => ((st.mode ?? 0) & 0o170000) === 0o040000, () => false);
+    return this.look(ch, abs, rel).then((e) => e?.type === 'dir', () => false);
+  }
+
   /**
    * followsLinks: a symlink at `rel` is removed before something takes its place (a rename over it would act on
    * what it points to), once it is found to be what the caller expected there; what is there then is nothing.
@@ -1032,8 +1064,7 @@ export class SftpTransport implements Transport {
     for (const d of [...ancestors(relDir), relDir]) {
       if (this.knownDirs.has(d)) continue;
       await ch.mkdir(this.abs(d), 0o755).catch(async (err) => {
-        const st = await ch.lstat(this.abs(d)).catch(() => null);
-        if (!st || ((st.mode ?? 0) & 0o170000) !== 0o040000) throw err;
+        if ((await this.isDirHere(ch, this.abs(d), d)) !== true) throw err;
       });
       this.knownDirs.add(d);
     }
@@ -1272,10 +1303,14 @@ export class SftpTransport implements Transport {
   async rename(from: string, to: string): Promise<void> {
     return this.onChannel(async ({ ch }) => {
       try {
-        if (this.followsLinks && (await this.look(ch, this.abs(from), from))?.type === 'symlink') {
-          throw new WsyncError('E_REMOTE_IO', `cannot move the symlink ${this.describe(from)} on this server: renaming a link there moves the file it points to`, {
-            hint: 'move or remove that link on the server yourself, then run again',
-          });
+        if (this.followsLinks) {
+          const [a, b] = await Promise.all([this.look(ch, this.abs(from), from), this.look(ch, this.abs(to), to)]);
+          const link = a?.type === 'symlink' ? from : b?.type === 'symlink' ? to : undefined;
+          if (link !== undefined) {
+            throw new WsyncError('E_REMOTE_IO', `cannot rename ${this.describe(from)} on this server: ${this.describe(link)} is a symlink, and a rename there acts on the file it points to`, {
+              hint: 'move or remove that link on the server yourself, then run again',
+            });
+          }
         }
         await this.mkdirs(ch, parentOf(to));
         await ch.posixRename(this.abs(from), this.abs(to));
