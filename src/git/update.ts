@@ -238,7 +238,9 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       commits.push(sweepStaleTemps(repo, lst, ahead?.temps ?? new Set()));
       // The lock files get their content now and are renamed over index and ref once what they describe is there.
       commits.push(applied, objectsIn.then(() => undefined));
-      commits.push(locked.index!.commit(serializeIndex(entries), applied));
+      // The index waits for the objects too: an index naming blobs that are not there (a failed upload) would
+      // leave the repository refusing every later push ("staged changes").
+      commits.push(locked.index!.commit(serializeIndex(entries), Promise.all([applied, objectsIn])));
       worktree = wt;
       commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), Promise.all([applied, objectsIn])));
     } else {

@@ -84,6 +84,28 @@ export async function listWorktree(t: Transport, oldTree: FlatTree, newTree: Fla
   return { entries, listed };
 }
 
+/** diff-index --cached: how the index differs from `tree` (empty when it is that tree). */
+function stagedAgainst(index: IndexEntry[], byPath: Map<string, IndexEntry>, tree: FlatTree): string[] {
+  const staged: string[] = [];
+  for (const e of index) {
+    const t0 = tree.get(e.path);
+    if (!t0) staged.push(`new file: ${e.path}`);
+    else if (t0.oid !== e.oid || t0.mode !== e.mode || e.intentToAdd) staged.push(`modified: ${e.path}`);
+  }
+  for (const p of tree.keys()) if (!byPath.has(p)) staged.push(`deleted: ${p}`);
+  return staged;
+}
+
+/** The work tree's `d` at `p` is the tree's entry `n` (kind, exec bit, content); both absent counts as the same. */
+async function asInTree(t: Transport, p: string, d: Entry | undefined, n: FlatEntry | undefined): Promise<boolean> {
+  if (!n || !d) return !n && !d;
+  if (!sameKind(d, n.mode)) return false;
+  if (n.mode === MODE_GITLINK) return true;
+  if (n.mode !== MODE_LINK && ((d.mode & 0o100) !== 0) !== (n.mode === MODE_EXEC)) return false;
+  const body = n.mode === MODE_LINK ? Buffer.from(d.target ?? '') : await t.readFile(p).catch(() => null);
+  return !!body && hashObject('blob', body) === n.oid;
+}
+
 function sameKind(e: Entry, mode: number): boolean {
   if (mode === MODE_LINK) return e.type === 'symlink';
   if (mode === MODE_GITLINK) return e.type === 'dir';
@@ -106,16 +128,11 @@ export async function planWorktreeUpdate(
   const unmerged = index.filter((e) => e.stage !== 0).map((e) => e.path);
   if (unmerged.length) refuse('the work tree has unmerged paths (a merge in progress):', [...new Set(unmerged)], opts.hint);
 
-  // diff-index --cached: the index must be the old commit's tree.
-  const staged: string[] = [];
+  // diff-index --cached: the index must be the old commit's tree, or already the new one's (an update that got as
+  // far as the index and no further: this one finishes it).
   const byPath = new Map(index.map((e) => [e.path, e]));
-  for (const e of index) {
-    const t0 = oldTree.get(e.path);
-    if (!t0) staged.push(`new file: ${e.path}`);
-    else if (t0.oid !== e.oid || t0.mode !== e.mode || e.intentToAdd) staged.push(`modified: ${e.path}`);
-  }
-  for (const p of oldTree.keys()) if (!byPath.has(p)) staged.push(`deleted: ${p}`);
-  if (staged.length) refuse('Working directory has staged changes:', staged, opts.hint);
+  const staged = stagedAgainst(index, byPath, oldTree);
+  if (staged.length && stagedAgainst(index, byPath, newTree).length) refuse('Working directory has staged changes:', staged, opts.hint);
 
   const changed = new Set<string>();
   for (const [p, e] of newTree) {
@@ -127,24 +144,25 @@ export async function planWorktreeUpdate(
   // The staged check above ensures the index holds exactly the old tree's paths, so the listing covers it.
   const { entries: disk, listed } = opts.listing ?? (await listWorktree(t, oldTree, newTree));
 
-  // update-index --refresh + diff-files: every tracked path must still be what the index says.
+  // update-index --refresh + diff-files: every tracked path must still be what the index says, or already what
+  // the new tree has there (an update that wrote the work tree and failed before the index: this one finishes it).
   const suspects: IndexEntry[] = [];
-  const unstaged: string[] = [];
+  const differing: Array<{ path: string; why: string }> = [];
   for (const e of index) {
     if (e.mode === MODE_GITLINK || e.skipWorktree) continue;
     const d = disk.get(e.path);
     if (!d || !sameKind(d, e.mode)) {
-      unstaged.push(`${d ? 'typechange' : 'deleted'}: ${e.path}`);
+      differing.push({ path: e.path, why: d ? 'typechange' : 'deleted' });
       continue;
     }
     if (e.mode !== MODE_LINK && ((d.mode & 0o100) !== 0) !== (e.mode === MODE_EXEC)) {
-      unstaged.push(`mode changed: ${e.path}`);
+      differing.push({ path: e.path, why: 'mode changed' });
       continue;
     }
     const size = e.mode === MODE_LINK ? Buffer.byteLength(d.target ?? '') : d.size;
     // The index keeps sizes modulo 2^32, as git does.
     if (size % 0x100000000 !== e.size) {
-      unstaged.push(`modified: ${e.path}`);
+      differing.push({ path: e.path, why: 'modified' });
       continue;
     }
     if (d.mtime !== e.mtimeSeconds || d.mtime >= state.indexMtime) suspects.push(e);
@@ -152,7 +170,12 @@ export async function planWorktreeUpdate(
   await mapLimit(suspects, PARALLEL, async (e) => {
     const d = disk.get(e.path)!;
     const body = e.mode === MODE_LINK ? Buffer.from(d.target ?? '') : await t.readFile(e.path);
-    if (!body || hashObject('blob', body) !== e.oid) unstaged.push(`modified: ${e.path}`);
+    if (!body || hashObject('blob', body) !== e.oid) differing.push({ path: e.path, why: 'modified' });
+  });
+  const isNew = (p: string) => asInTree(t, p, disk.get(p), newTree.get(p));
+  const unstaged: string[] = [];
+  await mapLimit(differing, PARALLEL, async ({ path: p, why }) => {
+    if (!changed.has(p) || !(await isNew(p))) unstaged.push(`${why}: ${p}`);
   });
   if (unstaged.length) refuse('Working directory has unstaged changes:', unstaged.sort(), opts.hint);
 
@@ -168,11 +191,16 @@ export async function planWorktreeUpdate(
     }
   };
   const inTheWay: string[] = [];
+  // Untracked, but already what the new tree has there (written by an update that failed before its index).
+  const alreadyNew = new Set<string>();
+  await mapLimit([...changed].filter((p) => !tracked(p) && disk.get(p) && disk.get(p)!.type !== 'dir'), PARALLEL, async (p) => {
+    if (await isNew(p)) alreadyNew.add(p);
+  });
   for (const p of changed) {
     const n = newTree.get(p);
     if (!n) continue;
     const d = disk.get(p);
-    if (d && !tracked(p)) {
+    if (d && !tracked(p) && !alreadyNew.has(p)) {
       if (d.type === 'dir' && n.mode !== MODE_GITLINK) {
         // A tracked directory becoming a file: fine when it holds only tracked files (all deleted by the update).
         const lost: string[] = [];

@@ -200,6 +200,33 @@ for (const kind of SERVER_KINDS) {
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
       check();
+      // An update that wrote the work tree and failed before its index and ref (objects refused, link cut): the
+      // next push finishes it instead of refusing "unstaged changes"; one that got as far as the index, too.
+      commit(repo, { 'x.txt': 'four\n', 'new.txt': 'new\n', 'run.sh': null }, 'fourth');
+      writeFileSync(join(remote, 'x.txt'), 'four\n');
+      writeFileSync(join(remote, 'new.txt'), 'new\n');
+      rmSync(join(remote, 'run.sh'));
+      r = await push();
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      check();
+      commit(repo, { 'x.txt': 'five\n' }, 'fifth');
+      writeFileSync(join(remote, 'x.txt'), 'five\n');
+      git(remote, 'add', 'x.txt');
+      r = await push();
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      check();
+      // Work of someone else's is still refused.
+      commit(repo, { 'x.txt': 'six\n' }, 'sixth');
+      writeFileSync(join(remote, 'x.txt'), 'theirs\n');
+      r = await push();
+      expect(r.code).toBe(3);
+      expect(r.stderr).toMatch(/unstaged changes:\s+modified: x.txt/);
+      git(remote, 'checkout', '--', 'x.txt');
+      r = await push();
+      expect(r.code).toBe(0);
+      check();
       commit(remote, { 'agent.txt': 'from the VM\n' }, 'agent');
       const f = await cli(['git', 'fetch', target(remote), '--remote-name', 'vm'], { cwd: repo });
       expect(f.code).toBe(0);
