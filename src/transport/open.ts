@@ -3,6 +3,7 @@ import type { SyncOptions } from '../api.js';
 import { LocalTransport } from './local/local.js';
 import { SftpTransport } from './sftp/sftp.js';
 import type { Transport } from './types.js';
+import type { ConnectOptions } from '../ssh/connect.js';
 
 /** A transport for a target: the local filesystem, or SFTP over a new SSH connection (host keys checked). */
 export async function openTarget(
@@ -22,7 +23,7 @@ export async function openTarget(
   if (t.kind === 'local') return new LocalTransport(t.path);
   // Loaded on demand: a local target needs none of the SSH code.
   const { connect } = await import('../ssh/connect.js');
-  const session = await connect(t.host, {
+  const connectOpts: ConnectOptions = {
     configFile: o.sshConfig,
     user: t.user,
     port: t.port,
@@ -39,16 +40,45 @@ export async function openTarget(
     onDialing: o.onDialing,
     keepaliveMs: o.keepaliveMs,
     deadAfterMs: o.deadAfterMs,
-  });
+  };
+  const session = await connect(t.host, connectOpts);
+  const sessions = [session];
+  const closeAll = async () => {
+    await Promise.all(sessions.map((s) => s.close()));
+  };
   try {
-    const root = await SftpTransport.resolveRoot(session.channels[0], t.path);
+    const rootP = SftpTransport.resolveRoot(session.channels[0], t.path);
+    // A server that serves all channels of a connection in one process (ProFTPD's mod_sftp) is one CPU however
+    // many channels there are: the channels are spread over several connections instead. Best effort: opened
+    // without asking anything (a key that needs a passphrase typed again is not used), and any that fails is
+    // simply not there.
+    const perConnection = serialisesConnection(session.channels[0].serverSoftware) ? EXTRA_CONNECTION_CHANNELS : 0;
+    const extra = perConnection ? Math.min(MAX_CONNECTIONS, Math.ceil(session.channels.length / perConnection)) - 1 : 0;
+    const more = await Promise.allSettled(
+      Array.from({ length: Math.max(0, extra) }, () =>
+        connect(t.host, { ...connectOpts, channels: perConnection, interactive: false, hostKeyPrompt: undefined, authPrompt: undefined, onDialing: undefined }),
+      ),
+    );
+    for (const m of more) if (m.status === 'fulfilled') sessions.push(m.value);
+    const root = await rootP;
     const label = `${session.host.user}@${session.host.alias}`;
-    const sftp = new SftpTransport(session.channels, root, label, session.close);
+    // The first connection keeps only as many channels as the others; the rest of its channels are ended.
+    const firstChannels = sessions.length > 1 ? session.channels.slice(0, perConnection) : session.channels;
+    for (const ch of session.channels.slice(firstChannels.length)) ch.end();
+    const sftp = new SftpTransport([...firstChannels, ...sessions.slice(1).flatMap((s) => s.channels)], root, label, closeAll);
     sftp.hooks = session.hooks;
     return sftp;
   } catch (err) {
-    await session.close();
+    await closeAll();
     throw err;
   }
 }
+
+/** Servers known to serve every channel of a connection from one process (see openTarget). */
+function serialisesConnection(software: string | undefined): boolean {
+  return /^mod_sftp/i.test(software ?? '');
+}
+/** Channels per connection, and connections at most, where a server serialises a connection. */
+const EXTRA_CONNECTION_CHANNELS = 2;
+const MAX_CONNECTIONS = 4;
 
