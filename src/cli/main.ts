@@ -265,8 +265,19 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = await runWatchCommand(a as unknown as SyncArgs, (fn) => (gracefulStop = fn));
     })
     .command('git', 'push a branch to, or fetch one from, a repository on the remote (no git needed there)', gitCommand((c) => (exitCode = c)))
+    .command('doctor <remote>', 'what the SFTP server at a target is and does where servers differ (tried out under .wsync/, then removed)', (y) =>
+      y
+        .positional('remote', { type: 'string', describe: 'target: host:path, user@host:path or ssh://user@host:port/path', demandOption: true })
+        .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+        .option('ssh-config', { alias: 'F', type: 'string', describe: 'ssh_config file to use instead of ~/.ssh/config' })
+        .option('identity', { alias: 'i', type: 'string', describe: 'private key to try first' })
+        .option('accept-new', { type: 'boolean', default: false, describe: 'record an unknown host key in known_hosts (a changed key is still refused)' })
+        .option('channels', { type: 'number', default: 8, describe: 'SFTP channels per connection' }), async (a) => {
+      const { runDoctorCommand } = await import('./doctor.js');
+      exitCode = await runDoctorCommand(a as unknown as import('./doctor.js').DoctorArgs);
+    })
     .completion('completion', 'print a shell completion script (bash/zsh): wsync completion >> ~/.bashrc')
-    .demandCommand(1, 'name a command: push, pull, sync, status, watch or git')
+    .demandCommand(1, 'name a command: push, pull, sync, status, watch, git or doctor')
     .strict()
     .epilog(EPILOG)
     .help()

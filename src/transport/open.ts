@@ -67,6 +67,7 @@ export async function openTarget(
     for (const ch of session.channels.slice(firstChannels.length)) ch.end();
     const sftp = new SftpTransport([...firstChannels, ...sessions.slice(1).flatMap((s) => s.channels)], root, label, closeAll);
     sftp.hooks = session.hooks;
+    sftp.connections = sessions.length;
     return sftp;
   } catch (err) {
     await closeAll();

@@ -57,6 +57,32 @@ for (const kind of SERVER_KINDS) {
       expect(readFileSync(join(scratch, 't.txt'), 'utf8')).toBe('outside\n');
     });
 
+    it('wsync doctor tells the server apart by trying it, and leaves nothing behind', async () => {
+      remember();
+      const remote = join(srv.remoteRoot, 'doc');
+      mkdirSync(remote);
+      const r = await cli(['doctor', target(remote), '--json']);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const d = JSON.parse(r.stdout);
+      const proftpd = kind === 'proftpd';
+      expect(d).toMatchObject({
+        type: 'doctor',
+        software: proftpd ? 'mod_sftp' : expect.stringMatching(kind === 'openssh' ? /^OpenSSH_/ : /^dropbear_/),
+        symlinkOrder: 'openssh (target first)',
+        readlink: proftpd ? 'joined onto the link directory' : 'verbatim',
+        followsLinks: proftpd,
+        renameExistsStatus: proftpd ? 11 : 4,
+        appendExisting: proftpd ? 'refused' : 'allowed',
+      });
+      expect(d.connections).toBe(proftpd ? 4 : 1);
+      expect(d.missing.map((m: { extension: string }) => m.extension)).toEqual(proftpd ? ['copy-data', 'limits@openssh.com'] : []);
+      expect(readdirSync(remote)).toEqual([]);
+      const text = await cli(['doctor', target(remote)]);
+      expect(text.code).toBe(0);
+      expect(text.stdout).toMatch(/^symlink order +openssh \(target first\)$/m);
+    });
+
     it('push, no-op, edits with --delete, and a pull back: exact, with symlinks both ways and the exec bit', async () => {
       remember();
       const local = join(work, 'p1');

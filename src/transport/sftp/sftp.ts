@@ -9,6 +9,7 @@ import { Semaphore } from '../../util/limit.js';
 import { LinkMeter } from '../../transfer/window.js';
 import { NAME_MAX, ancestors, asideNameFor, baseName, joinRel, longestNameBytes, parentOf, remoteJoin, tempNameFor, tooLongText } from '../../util/paths.js';
 import { SftpChannel, entryFromAttrs, isNoSuchFile, mapSftpError, sftpCode, SFTP_STATUS } from './channel.js';
+import { probeServer, type ServerReport } from './quirks.js';
 
 /** Queued write payload per channel: ssh2 would otherwise buffer a whole tree in memory. */
 const BYTES_IN_FLIGHT_PER_CHANNEL = 8 * 1024 * 1024;
@@ -1328,6 +1329,32 @@ export class SftpTransport implements Transport {
     // Every request of the view goes to this one channel; requests are sent as they are issued.
     (view as unknown as { pick: () => ChannelSlot }).pick = () => slot;
     return view;
+  }
+
+  /** Set by openTarget: the SSH connections the channels are spread over. */
+  connections = 1;
+
+  /**
+   * The quirk table (`wsync doctor`): every question of quirks.ts asked in a scratch directory under `.wsync/`
+   * (made and removed again; `.wsync/` too when it was not there).
+   */
+  async serverReport(): Promise<ServerReport> {
+    const { ch } = this.pick();
+    const state = this.abs(STATE_DIR);
+    const hadState = await this.isDirHere(ch, state, STATE_DIR);
+    const scratch = `${state}/${baseName(tempNameFor('doctor'))}`;
+    try {
+      if (!hadState) await ch.mkdir(state, 0o755);
+      await ch.mkdir(scratch, 0o700);
+    } catch (err) {
+      throw mapSftpError(err, `cannot make a scratch directory in ${this.describe(STATE_DIR)} to try the server out`);
+    }
+    try {
+      return { ...(await probeServer(ch, scratch)), connections: this.connections, channels: this.slots.length };
+    } finally {
+      await ch.rmdir(scratch).catch(() => undefined);
+      if (!hadState) await ch.rmdir(state).catch(() => undefined);
+    }
   }
 
   /** Set by openTarget: the ssh2 hooks that applied on this connection. */
