@@ -240,9 +240,11 @@ export async function updateBranch(repo: FileRepo, u: BranchUpdate): Promise<Bra
       commits.push(applied, objectsIn.then(() => undefined));
       // The index waits for the objects too: an index naming blobs that are not there (a failed upload) would
       // leave the repository refusing every later push ("staged changes").
-      commits.push(locked.index!.commit(serializeIndex(entries), Promise.all([applied, objectsIn])));
+      const indexIn = locked.index!.commit(serializeIndex(entries), Promise.all([applied, objectsIn]));
+      commits.push(indexIn);
       worktree = wt;
-      commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), Promise.all([applied, objectsIn])));
+      // The ref after the index, as git's updateInstead: a cut between them leaves a state the next push finishes.
+      commits.push(locked.ref.commit(Buffer.from(`${u.newOid}\n`), Promise.all([applied, objectsIn, indexIn])));
     } else {
       accepted = true;
       objectsIn = upload.then((st) => st?.commit());

@@ -133,6 +133,7 @@ export async function planWorktreeUpdate(
   const byPath = new Map(index.map((e) => [e.path, e]));
   const staged = stagedAgainst(index, byPath, oldTree);
   if (staged.length && stagedAgainst(index, byPath, newTree).length) refuse('Working directory has staged changes:', staged, opts.hint);
+  const indexIsNew = staged.length > 0;
 
   const changed = new Set<string>();
   for (const [p, e] of newTree) {
@@ -216,6 +217,8 @@ export async function planWorktreeUpdate(
       if (da && da.type !== 'dir' && !tracked(a)) inTheWay.push(a);
     }
   }
+  // An index already the new tree no longer tracks what the new tree deletes: whatever is there now is someone's.
+  if (indexIsNew) for (const p of oldTree.keys()) if (!newTree.has(p) && disk.has(p)) inTheWay.push(p);
   if (inTheWay.length) refuse('untracked working tree files would be overwritten or lost:', [...new Set(inTheWay)].sort(), opts.hint);
 
   const removes: string[] = [];

@@ -48,6 +48,8 @@ export async function openTarget(
   };
   try {
     const rootP = SftpTransport.resolveRoot(session.channels[0], t.path);
+    // Awaited after the extra connections: not an unhandled rejection meanwhile.
+    rootP.catch(() => undefined);
     // A server that serves all channels of a connection in one process (ProFTPD's mod_sftp) is one CPU however
     // many channels there are: the channels are spread over several connections instead. Best effort: opened
     // without asking anything (a key that needs a passphrase typed again is not used), and any that fails is

@@ -6,7 +6,7 @@
  * the targets hold what they held before.
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, mkdirSync, symlinkSync, readlinkSync, lstatSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, mkdirSync, symlinkSync, readlinkSync, lstatSync, utimesSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -188,6 +188,8 @@ for (const kind of SERVER_KINDS) {
       const fd = openSync(join(local, 'big.bin'), 'r+');
       writeSync(fd, randomBytes(64 * 1024), 0, 64 * 1024, 4 * 1024 * 1024);
       closeSync(fd);
+      // A later mtime: an edit in the same second as the last push, keeping the size, is not seen (as for rsync).
+      utimesSync(join(local, 'big.bin'), 1_800_000_000, 1_800_000_000);
       const d = await cli(['push', local, target(remote), '--json']);
       expect(d.code).toBe(0);
       expect(readFileSync(join(remote, 'big.bin')).equals(readFileSync(join(local, 'big.bin')))).toBe(true);
@@ -254,6 +256,17 @@ for (const kind of SERVER_KINDS) {
       expect(r.code).toBe(3);
       expect(r.stderr).toMatch(/unstaged changes:\s+modified: x.txt/);
       git(remote, 'checkout', '--', 'x.txt');
+      r = await push();
+      expect(r.code).toBe(0);
+      check();
+      // The index already the new tree, but a file the new tree deletes is there with someone's edit: refused.
+      commit(repo, { 'new.txt': null }, 'seventh');
+      git(remote, 'rm', '-q', '--cached', 'new.txt');
+      writeFileSync(join(remote, 'new.txt'), 'edited on the VM\n');
+      r = await push();
+      expect(r.code).toBe(3);
+      expect(readFileSync(join(remote, 'new.txt'), 'utf8')).toBe('edited on the VM\n');
+      rmSync(join(remote, 'new.txt'));
       r = await push();
       expect(r.code).toBe(0);
       check();

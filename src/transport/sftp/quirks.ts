@@ -53,16 +53,18 @@ export async function probeServer(ch: SftpChannel, dir: string): Promise<Omit<Se
   };
   try {
     // SSH_FXP_SYMLINK's order: a link between two names here, both absolute, so that either order lands here.
-    let swap = false;
+    let swap: boolean | undefined;
     try {
       made.push('a', 'b');
       await ch.symlink(p('b'), p('a'));
       const [atA, atB] = await Promise.all([ch.lstat(p('a')).then((s) => isLink(s.mode), () => false), ch.lstat(p('b')).then((s) => isLink(s.mode), () => false)]);
-      swap = atB && !atA;
-      report.symlinkOrder = atA === atB ? 'no link was made' : isOpenSshOrder(ch.serverSoftware, swap) ? 'openssh (target first)' : 'rfc (link first)';
+      if (atA !== atB) swap = atB;
+      report.symlinkOrder = swap === undefined ? 'no link was made' : isOpenSshOrder(ch.serverSoftware, swap) ? 'openssh (target first)' : 'rfc (link first)';
     } catch (err) {
       report.symlinkOrder = `refused: ${errText(err)}`;
     }
+    // The other questions make links: only in the order found (another could make one outside this directory).
+    if (swap === undefined) return report;
     // READLINK of a link with a relative target.
     try {
       made.push('c');

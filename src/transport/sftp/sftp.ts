@@ -1347,6 +1347,7 @@ export class SftpTransport implements Transport {
       if (!hadState) await ch.mkdir(state, 0o755);
       await ch.mkdir(scratch, 0o700);
     } catch (err) {
+      if (!hadState) await ch.rmdir(state).catch(() => undefined);
       throw mapSftpError(err, `cannot make a scratch directory in ${this.describe(STATE_DIR)} to try the server out`);
     }
     try {
